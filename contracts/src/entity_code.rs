@@ -1,0 +1,1 @@
+//! Unified social credit codes (GB 32100-2015): being written.
