@@ -1,0 +1,140 @@
+//! Well-formedness: documents refused before anyone signs them, each naming the field.
+
+mod common;
+
+use common::*;
+use xmcredit_contracts::{Contract, ContractError};
+
+fn field_of(err: &ContractError) -> &str {
+    match err {
+        ContractError::Malformed { field, .. } => field,
+        other => panic!("expected Malformed, got {other}"),
+    }
+}
+
+fn refused(text: &str) -> ContractError {
+    Contract::from_toml_str(text).expect_err("should be refused")
+}
+
+#[test]
+fn unknown_and_missing_fields_are_named() {
+    let text = sample_text(PSI);
+    let err = refused(&text.replace("version = 1", "version = 1\ncolour = \"red\""));
+    assert!(
+        matches!(&err, ContractError::Toml { message } if message.contains("unknown field `colour`")),
+        "{err}"
+    );
+    let err = refused(&text.replace("epoch_seconds = 604800 # keys rotate weekly\n", ""));
+    assert!(matches!(&err, ContractError::Toml { message } if message.contains("epoch_seconds")), "{err}");
+    let err = refused(&text.replace("output = \"intersection\"", "output = \"intersection\"\nthreshold = 2"));
+    assert!(matches!(&err, ContractError::Toml { message } if message.contains("threshold")), "{err}");
+    let err = refused(&text.replace("roles = [\"client\"]", "roles = [\"client\"]\nrole = \"x\""));
+    assert!(
+        matches!(&err, ContractError::Toml { message } if message.contains("unknown field `role`")),
+        "{err}"
+    );
+    let err = refused(&text.replace("kind = \"psi\"", "kind = \"pir\""));
+    assert!(matches!(&err, ContractError::Toml { message } if message.contains("pir")), "{err}");
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_field() {
+    let text = sample_text(PSI);
+    let cases = [
+        ("version = 1", "version = 0", "version"),
+        ("epoch_seconds = 604800", "epoch_seconds = 0", "epoch_seconds"),
+        ("not_after = 2026-12-31T23:59:59+08:00", "not_after = 2025-12-31T23:59:59+08:00", "not_after"),
+        ("purpose = \"信易贷", "purpose = \"\\u0007信易贷", "purpose"),
+        ("roles = [\"client\"]", "roles = [\"client\", \"coordinator\"]", "parties[0].roles"),
+        ("roles = [\"client\"]", "roles = [\"client\", \"client\"]", "parties[0].roles"),
+        ("roles = [\"client\"]", "roles = [\"server\"]", "parties"),
+        ("node = \"bank-a\"\nform", "node = \"bank-b\"\nform", "receivers[0].node"),
+        ("form = \"intersection\"", "form = \"cardinality\"", "receivers"),
+        ("form = \"intersection\"", "form = \"sum\"", "receivers[0].form"),
+        ("name = \"loan_applicants\"", "name = \"loan applicants\"", "datasets[0].name"),
+        ("credit-center = 1000, ", "", "limits.min_set_size"),
+        ("bank-a = 20 }", "bank-a = 0 }", "limits.min_set_size.bank-a"),
+        ("min_set_size = {", "output_bits = 8\nmin_set_size = {", "limits.output_bits"),
+    ];
+    for (from, to, field) in cases {
+        assert!(text.contains(from), "{from}");
+        let err = refused(&text.replacen(from, to, 1));
+        assert_eq!(field_of(&err), field, "{to}: {err}");
+    }
+    let same_key = text.replace(
+        "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394",
+        "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+    );
+    assert_eq!(field_of(&refused(&same_key)), "parties[1].public_key");
+    // The identity point: a small-order key, refused by strict Ed25519.
+    let bad_key = text.replace(
+        "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+    );
+    assert!(matches!(refused(&bad_key), ContractError::Toml { .. }));
+    let local_time = text.replace("2026-01-01T00:00:00+08:00", "2026-01-01T00:00:00");
+    let err = refused(&local_time);
+    assert!(matches!(&err, ContractError::Toml { message } if message.contains("offset")), "{err}");
+}
+
+#[test]
+fn kind_specific_rules() {
+    let lookup = sample_text(LOOKUP);
+    let cases = [
+        ("lookups_per_day = { bank-a = 500 }", "", "limits.lookups_per_day"),
+        ("output_bits = 16", "output_bits = 7", "limits.output_bits"),
+        (
+            "column = \"tax_grade\", comparison = \"in\", constant = [\"A\", \"B\"]",
+            "column = \"turnover\", comparison = \"in\", constant = [\"A\", \"B\"]",
+            "datasets[1].rules[0].column",
+        ),
+        (
+            "comparison = \"in\", constant = [\"A\", \"B\"], points = 30",
+            "comparison = \"in\", constant = \"A\", points = 30",
+            "datasets[1].rules[0]",
+        ),
+        ("points = 30", "points = 2000000000000", "datasets[1].rules[0]"),
+        ("form = \"scores\"", "form = \"sum\"", "receivers[0].form"),
+    ];
+    for (from, to, field) in cases {
+        assert!(lookup.contains(from), "{from}");
+        let err = refused(&lookup.replacen(from, to, 1));
+        assert_eq!(field_of(&err), field, "{to}: {err}");
+    }
+    let bitmask = lookup.replace("output = \"points\"", "output = \"bitmask\"");
+    Contract::from_toml_str(&bitmask).expect("six rules fit 16 bits");
+    let err = refused(&bitmask.replace("output_bits = 16", "output_bits = 5"));
+    assert_eq!(field_of(&err), "limits.output_bits");
+    let secagg = sample_text(SECAGG);
+    let cases = [
+        ("threshold = 2", "threshold = 4", "computation.threshold"),
+        ("min_contributors = 3", "min_contributors = 1", "limits.min_contributors"),
+        ("min_contributors = 3\n", "", "limits.min_contributors"),
+        ("\"350212\", \"350213\"]", "\"350212\", \"350212\"]", "computation.groups[5]"),
+        ("value_column = \"outstanding_yuan\"", "value_column = \"balance\"", "datasets"),
+        ("roles = [\"coordinator\"]", "roles = [\"contributor\"]", "parties"),
+    ];
+    for (from, to, field) in cases {
+        assert!(secagg.contains(from), "{from}");
+        let err = refused(&secagg.replacen(from, to, 1));
+        assert_eq!(field_of(&err), field, "{to}: {err}");
+    }
+    let overthreshold = sample_text(OVERTHRESHOLD);
+    let err = refused(&overthreshold.replacen("form = \"histogram\"", "form = \"own_matches\"", 1));
+    assert_eq!(field_of(&err), "receivers[3].form");
+    let err = refused(&overthreshold.replacen("threshold = 2", "threshold = 1", 1));
+    assert_eq!(field_of(&err), "computation.threshold");
+}
+
+#[test]
+fn hand_written_json_is_read_strictly() {
+    let contract = sample(PSI);
+    let json = serde_json::to_string(&contract).expect("serializes");
+    assert_eq!(Contract::from_json_str(&json), Ok(contract));
+    let duplicate = json.replacen("{\"id\":", "{\"version\":1,\"id\":", 1);
+    assert!(matches!(Contract::from_json_str(&duplicate), Err(ContractError::NotCanonical(_))));
+    let float = json.replacen("\"version\":1", "\"version\":1.0", 1);
+    assert!(matches!(Contract::from_json_str(&float), Err(ContractError::NotCanonical(_))));
+    let null = json.replacen("\"version\":1", "\"version\":null", 1);
+    assert!(matches!(Contract::from_json_str(&null), Err(ContractError::NotCanonical(_))));
+}
