@@ -35,6 +35,128 @@ pub enum ProtocolError {
     SetTooLarge { whose: &'static str, got: u64, max: u64 },
 
     // ---- PSI ------------------------------------------------------------------------
+    /// A chunk whose number is not the next one of its direction and kind (design.md
+    /// computation 1; chunks are numbered 0, 1, 2, … in each session). A repeated number
+    /// is a replay inside the session, a skipped one a lost or reordered message; either
+    /// would break the order that maps replies back to X.
+    #[error("PSI {what}: chunk {got} out of order, expected chunk {expected}")]
+    ChunkOutOfOrder { what: &'static str, expected: u32, got: u32 },
+    /// More items (blinded or evaluated elements, tags, matched tags) than the peer
+    /// declared (Hello's n, HelloAck's m, the MatchReport total). Refused before the
+    /// extra items are evaluated or counted.
+    #[error("PSI: {got} {what}, more than the {declared} declared")]
+    TooManyElements { what: &'static str, declared: u64, got: u64 },
+    /// A chunk with another number of items than the session's chunking gives: every
+    /// chunk holds the chunk size from Hello, the last one the rest.
+    #[error("PSI {what}: chunk {seq} holds {got}, the chunking gives {expected}")]
+    ChunkLength { what: &'static str, seq: u32, expected: u64, got: u64 },
+    /// A local chunk size of 0 or above `MAX_CHUNK_ELEMENTS` (the bound a receiver holds
+    /// for one message).
+    #[error("PSI chunk size {got} must be between 1 and {max}")]
+    InvalidChunkSize { got: u32, max: usize },
+    /// The client asked for an output form the contract does not grant (e.g. the
+    /// intersection under a cardinality-only contract). Refused by the server at Hello.
+    #[error("PSI: client asked for the {requested} form, the contract grants {allowed}")]
+    FormNotAllowed { requested: crate::psi::PsiOutputForm, allowed: crate::psi::PsiOutputForm },
+    /// Tags of another length than `crypto::set::tag_bits_for(n, m, 40)`: shorter tags
+    /// would let false matches through (design.md: at least 40 + log2 n + log2 m bits).
+    #[error("PSI: tags of {got_bits} bits, the set sizes require {expected_bits}")]
+    TagLengthMismatch { expected_bits: u32, got_bits: u32 },
+    /// ServerDone came before all m tags, or names another total than HelloAck's m.
+    #[error("PSI: the server declared {declared} tags, got {got}")]
+    TagCountMismatch { declared: u64, got: u64 },
+    /// A TagChunk with labels outside the labels form, or without one label per tag in
+    /// it.
+    #[error("PSI {form} form: a tag chunk with {tags} tags and {labels} labels")]
+    LabelsMismatch { form: crate::psi::PsiOutputForm, tags: usize, labels: usize },
+    /// An EvaluatedChunk for a blinded chunk the client has not sent: the server cannot
+    /// have evaluated it.
+    #[error("PSI: evaluated chunk {seq} arrived before blinded chunk {seq} was sent")]
+    UnrequestedChunk { seq: u32 },
+    /// A MatchReport chunk whose total differs from the one chunk 0 declared.
+    #[error("PSI MatchReport: total {got} differs from the {first} declared in chunk 0")]
+    MatchTotalChanged { first: u64, got: u64 },
+    /// A MatchReport naming one tag twice.
+    #[error("PSI MatchReport: a tag is reported twice")]
+    DuplicateMatch,
+    /// A MatchReport naming tags that are not this session's tags of Y (not a match the
+    /// client could have found).
+    #[error("PSI MatchReport: {unknown} reported tags are not in the server's tag set")]
+    UnknownMatch { unknown: usize },
+    /// A local set with a repeated element, refused before anything is sent: one blind
+    /// per session turns equal inputs into equal blinded elements (and equal `y` into
+    /// equal tags), which would show the peer that the set holds a duplicate.
+    #[error("PSI {whose} set: element {second} repeats element {first}")]
+    DuplicateElement { whose: &'static str, first: usize, second: usize },
+    /// Local fault: the cached server set was built for another contract, epoch or OPRF
+    /// key, or lacks the labels the contract's form needs.
+    #[error("PSI server set does not fit this session: {reason}")]
+    ServerSetMismatch { reason: String },
+    /// Local fault: labels that cannot be sent (count differs from the elements, lengths
+    /// differ, or longer than `MAX_LABEL_LEN`).
+    #[error("PSI labels refused: {reason}")]
+    InvalidLabels { reason: String },
 
     // ---- Secure aggregation -----------------------------------------------------------
+    /// Fewer than `t` contributors are left in a round (Bonawitz et al. 2017, Figure 4:
+    /// every round aborts when `|U_i| < t`; rounds 0, 1, 2 and 4). Whoever returns it
+    /// sends nothing further, so nothing more is revealed.
+    #[error("secure aggregation {round}: {got} contributors left, the threshold is {threshold}; aborted")]
+    BelowThreshold { round: crate::secagg::Round, got: usize, threshold: usize },
+    /// Round 4 (Unmasking): the coordinator asked for both the self-mask share and the
+    /// mask-key share of one peer, which would unmask that peer's input on its own.
+    #[error("secure aggregation round 4: the coordinator asked for both shares of {peer}")]
+    BothSharesRequested { peer: NodeId },
+    /// Round 0 (AdvertiseKeys): a key advertisement whose signature does not verify under
+    /// the roster's identity key over this session's binding (forged, altered, or
+    /// replayed from another session).
+    #[error("secure aggregation round 0: the key advertisement of {from} has a bad signature")]
+    BadKeySignature { from: NodeId },
+    /// Round 0 (AdvertiseKeys): a DH public key already advertised (by another node, or
+    /// as the node's other key); the paper requires all key pairs to differ.
+    #[error("secure aggregation round 0: {from} advertised a DH key that is already in use")]
+    DuplicateKey { from: NodeId },
+    /// Round 0 (AdvertiseKeys): the key list leaves out or changes this contributor's own
+    /// keys.
+    #[error("secure aggregation round 0: the key list leaves out or alters this node's own keys")]
+    OwnKeysAltered,
+    /// Round 2 (MaskedInputCollection) input, checked before round 0 starts: an element
+    /// above `2^bits - 1`. The value is this node's own and is never sent.
+    #[error("secure aggregation input element {index} is {value}, above the declared width of {bits} bits")]
+    InputTooWide { index: usize, value: u64, bits: u32 },
+    /// Setup, before round 0: `n` contributors' `bits`-bit elements could sum past
+    /// `2^64 - 1`, so the mod 2^64 sum (round 2) would not be exact.
+    #[error("secure aggregation of {n} contributors at {bits} bits per element could wrap past 2^64 - 1")]
+    SumCouldWrap { n: usize, bits: u32 },
+    /// Round 1 (ShareKeys) pair, opened on arrival in round 2: it did not authenticate
+    /// under the pairwise key and associated data, or did not hold two canonical scalars.
+    #[error("secure aggregation round 2: the share pair from {from} does not open")]
+    ShareDecryption { from: NodeId },
+    /// Any round: a node id that is not in the session's roster.
+    #[error("secure aggregation: {who} is not a party of this session")]
+    UnknownParticipant { who: NodeId },
+    /// Any round after 0: a party outside the set this round is restricted to
+    /// (U1 ⊇ U2 ⊇ U3 ⊇ U5 in the paper), e.g. a node that sent no shares in round 1
+    /// sending a masked input in round 2.
+    #[error("secure aggregation {round}: {who} did not take part in the previous round")]
+    NotInRound { who: NodeId, round: crate::secagg::Round },
+    /// Any round: a second message from one party in one round.
+    #[error("secure aggregation {round}: a second message from {from}")]
+    DuplicateMessage { from: NodeId, round: crate::secagg::Round },
+    /// Round 4 (Unmasking): survivor and dropped lists that are not this contributor's
+    /// U2 split in two, or that list the contributor itself as dropped.
+    #[error("secure aggregation round 4: inconsistent unmask request: {reason}")]
+    InconsistentUnmaskRequest { reason: String },
+    /// Round 2 (MaskedInputCollection): a vector (input or masked input) of another
+    /// length than the session's.
+    #[error("secure aggregation round 2: vector of {got} elements, the session's is {expected}")]
+    VectorLength { expected: usize, got: usize },
+    /// Setup, before round 0: a roster or parameters that cannot run the protocol.
+    #[error("secure aggregation setup refused: {reason}")]
+    InvalidSetup { reason: String },
+    /// Round 4 (Unmasking), coordinator: the shares rebuilt a mask key that is not the
+    /// advertised one, or the unmasked sum is out of range (a wrong share). No sum is
+    /// output.
+    #[error("secure aggregation round 4: reconstruction failed: {reason}")]
+    Reconstruction { reason: String },
 }

@@ -12,6 +12,9 @@
 
 mod binding;
 mod error;
+pub mod psi;
+pub mod secagg;
+mod wire;
 
 pub use binding::SessionBinding;
 pub use error::ProtocolError;

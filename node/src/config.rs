@@ -1,0 +1,221 @@
+//! The node's configuration: one TOML file, unknown keys refused, every default
+//! documented here and in `config.sample.toml` (which a test parses).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use xmcredit_crypto::NodeId;
+
+use crate::NodeError;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; must equal the DNS name in its certificate.
+    pub node_id: NodeId,
+    /// Address the gRPC listener binds (peers and the operator CLI connect here).
+    pub listen: SocketAddr,
+    /// Where keys, certificates and the store live. Relative paths below are relative
+    /// to it.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub tls: TlsPaths,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub limits: Limits,
+    /// The other nodes of the alliance this node talks to.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// Certificate and key files. Defaults: `ca.crt`, `tls.crt`, `secrets/tls.key`, and a
+/// CRL at `crl.der` if that file exists.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    #[serde(default = "default_ca_cert")]
+    pub ca_cert: PathBuf,
+    #[serde(default = "default_cert")]
+    pub cert: PathBuf,
+    #[serde(default = "default_key")]
+    pub key: PathBuf,
+    #[serde(default = "default_crl")]
+    pub crl: PathBuf,
+}
+
+fn default_ca_cert() -> PathBuf {
+    "ca.crt".into()
+}
+fn default_cert() -> PathBuf {
+    "tls.crt".into()
+}
+fn default_key() -> PathBuf {
+    "secrets/tls.key".into()
+}
+fn default_crl() -> PathBuf {
+    "crl.der".into()
+}
+
+impl Default for TlsPaths {
+    fn default() -> Self {
+        Self { ca_cert: default_ca_cert(), cert: default_cert(), key: default_key(), crl: default_crl() }
+    }
+}
+
+/// Timeouts, in seconds. Defaults: connect 5, protocol round 120, TLS handshake 10.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(default = "default_connect_secs")]
+    pub connect_secs: u64,
+    #[serde(default = "default_round_secs")]
+    pub round_secs: u64,
+}
+
+fn default_connect_secs() -> u64 {
+    5
+}
+fn default_round_secs() -> u64 {
+    120
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { connect_secs: default_connect_secs(), round_secs: default_round_secs() }
+    }
+}
+
+impl Timeouts {
+    pub fn connect(&self) -> Duration {
+        Duration::from_secs(self.connect_secs)
+    }
+    pub fn round(&self) -> Duration {
+        Duration::from_secs(self.round_secs)
+    }
+}
+
+/// What the node may do on its own. Default: a proposal from a peer is stored but not
+/// signed until the operator runs `contract sign` (banks expect that).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default = "default_true")]
+    pub require_operator_approval: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { require_operator_approval: true }
+    }
+}
+
+/// Local resource limits, whatever a contract allows. Default: sets of at most 2^22
+/// elements.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_max_set_size")]
+    pub max_set_size: u64,
+}
+
+fn default_max_set_size() -> u64 {
+    1 << 22
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_set_size: default_max_set_size() }
+    }
+}
+
+/// A peer node: its id (which its certificate must name) and address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub id: NodeId,
+    pub address: String,
+}
+
+impl NodeConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| NodeError::Config { path: path.to_path_buf(), reason: e.to_string() })?;
+        Self::parse(&text).map_err(|reason| NodeError::Config { path: path.to_path_buf(), reason })
+    }
+
+    /// Parses configuration text; the error names the offending key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (i, peer) in self.peers.iter().enumerate() {
+            if peer.id == self.node_id {
+                return Err(format!("peers[{i}].id: {} is this node itself", peer.id));
+            }
+            if self.peers[..i].iter().any(|p| p.id == peer.id) {
+                return Err(format!("peers[{i}].id: {} is listed twice", peer.id));
+            }
+        }
+        if self.timeouts.round_secs == 0 || self.timeouts.connect_secs == 0 {
+            return Err("timeouts: must be at least 1 second".into());
+        }
+        Ok(())
+    }
+
+    /// A path from the config, resolved against the data directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.data_dir.join(path)
+        }
+    }
+
+    pub fn peer(&self, id: &NodeId) -> Option<&PeerConfig> {
+        self.peers.iter().find(|p| &p.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_sample_parses() {
+        let text = include_str!("../config.sample.toml");
+        let config = NodeConfig::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.node_id.as_str(), "bank-a");
+        assert_eq!(config.peers.len(), 2);
+        assert!(config.policy.require_operator_approval);
+        assert_eq!(config.timeouts.round_secs, 120);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = "node_id = \"bank-a\"\nlisten = \"127.0.0.1:1\"\ndata_dir = \"/tmp/x\"\n";
+        let unknown = NodeConfig::parse(&format!("{base}colour = 1\n")).err().unwrap_or_default();
+        assert!(unknown.contains("colour"), "{unknown}");
+        let bad_id = NodeConfig::parse(&base.replace("bank-a", "Bank A")).err().unwrap_or_default();
+        assert!(bad_id.contains("node_id") || bad_id.contains("node id"), "{bad_id}");
+        let bad_listen = NodeConfig::parse(&base.replace("127.0.0.1:1", "nowhere")).err().unwrap_or_default();
+        assert!(bad_listen.contains("listen"), "{bad_listen}");
+        let self_peer = NodeConfig::parse(&format!("{base}[[peers]]\nid = \"bank-a\"\naddress = \"x:1\"\n"))
+            .err()
+            .unwrap_or_default();
+        assert!(self_peer.contains("peers[0].id"), "{self_peer}");
+    }
+}

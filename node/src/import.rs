@@ -1,0 +1,233 @@
+//! CSV import: one file into one new dataset version, with a report a data steward can
+//! act on (every rejected row with its number and reason).
+//!
+//! The file is UTF-8 with or without a byte-order mark, with a header row naming the key
+//! column and every schema column (in any order). Keys are normalized unified social
+//! credit codes (or, for datasets keyed by invoice or receivable ids, trimmed ids). A
+//! code that occurs on more than one row is a data-quality problem (重错码): every row
+//! carrying it is rejected and reported, never silently merged.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Serialize;
+use xmcredit_contracts::data::DatasetSchema;
+use xmcredit_contracts::entity_code::EntityCode;
+
+use crate::store::DatasetRow;
+use crate::NodeError;
+
+/// At most this many rejected rows are listed one by one; the rest are counted.
+pub const MAX_LISTED_REJECTIONS: usize = 1000;
+/// Longest accepted id in an id-keyed dataset.
+const MAX_ID_LEN: usize = 128;
+
+/// What the key column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    /// Unified social credit codes, validated and normalized.
+    EntityCode,
+    /// Other identifiers (invoice numbers, receivable ids), trimmed.
+    Identifier,
+}
+
+impl KeyKind {
+    pub fn parse(text: &str) -> Result<Self, NodeError> {
+        match text {
+            "" | "entity_code" | "code" => Ok(Self::EntityCode),
+            "id" | "identifier" => Ok(Self::Identifier),
+            other => Err(NodeError::Import(format!("key kind {other:?}: use entity_code or id"))),
+        }
+    }
+}
+
+/// One refused row. `row` counts data rows from 1; `line` is the file line (header = 1).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RejectedRow {
+    pub row: u64,
+    pub line: u64,
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+/// A row accepted with a remark (e.g. a failed GB 11714 check at position 17).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RowWarning {
+    pub row: u64,
+    pub key: String,
+    pub warning: String,
+}
+
+/// The report printed after an import.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ImportReport {
+    pub dataset: String,
+    pub source: String,
+    pub rows_read: u64,
+    pub rows_accepted: u64,
+    pub rows_rejected: u64,
+    pub rejected: Vec<RejectedRow>,
+    pub warnings: Vec<RowWarning>,
+    pub ignored_columns: Vec<String>,
+    /// Set when the rows were written: the new version and its digest.
+    pub version: Option<u64>,
+    pub digest: Option<String>,
+    pub committed: bool,
+    /// Why nothing was written, when nothing was.
+    pub not_committed_reason: Option<String>,
+    pub seconds: f64,
+}
+
+impl ImportReport {
+    fn reject(&mut self, row: u64, key: Option<String>, reason: String) {
+        self.rows_rejected += 1;
+        if self.rejected.len() < MAX_LISTED_REJECTIONS {
+            self.rejected.push(RejectedRow { row, line: row + 1, key, reason });
+        }
+    }
+}
+
+/// Reads and checks `path` against `schema`. Returns the accepted rows sorted by key
+/// and the report; nothing is written here.
+pub fn read_csv(
+    path: &Path,
+    schema: &DatasetSchema,
+    key_kind: KeyKind,
+    mut progress: impl FnMut(u64),
+) -> Result<(Vec<DatasetRow>, ImportReport), NodeError> {
+    let mut report = ImportReport {
+        dataset: schema.name().to_string(),
+        source: path.display().to_string(),
+        ..ImportReport::default()
+    };
+    // The csv reader strips a UTF-8 byte-order mark itself.
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| NodeError::file(path, e))?;
+    let headers =
+        reader.headers().map_err(|e| NodeError::Import(format!("{}: header row: {e}", path.display())))?;
+    let headers: Vec<String> = headers.iter().map(|h| h.trim_start_matches('\u{feff}').to_string()).collect();
+    let position = |name: &str| headers.iter().position(|h| h == name);
+    let key_at = position(schema.key())
+        .ok_or_else(|| NodeError::Import(format!("header has no key column {:?}", schema.key())))?;
+    let mut column_at = Vec::with_capacity(schema.columns().len());
+    for (column, _) in schema.columns() {
+        column_at.push(
+            position(column).ok_or_else(|| NodeError::Import(format!("header has no column {column:?}")))?,
+        );
+    }
+    report.ignored_columns =
+        headers.iter().filter(|h| *h != schema.key() && schema.column(h).is_none()).cloned().collect();
+
+    let mut accepted: HashMap<String, (u64, DatasetRow)> = HashMap::new();
+    let mut duplicates: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut record = csv::StringRecord::new();
+    let mut row_number = 0u64;
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                row_number += 1;
+                report.rows_read += 1;
+                report.reject(row_number, None, format!("unreadable row: {e}"));
+                continue;
+            }
+        }
+        row_number += 1;
+        report.rows_read += 1;
+        if row_number % 50_000 == 0 {
+            progress(row_number);
+        }
+        if record.len() != headers.len() {
+            report.reject(
+                row_number,
+                None,
+                format!("row has {} cells, the header has {}", record.len(), headers.len()),
+            );
+            continue;
+        }
+        let raw_key = record.get(key_at).unwrap_or_default();
+        let key = match key_kind {
+            KeyKind::EntityCode => match EntityCode::parse(raw_key) {
+                Ok((code, warning)) => {
+                    if let Some(warning) = warning {
+                        report.warnings.push(RowWarning {
+                            row: row_number,
+                            key: code.to_string(),
+                            warning: warning.to_string(),
+                        });
+                    }
+                    code.to_string()
+                }
+                Err(e) => {
+                    report.reject(
+                        row_number,
+                        Some(raw_key.to_string()),
+                        format!("bad unified social credit code: {e}"),
+                    );
+                    continue;
+                }
+            },
+            KeyKind::Identifier => match check_identifier(raw_key) {
+                Ok(id) => id,
+                Err(reason) => {
+                    report.reject(row_number, Some(raw_key.to_string()), reason);
+                    continue;
+                }
+            },
+        };
+        let cells: Vec<&str> = column_at.iter().map(|&i| record.get(i).unwrap_or_default()).collect();
+        let values = match schema.parse_row(&cells) {
+            Ok(values) => values,
+            Err(e) => {
+                report.reject(row_number, Some(key), format!("bad value: {e}"));
+                continue;
+            }
+        };
+        if let Some(rows) = duplicates.get_mut(&key) {
+            rows.push(row_number);
+            continue;
+        }
+        if let Some((first_row, _)) = accepted.remove(&key) {
+            duplicates.insert(key, vec![first_row, row_number]);
+            continue;
+        }
+        accepted.insert(key.clone(), (row_number, DatasetRow { key, values }));
+    }
+    progress(row_number);
+    let mut duplicate_list: Vec<(String, Vec<u64>)> = duplicates.into_iter().collect();
+    duplicate_list.sort_by_key(|(_, rows)| rows[0]);
+    for (key, rows) in duplicate_list {
+        let all: Vec<String> = rows.iter().map(u64::to_string).collect();
+        for row in &rows {
+            report.reject(
+                *row,
+                Some(key.clone()),
+                format!("duplicate code: appears on rows {}", all.join(", ")),
+            );
+        }
+    }
+    report.rejected.sort_by_key(|r| r.row);
+    let mut rows: Vec<DatasetRow> = accepted.into_values().map(|(_, row)| row).collect();
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    report.rows_accepted = rows.len() as u64;
+    Ok((rows, report))
+}
+
+fn check_identifier(raw: &str) -> Result<String, String> {
+    let id = raw.trim();
+    if id.is_empty() {
+        return Err("empty id".into());
+    }
+    if id.chars().count() > MAX_ID_LEN {
+        return Err(format!("id longer than {MAX_ID_LEN} characters"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("id contains control characters".into());
+    }
+    Ok(id.to_string())
+}

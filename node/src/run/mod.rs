@@ -1,0 +1,137 @@
+//! Running computations: the node's drivers of the protocol state machines. Each driver
+//! checks the contract and its limits before it sends anything, records a job, moves
+//! protocol messages over gRPC frames, and audits the outcome.
+
+pub mod psi;
+pub mod secagg;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use xmcredit_contracts::audit::Outcome;
+use xmcredit_contracts::{ComputationKind, VerifiedContract};
+use xmcredit_crypto::{Epoch, NodeId};
+
+use crate::context::NodeContext;
+use crate::proto;
+use crate::service::admin::ProgressSender;
+use crate::store::{DatasetRow, DatasetVersion, JobRecord, JobState, StoredContract};
+use crate::NodeError;
+
+/// Runs the computation the operator asked for, as this node's role in the contract.
+pub async fn run_job(
+    ctx: Arc<NodeContext>,
+    request: proto::RunRequest,
+    progress: ProgressSender,
+) -> Result<serde_json::Value, NodeError> {
+    match request.computation.as_str() {
+        "psi" => psi::run_client(ctx, &request.contract_id, &request.dataset, progress).await,
+        "secagg" => secagg::run_coordinator(ctx, &request.contract_id, progress).await,
+        other => Err(NodeError::Refused(format!("unknown computation {other:?}: use psi or secagg"))),
+    }
+}
+
+/// A contract this node holds, verified now, with the current epoch.
+pub fn verified_contract(
+    ctx: &NodeContext,
+    id: &str,
+) -> Result<(StoredContract, VerifiedContract, Epoch), NodeError> {
+    let stored = ctx.store.require_contract(id)?;
+    let now = ctx.now_unix();
+    let verified = stored.verify(now)?;
+    let epoch = verified.epoch_at(now)?;
+    Ok((stored, verified, epoch))
+}
+
+/// The dataset the contract names for `me` (or `requested`, which must be that one),
+/// checked against the contract's columns, with its rows.
+pub fn contract_dataset(
+    ctx: &NodeContext,
+    verified: &VerifiedContract,
+    me: &NodeId,
+    requested: &str,
+) -> Result<(DatasetVersion, Vec<DatasetRow>), NodeError> {
+    let named = verified
+        .contract()
+        .dataset_of(me)
+        .ok_or_else(|| NodeError::Refused(format!("contract {} names no dataset for {me}", verified.id())))?;
+    if !requested.is_empty() && requested != named.name {
+        return Err(NodeError::Refused(format!(
+            "contract {} allows dataset {} for {me}, not {requested}",
+            verified.id(),
+            named.name
+        )));
+    }
+    let meta = ctx
+        .store
+        .current_dataset(&named.name)?
+        .ok_or_else(|| NodeError::NotFound { what: "dataset", id: named.name.clone() })?;
+    verified.require_schema(me, &meta.schema)?;
+    let rows = ctx.store.dataset_rows(&meta)?;
+    Ok((meta, rows))
+}
+
+/// A job record in the running state; finish it with [`finish_job`].
+pub fn start_job(
+    ctx: &NodeContext,
+    computation: ComputationKind,
+    contract: &VerifiedContract,
+    role: &str,
+    session: String,
+    peers: Vec<String>,
+) -> Result<JobRecord, NodeError> {
+    ctx.store.start_job(JobRecord {
+        id: 0,
+        computation: computation.to_string(),
+        contract_id: contract.id().to_string(),
+        role: role.to_string(),
+        session,
+        peers,
+        state: JobState::Running,
+        detail: String::new(),
+        started_unix: ctx.now_unix(),
+        finished_unix: None,
+    })
+}
+
+/// What a finished run records and audits.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub state: JobState,
+    pub detail: String,
+    pub set_sizes: BTreeMap<NodeId, u64>,
+    pub transcript_digest: Option<[u8; 32]>,
+    pub outcome: Outcome,
+}
+
+/// Records the job's end and appends the audit record.
+pub fn finish_job(ctx: &NodeContext, job: &mut JobRecord, contract: &VerifiedContract, outcome: RunOutcome) {
+    let parties: Vec<NodeId> = contract.contract().parties.iter().map(|p| p.node.clone()).collect();
+    if let Err(e) = ctx.store.finish_job(job, outcome.state, outcome.detail.clone(), ctx.now_unix()) {
+        tracing::error!(job = job.id, error = %e, "could not record the job's end");
+    }
+    ctx.audit(
+        Some(contract.id()),
+        Some(contract.kind()),
+        parties,
+        outcome.set_sizes,
+        outcome.outcome,
+        outcome.transcript_digest,
+    );
+}
+
+/// The outcome of a run that ended with an error.
+pub fn failed(error: &NodeError) -> RunOutcome {
+    let refused = matches!(error, NodeError::Contract(_) | NodeError::Refused(_) | NodeError::Replay { .. });
+    RunOutcome {
+        state: if refused { JobState::Refused } else { JobState::Failed },
+        detail: error.to_string(),
+        set_sizes: BTreeMap::new(),
+        transcript_digest: None,
+        outcome: if refused {
+            Outcome::Refused { reason: error.to_string() }
+        } else {
+            Outcome::Failed { reason: error.to_string() }
+        },
+    }
+}

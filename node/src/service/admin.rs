@@ -1,0 +1,352 @@
+//! The operator's service. Every call must come from this node's own certificate (the
+//! CLI reads it from the data directory), so holding the data directory is what it
+//! takes to operate the node.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use xmcredit_contracts::audit::Outcome;
+use xmcredit_contracts::DatasetSchema;
+
+use super::{contracts, peer_client, ResponseStream};
+use crate::context::NodeContext;
+use crate::import::{read_csv, KeyKind};
+use crate::proto::{self, admin_server::Admin};
+use crate::store::AuditLog;
+use crate::transport::peer_of;
+use crate::NodeError;
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    ctx: Arc<NodeContext>,
+}
+
+impl AdminService {
+    pub fn new(ctx: Arc<NodeContext>) -> Self {
+        Self { ctx }
+    }
+
+    fn operator<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let caller = peer_of(request)?;
+        if &caller != self.ctx.node_id() {
+            return Err(self.ctx.refuse(None, Some(&caller), NodeError::NotOperator(caller.clone())).into());
+        }
+        Ok(())
+    }
+}
+
+/// Sends progress messages for a long operation; the last one carries the report.
+#[derive(Debug, Clone)]
+pub struct ProgressSender(mpsc::Sender<Result<proto::Progress, Status>>);
+
+impl ProgressSender {
+    pub fn channel() -> (Self, ResponseStream<proto::Progress>) {
+        let (tx, rx) = mpsc::channel(64);
+        (Self(tx), Box::pin(ReceiverStream::new(rx)))
+    }
+
+    /// Reports progress; dropped silently if the operator went away.
+    pub fn progress(&self, stage: &str, done: u64, total: u64) {
+        let _ = self.0.try_send(Ok(proto::Progress {
+            stage: stage.to_string(),
+            done,
+            total,
+            report_json: String::new(),
+        }));
+    }
+
+    pub async fn finish(&self, report: Result<serde_json::Value, NodeError>) {
+        let message = match report {
+            Ok(report) => Ok(proto::Progress {
+                stage: "done".into(),
+                done: 1,
+                total: 1,
+                report_json: report.to_string(),
+            }),
+            Err(e) => Err(Status::from(e)),
+        };
+        let _ = self.0.send(message).await;
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(
+        &self,
+        request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusReply>, Status> {
+        self.operator(&request)?;
+        let ctx = &self.ctx;
+        let mut peers = Vec::new();
+        for peer in &ctx.config.peers {
+            let (reachable, detail) = match ctx.channel(&peer.id).await {
+                Ok(channel) => match peer_client(channel).health(proto::HealthRequest {}).await {
+                    Ok(reply) => {
+                        (true, format!("certificate names {}, version {}", peer.id, reply.get_ref().version))
+                    }
+                    Err(status) => (false, status.message().to_string()),
+                },
+                Err(e) => (false, e.to_string()),
+            };
+            peers.push(proto::PeerStatus {
+                node_id: peer.id.to_string(),
+                address: peer.address.clone(),
+                reachable,
+                detail,
+            });
+        }
+        let now = ctx.now_unix();
+        let contracts = ctx
+            .store
+            .contracts()?
+            .iter()
+            .map(|c| {
+                let state = c.state(now);
+                proto::ContractSummary {
+                    contract_id: c.id(),
+                    kind: c.signed.contract().kind().to_string(),
+                    state: state.label().to_string(),
+                    missing_signatures: state.missing(),
+                }
+            })
+            .collect();
+        let jobs = ctx
+            .store
+            .recent_jobs(20)?
+            .into_iter()
+            .map(|j| proto::JobSummary {
+                job_id: j.id,
+                kind: j.computation,
+                contract_id: j.contract_id,
+                role: j.role,
+                state: j.state.as_str().to_string(),
+                detail: j.detail,
+                started_unix: j.started_unix,
+            })
+            .collect();
+        let datasets = ctx
+            .store
+            .datasets()?
+            .into_iter()
+            .map(|d| proto::DatasetSummary {
+                name: d.name,
+                version: d.version,
+                rows: d.rows,
+                digest: d.digest,
+            })
+            .collect();
+        let audit_records = ctx.store.audit_records()?.len() as u64;
+        Ok(Response::new(proto::StatusReply {
+            node_id: ctx.node_id().to_string(),
+            peers,
+            contracts,
+            jobs,
+            datasets,
+            audit_records,
+        }))
+    }
+
+    type ImportStream = ResponseStream<proto::Progress>;
+
+    async fn import(
+        &self,
+        request: Request<proto::ImportRequest>,
+    ) -> Result<Response<Self::ImportStream>, Status> {
+        self.operator(&request)?;
+        let request = request.into_inner();
+        let schema: DatasetSchema = toml::from_str(&request.schema_toml)
+            .map_err(|e| Status::invalid_argument(format!("schema: {e}")))?;
+        if schema.name() != request.dataset {
+            return Err(Status::invalid_argument(format!(
+                "schema names dataset {:?}, the request {:?}",
+                schema.name(),
+                request.dataset
+            )));
+        }
+        let key_kind = KeyKind::parse(&request.key_kind)?;
+        let (progress, stream) = ProgressSender::channel();
+        let ctx = self.ctx.clone();
+        let path = PathBuf::from(&request.csv_path);
+        let allow_rejects = request.allow_rejects;
+        tokio::spawn(async move {
+            let task_progress = progress.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                import_dataset(&ctx, &path, &schema, key_kind, allow_rejects, &task_progress)
+            })
+            .await
+            .unwrap_or_else(|e| Err(NodeError::Internal(format!("import task: {e}"))));
+            progress.finish(result).await;
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn propose_contract(
+        &self,
+        request: Request<proto::ProposeRequest>,
+    ) -> Result<Response<proto::ContractAck>, Status> {
+        self.operator(&request)?;
+        Ok(Response::new(contracts::propose(&self.ctx, &request.get_ref().contract_toml).await?))
+    }
+
+    async fn sign_contract(
+        &self,
+        request: Request<proto::ContractQuery>,
+    ) -> Result<Response<proto::ContractAck>, Status> {
+        self.operator(&request)?;
+        Ok(Response::new(contracts::sign(&self.ctx, &request.get_ref().contract_id).await?))
+    }
+
+    async fn show_contract(
+        &self,
+        request: Request<proto::ContractQuery>,
+    ) -> Result<Response<proto::ContractView>, Status> {
+        self.operator(&request)?;
+        let stored = contracts::sync_signatures(&self.ctx, &request.get_ref().contract_id).await?;
+        let state = stored.state(self.ctx.now_unix());
+        let document = serde_json::to_string_pretty(stored.signed.contract()).unwrap_or_default();
+        Ok(Response::new(proto::ContractView {
+            contract_id: stored.id(),
+            state: match &state {
+                crate::store::ContractState::Revoked { reason }
+                | crate::store::ContractState::Inactive { reason } => {
+                    format!("{}: {reason}", state.label())
+                }
+                _ => state.label().to_string(),
+            },
+            document_json: document,
+            signed_by: stored.signed.signatures().iter().map(|(n, _)| n.to_string()).collect(),
+            missing_signatures: state.missing(),
+            canonical_hex: hex::encode(stored.signed.canonical_bytes()),
+        }))
+    }
+
+    async fn list_contracts(
+        &self,
+        request: Request<proto::ListContractsRequest>,
+    ) -> Result<Response<proto::ContractList>, Status> {
+        self.operator(&request)?;
+        let now = self.ctx.now_unix();
+        let contracts = self
+            .ctx
+            .store
+            .contracts()?
+            .iter()
+            .map(|c| {
+                let state = c.state(now);
+                proto::ContractSummary {
+                    contract_id: c.id(),
+                    kind: c.signed.contract().kind().to_string(),
+                    state: state.label().to_string(),
+                    missing_signatures: state.missing(),
+                }
+            })
+            .collect();
+        Ok(Response::new(proto::ContractList { contracts }))
+    }
+
+    async fn revoke_contract(
+        &self,
+        request: Request<proto::RevokeRequest>,
+    ) -> Result<Response<proto::ContractAck>, Status> {
+        self.operator(&request)?;
+        let request = request.into_inner();
+        Ok(Response::new(contracts::revoke(&self.ctx, &request.contract_id, &request.reason).await?))
+    }
+
+    type RunStream = ResponseStream<proto::Progress>;
+
+    async fn run(&self, request: Request<proto::RunRequest>) -> Result<Response<Self::RunStream>, Status> {
+        self.operator(&request)?;
+        let request = request.into_inner();
+        let (progress, stream) = ProgressSender::channel();
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let result = crate::run::run_job(ctx, request, progress.clone()).await;
+            progress.finish(result).await;
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn audit_show(
+        &self,
+        request: Request<proto::AuditShowRequest>,
+    ) -> Result<Response<proto::AuditShowReply>, Status> {
+        self.operator(&request)?;
+        let records = self.ctx.store.audit_records()?;
+        let last = match request.get_ref().last {
+            0 => records.len(),
+            n => (n as usize).min(records.len()),
+        };
+        let records_json = records[records.len() - last..]
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default())
+            .collect();
+        Ok(Response::new(proto::AuditShowReply { records_json }))
+    }
+
+    async fn audit_verify(
+        &self,
+        request: Request<proto::AuditVerifyRequest>,
+    ) -> Result<Response<proto::AuditVerifyReply>, Status> {
+        self.operator(&request)?;
+        Ok(Response::new(match self.ctx.store.audit_verify() {
+            Ok(records) => proto::AuditVerifyReply { ok: true, records, detail: "chain intact".into() },
+            Err(e) => proto::AuditVerifyReply { ok: false, records: 0, detail: e.to_string() },
+        }))
+    }
+}
+
+/// Reads, checks and (unless refused) writes one CSV as a new dataset version.
+fn import_dataset(
+    ctx: &NodeContext,
+    path: &std::path::Path,
+    schema: &DatasetSchema,
+    key_kind: KeyKind,
+    allow_rejects: bool,
+    progress: &ProgressSender,
+) -> Result<serde_json::Value, NodeError> {
+    let started = Instant::now();
+    let (rows, mut report) = read_csv(path, schema, key_kind, |done| progress.progress("reading", done, 0))?;
+    let refuse = if rows.is_empty() {
+        Some("no row was accepted".to_string())
+    } else if report.rows_rejected > 0 && !allow_rejects {
+        Some(format!("{} rows rejected; fix them or import with --allow-rejects", report.rows_rejected))
+    } else {
+        None
+    };
+    if let Some(reason) = refuse {
+        report.not_committed_reason = Some(reason.clone());
+        report.seconds = started.elapsed().as_secs_f64();
+        ctx.audit(
+            None,
+            None,
+            Vec::new(),
+            Default::default(),
+            Outcome::Refused { reason: format!("import {}: {reason}", schema.name()) },
+            None,
+        );
+    } else {
+        let total = rows.len() as u64;
+        let meta =
+            ctx.store.write_dataset_version(schema, &rows, &report.source, ctx.now_unix(), |done| {
+                progress.progress("writing", done, total)
+            })?;
+        report.version = Some(meta.version);
+        report.digest = Some(meta.digest.clone());
+        report.committed = true;
+        report.seconds = started.elapsed().as_secs_f64();
+        tracing::info!(dataset = schema.name(), version = meta.version, rows = meta.rows, "dataset imported");
+        let mut sizes = std::collections::BTreeMap::new();
+        sizes.insert(ctx.node_id().clone(), meta.rows);
+        ctx.audit(None, None, Vec::new(), sizes, Outcome::Ok, hex_digest(&meta.digest));
+    }
+    serde_json::to_value(&report).map_err(|e| NodeError::Internal(e.to_string()))
+}
+
+fn hex_digest(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok().and_then(|v| v.try_into().ok())
+}

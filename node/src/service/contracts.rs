@@ -1,0 +1,342 @@
+//! Contract exchange between nodes: proposals, signatures, fetches and revocations
+//! travel over the peers' mutual-TLS gRPC, so parties sign without copying files. The
+//! caller's node id comes from its certificate; a node only ever submits its own
+//! signature, and every signature is verified against the key the contract lists.
+
+use std::sync::Arc;
+
+use xmcredit_contracts::audit::Outcome;
+use xmcredit_contracts::{Contract, Revocation, SignedContract};
+use xmcredit_crypto::sign::Signature;
+use xmcredit_crypto::NodeId;
+
+use crate::context::NodeContext;
+use crate::proto::{self, node_client::NodeClient};
+use crate::store::StoredContract;
+use crate::NodeError;
+
+/// The acknowledgement a contract call returns.
+pub fn ack(ctx: &NodeContext, stored: &StoredContract) -> proto::ContractAck {
+    let state = stored.state(ctx.now_unix());
+    proto::ContractAck {
+        contract_id: stored.id(),
+        state: state.label().to_string(),
+        missing_signatures: state.missing(),
+    }
+}
+
+/// The wire form of a signed contract.
+pub fn to_message(signed: &SignedContract) -> proto::SignedContractMsg {
+    proto::SignedContractMsg {
+        canonical: signed.canonical_bytes().to_vec(),
+        signatures: signed
+            .signatures()
+            .iter()
+            .map(|(node, sig)| proto::PartySignature { node_id: node.to_string(), signature: sig.0.to_vec() })
+            .collect(),
+    }
+}
+
+fn parse_signature(message: &proto::PartySignature) -> Result<(NodeId, Signature), NodeError> {
+    let node = NodeId::new(message.node_id.clone())?;
+    let signature = Signature::from_bytes(&message.signature)?;
+    Ok((node, signature))
+}
+
+/// A peer proposes a contract (or sends a copy with more signatures): check that the
+/// caller and this node are parties, verify each signature, merge with what is stored.
+pub fn receive_proposal(
+    ctx: &NodeContext,
+    from: &NodeId,
+    message: proto::SignedContractMsg,
+) -> Result<proto::ContractAck, NodeError> {
+    let incoming = SignedContract::from_parts(message.canonical, Vec::new())?;
+    let document = incoming.contract().clone();
+    document
+        .party(from)
+        .ok_or_else(|| NodeError::Refused(format!("{from} is not a party to contract {}", document.id)))?;
+    document
+        .party(ctx.node_id())
+        .ok_or_else(|| NodeError::Refused(format!("this node is not a party to contract {}", document.id)))?;
+    let mut stored = match ctx.store.contract(document.id.as_str())? {
+        Some(existing) => {
+            if existing.signed.canonical_bytes() != incoming.canonical_bytes() {
+                return Err(NodeError::Refused(format!(
+                    "contract {} is already held with different content (digest {})",
+                    document.id,
+                    hex::encode(existing.signed.digest())
+                )));
+            }
+            existing
+        }
+        None => StoredContract {
+            signed: incoming,
+            revocations: Vec::new(),
+            received_from: from.to_string(),
+            received_unix: ctx.now_unix(),
+        },
+    };
+    for signature in &message.signatures {
+        let (node, signature) = parse_signature(signature)?;
+        if stored.signed.signatures().iter().any(|(n, _)| *n == node) {
+            continue;
+        }
+        stored.signed.add_signature(node, signature)?;
+    }
+    let auto_sign = !ctx.config.policy.require_operator_approval
+        && !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id());
+    if auto_sign {
+        stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
+    }
+    ctx.store.put_contract(&stored)?;
+    tracing::info!(contract = %document.id, from = %from, "contract proposal received");
+    ctx.audit(
+        Some(&document.id),
+        Some(document.kind()),
+        vec![from.clone()],
+        Default::default(),
+        Outcome::Ok,
+        Some(stored.signed.digest()),
+    );
+    Ok(ack(ctx, &stored))
+}
+
+/// A peer sends its own signature over a contract this node holds.
+pub fn receive_signature(
+    ctx: &NodeContext,
+    from: &NodeId,
+    message: proto::ContractSignatureMsg,
+) -> Result<proto::ContractAck, NodeError> {
+    let mut stored = ctx.store.require_contract(&message.contract_id)?;
+    if message.contract_digest != stored.signed.digest() {
+        return Err(NodeError::Refused(format!(
+            "signature is for contract digest {}, this node holds {}",
+            hex::encode(&message.contract_digest),
+            hex::encode(stored.signed.digest())
+        )));
+    }
+    let signature = message.signature.ok_or_else(|| NodeError::Refused("no signature in message".into()))?;
+    let (node, signature) = parse_signature(&signature)?;
+    if &node != from {
+        return Err(NodeError::Refused(format!("{from} may only submit its own signature, not {node}'s")));
+    }
+    if !stored.signed.signatures().iter().any(|(n, _)| *n == node) {
+        stored.signed.add_signature(node, signature)?;
+        ctx.store.put_contract(&stored)?;
+    }
+    tracing::info!(contract = %message.contract_id, from = %from, "contract signature received");
+    Ok(ack(ctx, &stored))
+}
+
+/// A party asks for this node's copy (to pick up signatures it missed).
+pub fn fetch(ctx: &NodeContext, from: &NodeId, id: &str) -> Result<proto::SignedContractMsg, NodeError> {
+    let stored = ctx.store.require_contract(id)?;
+    if stored.signed.contract().party(from).is_none() {
+        return Err(NodeError::Refused(format!("{from} is not a party to contract {id}")));
+    }
+    Ok(to_message(&stored.signed))
+}
+
+/// A party revokes a contract: the revocation must be signed by the caller.
+pub fn receive_revocation(
+    ctx: &NodeContext,
+    from: &NodeId,
+    message: proto::RevocationMsg,
+) -> Result<proto::ContractAck, NodeError> {
+    let revocation: Revocation = serde_json::from_slice(&message.revocation_json)
+        .map_err(|e| NodeError::Refused(format!("malformed revocation: {e}")))?;
+    if &revocation.by != from {
+        return Err(NodeError::Refused(format!("{from} sent a revocation signed by {}", revocation.by)));
+    }
+    let mut stored = ctx.store.require_contract(revocation.contract_id.as_str())?;
+    revocation.verify(&stored.signed)?;
+    if !stored.revocations.contains(&revocation) {
+        stored.revocations.push(revocation.clone());
+        ctx.store.put_contract(&stored)?;
+    }
+    let document = stored.signed.contract();
+    ctx.audit(
+        Some(&document.id),
+        Some(document.kind()),
+        vec![from.clone()],
+        Default::default(),
+        Outcome::Refused { reason: format!("contract revoked by {from}: {}", revocation.reason) },
+        Some(stored.signed.digest()),
+    );
+    Ok(ack(ctx, &stored))
+}
+
+/// The other parties of a contract.
+fn other_parties(ctx: &NodeContext, signed: &SignedContract) -> Vec<NodeId> {
+    signed.contract().parties.iter().map(|p| p.node.clone()).filter(|n| n != ctx.node_id()).collect()
+}
+
+/// Sends `f` to every other party concurrently; returns the failures by peer.
+async fn broadcast<F, Fut>(ctx: &Arc<NodeContext>, peers: Vec<NodeId>, f: F) -> Vec<(NodeId, String)>
+where
+    F: Fn(NodeClient<tonic::transport::Channel>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for peer in peers {
+        let ctx = ctx.clone();
+        let f = f.clone();
+        tasks.spawn(async move {
+            let result = match ctx.channel(&peer).await {
+                Ok(channel) => {
+                    f(crate::service::peer_client(channel)).await.map_err(|s| s.message().to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            (peer, result)
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((peer, Err(reason))) => failures.push((peer, reason)),
+            Err(e) => failures.push((ctx.node_id().clone(), format!("task failed: {e}"))),
+        }
+    }
+    failures
+}
+
+fn note_failures(ack: &mut proto::ContractAck, failures: &[(NodeId, String)]) {
+    for (peer, reason) in failures {
+        tracing::warn!(peer = %peer, reason = %reason, "could not reach party");
+        ack.state.push_str(&format!("; {peer} not reached: {reason}"));
+    }
+}
+
+/// The operator proposes a contract from TOML: this node signs it, stores it and sends
+/// it to every other party.
+pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::ContractAck, NodeError> {
+    let document = Contract::from_toml_str(toml_text)?;
+    if document.party(ctx.node_id()).is_none() {
+        return Err(NodeError::Refused(format!("this node is not a party to contract {}", document.id)));
+    }
+    if ctx.store.contract(document.id.as_str())?.is_some() {
+        return Err(NodeError::Refused(format!(
+            "contract {} exists; propose a new id or version",
+            document.id
+        )));
+    }
+    let mut signed = SignedContract::new(&document)?;
+    signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
+    let stored = StoredContract {
+        signed: signed.clone(),
+        revocations: Vec::new(),
+        received_from: ctx.node_id().to_string(),
+        received_unix: ctx.now_unix(),
+    };
+    ctx.store.put_contract(&stored)?;
+    ctx.audit(
+        Some(&document.id),
+        Some(document.kind()),
+        other_parties(ctx, &signed),
+        Default::default(),
+        Outcome::Ok,
+        Some(signed.digest()),
+    );
+    let message = to_message(&signed);
+    let failures = broadcast(ctx, other_parties(ctx, &signed), move |mut client| {
+        let message = message.clone();
+        async move { client.propose_contract(message).await.map(|_| ()) }
+    })
+    .await;
+    let stored = sync_signatures(ctx, document.id.as_str()).await?;
+    let mut reply = ack(ctx, &stored);
+    note_failures(&mut reply, &failures);
+    Ok(reply)
+}
+
+/// The operator approves a contract this node holds: sign it and send the signature to
+/// every other party.
+pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck, NodeError> {
+    let mut stored = ctx.store.require_contract(id)?;
+    if !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id()) {
+        stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
+        ctx.store.put_contract(&stored)?;
+    }
+    let signature = stored
+        .signed
+        .signatures()
+        .iter()
+        .find(|(n, _)| n == ctx.node_id())
+        .map(|(n, s)| proto::PartySignature { node_id: n.to_string(), signature: s.0.to_vec() });
+    let message = proto::ContractSignatureMsg {
+        contract_id: id.to_string(),
+        contract_digest: stored.signed.digest().to_vec(),
+        signature,
+    };
+    let failures = broadcast(ctx, other_parties(ctx, &stored.signed), move |mut client| {
+        let message = message.clone();
+        async move { client.submit_signature(message).await.map(|_| ()) }
+    })
+    .await;
+    let stored = sync_signatures(ctx, id).await?;
+    let mut reply = ack(ctx, &stored);
+    note_failures(&mut reply, &failures);
+    Ok(reply)
+}
+
+/// Picks up signatures this node missed from the other parties' copies.
+pub async fn sync_signatures(ctx: &Arc<NodeContext>, id: &str) -> Result<StoredContract, NodeError> {
+    let mut stored = ctx.store.require_contract(id)?;
+    if stored.signed.missing_signatures().is_empty() {
+        return Ok(stored);
+    }
+    for peer in other_parties(ctx, &stored.signed) {
+        let Ok(channel) = ctx.channel(&peer).await else { continue };
+        let Ok(reply) = crate::service::peer_client(channel)
+            .fetch_contract(proto::ContractQuery { contract_id: id.to_string() })
+            .await
+        else {
+            continue;
+        };
+        let copy = reply.into_inner();
+        if copy.canonical != stored.signed.canonical_bytes() {
+            tracing::warn!(peer = %peer, contract = id, "peer holds different contract bytes; ignored");
+            continue;
+        }
+        for signature in &copy.signatures {
+            let Ok((node, signature)) = parse_signature(signature) else { continue };
+            if stored.signed.signatures().iter().any(|(n, _)| *n == node) {
+                continue;
+            }
+            if let Err(e) = stored.signed.add_signature(node.clone(), signature) {
+                tracing::warn!(peer = %peer, signer = %node, error = %e, "bad signature in peer's copy; ignored");
+            }
+        }
+    }
+    ctx.store.put_contract(&stored)?;
+    Ok(stored)
+}
+
+/// The operator revokes a contract: sign a revocation, store it, send it to all.
+pub async fn revoke(ctx: &Arc<NodeContext>, id: &str, reason: &str) -> Result<proto::ContractAck, NodeError> {
+    let mut stored = ctx.store.require_contract(id)?;
+    let revocation =
+        Revocation::sign(&stored.signed, ctx.node_id(), &ctx.secrets.identity, reason, ctx.now_unix())?;
+    stored.revocations.push(revocation.clone());
+    ctx.store.put_contract(&stored)?;
+    let document = stored.signed.contract().clone();
+    ctx.audit(
+        Some(&document.id),
+        Some(document.kind()),
+        other_parties(ctx, &stored.signed),
+        Default::default(),
+        Outcome::Refused { reason: format!("contract revoked by this node: {reason}") },
+        Some(stored.signed.digest()),
+    );
+    let revocation_json = serde_json::to_vec(&revocation).map_err(|e| NodeError::Internal(e.to_string()))?;
+    let failures = broadcast(ctx, other_parties(ctx, &stored.signed), move |mut client| {
+        let message = proto::RevocationMsg { revocation_json: revocation_json.clone() };
+        async move { client.revoke_contract(message).await.map(|_| ()) }
+    })
+    .await;
+    let mut reply = ack(ctx, &stored);
+    note_failures(&mut reply, &failures);
+    Ok(reply)
+}

@@ -1,0 +1,488 @@
+//! gRPC between alliance nodes over mutual TLS, with the peer's node id taken from its
+//! verified certificate.
+//!
+//! tonic's own `tls` feature is not used: it would pick its own rustls provider and hide
+//! the verified certificate. Instead this module does the TLS handshake itself with the
+//! configurations from [`crate::pki::tls`] and hands tonic streams that are already
+//! authenticated:
+//!
+//! - **Server** ([`serve`]): takes a tonic router, accepts TCP, runs the handshake in its own task under a
+//!   timeout (a slow or failed handshake never holds up the listener; a refusal is logged
+//!   at `warn` with the address and rustls's reason), reads the client's [`NodeId`] from
+//!   its certificate and gives tonic a stream whose connect info is a [`PeerIdentity`].
+//!   Handlers call [`peer_of`]. The number of connections is capped by a semaphore.
+//! - **Client** ([`connect`]): dials with the expected peer's node id as the TLS server
+//!   name, so rustls itself refuses a server whose certificate names another node, then
+//!   waits for the server's first HTTP/2 bytes so that a server refusing *our* certificate
+//!   (which TLS 1.3 reports only after the client's handshake has finished) is reported by
+//!   `connect` as a typed [`TransportError::Handshake`], not by the first call.
+//!
+//! Message sizes are capped at [`MAX_MESSAGE_BYTES`] in both directions on both sides, so
+//! an oversized message is refused by tonic before it is decoded.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ServerConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::http::Uri;
+use tonic::transport::server::{Connected, Router};
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Request, Status};
+use xmcredit_crypto::NodeId;
+
+use crate::pki::node_id_from_certificate;
+
+/// Largest gRPC message accepted or sent (8 MiB). Protocol payloads are streamed in
+/// frames; anything bigger is a peer misbehaving, refused before it is buffered whole.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Most connections a server holds at once (including those still in their handshake).
+/// An alliance has tens of nodes; the cap only bounds what a flood can cost.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a server waits for a client to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings that detect a peer that vanished (a bank killed mid-protocol) instead of
+/// waiting for TCP to notice.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Who is on the other end of a server connection: the node its verified certificate
+/// names, and the address it connected from. Inserted by tonic into every request's
+/// extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub node_id: NodeId,
+    pub remote_addr: SocketAddr,
+}
+
+/// The calling node of a request, as authenticated by mutual TLS. A request that did not
+/// come through [`serve`] has none, and is refused as unauthenticated.
+pub fn peer_of<T>(request: &Request<T>) -> Result<NodeId, Status> {
+    request.extensions().get::<PeerIdentity>().map(|peer| peer.node_id.clone()).ok_or_else(|| {
+        Status::unauthenticated(
+            "no authenticated peer: the call did not arrive over the alliance's mutual TLS",
+        )
+    })
+}
+
+/// Why a connection or the server failed. Handshake refusals keep rustls's reason
+/// (unknown CA, revoked certificate, certificate for another name, ...).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The address is not `host:port`.
+    #[error("invalid address {address:?} for {peer}: {reason}")]
+    Address { peer: NodeId, address: String, reason: String },
+    /// TCP connection or I/O failure, before or after TLS.
+    #[error("cannot connect to {peer} at {address}: {error}")]
+    Connect { peer: NodeId, address: String, error: io::Error },
+    /// Nothing happened within the caller's timeout.
+    #[error("connecting to {peer} at {address} timed out after {timeout:?}")]
+    Timeout { peer: NodeId, address: String, timeout: Duration },
+    /// TLS refused, by either side. `reason` is rustls's own error: for example
+    /// `invalid peer certificate: UnknownIssuer` (we refused the server's certificate) or
+    /// `received fatal alert: CertificateRevoked` (the server refused ours).
+    #[error("TLS with {peer} at {address} failed, {}: {reason}", refusal_side(.reason))]
+    Handshake { peer: NodeId, address: String, reason: rustls::Error },
+    /// The server's certificate names a node other than the one dialled. rustls's name
+    /// check already prevents this; kept as a second, explicit check of the one-name rule.
+    #[error("{peer} at {address} presented a certificate that does not name it: {reason}")]
+    WrongPeer { peer: NodeId, address: String, reason: String },
+    /// The server closed the connection after the handshake without saying why.
+    #[error("{peer} at {address} closed the connection right after the TLS handshake")]
+    ClosedByPeer { peer: NodeId, address: String },
+    /// tonic could not set up the HTTP/2 channel over the TLS stream.
+    #[error("gRPC channel to {peer} at {address}: {error}")]
+    Channel { peer: NodeId, address: String, error: tonic::transport::Error },
+    /// The gRPC server stopped with an error.
+    #[error("gRPC server failed: {error}")]
+    Serve { error: tonic::transport::Error },
+}
+
+/// Which side a TLS error comes from, for the message.
+fn refusal_side(reason: &rustls::Error) -> &'static str {
+    match reason {
+        rustls::Error::AlertReceived(_) => "refused by the peer (most often: this node's certificate)",
+        rustls::Error::InvalidCertificate(_) => "this node refused the peer's certificate",
+        _ => "handshake error",
+    }
+}
+
+// ---- Server -------------------------------------------------------------------------
+
+/// A tonic server builder with this module's HTTP/2 settings (keep-alive pings that
+/// notice a vanished peer). Add services to it, each with its message size limits set to
+/// [`MAX_MESSAGE_BYTES`], and pass the router to [`serve`].
+pub fn server_builder() -> Server {
+    Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+}
+
+/// Serves `router` on an already-bound `listener` over mutual TLS until `shutdown`
+/// completes, then lets open calls finish. Every request carries the caller's
+/// [`PeerIdentity`] (see [`peer_of`]).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), TransportError> {
+    // Authenticated streams queue here for tonic; when tonic stops, the receiver is
+    // dropped and the accept loop sees the channel closed.
+    let (streams, incoming) = mpsc::channel::<Result<ServerStream, io::Error>>(16);
+    let accept = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), streams));
+    let result = router.serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown).await;
+    accept.abort();
+    result.map_err(|error| TransportError::Serve { error })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    streams: mpsc::Sender<Result<ServerStream, io::Error>>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        // Take a connection slot before accepting: at the cap, new connections wait in
+        // the kernel's backlog instead of costing a handshake.
+        let permit = tokio::select! {
+            () = streams.closed() => return,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => return,
+            },
+        };
+        let (tcp, remote_addr) = tokio::select! {
+            () = streams.closed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a TCP connection failed; retrying");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let streams = streams.clone();
+        tokio::spawn(async move {
+            match authenticate(&acceptor, tcp, remote_addr).await {
+                Ok((tls, peer)) => {
+                    tracing::debug!(peer = %peer.node_id, address = %remote_addr, "accepted a TLS connection");
+                    // Fails only when the server is shutting down; the connection is dropped.
+                    let _ = streams.send(Ok(ServerStream { tls, peer, _permit: permit })).await;
+                }
+                Err(reason) => {
+                    tracing::warn!(address = %remote_addr, %reason, "refused a TLS connection");
+                }
+            }
+        });
+    }
+}
+
+/// The server half of the handshake: TLS with a client certificate (verified by rustls
+/// against the CA and CRLs), then the node id from that certificate.
+async fn authenticate(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+) -> Result<(server::TlsStream<TcpStream>, PeerIdentity), String> {
+    // Latency, not throughput, matters for protocol rounds; failure only costs speed.
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Err(_elapsed) => return Err(format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}")),
+        Ok(Err(error)) => return Err(describe_io_error(&error)),
+        Ok(Ok(tls)) => tls,
+    };
+    let certificate = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .ok_or_else(|| "the client presented no certificate".to_string())?;
+    let node_id = node_id_from_certificate(certificate).map_err(|e| e.to_string())?;
+    Ok((tls, PeerIdentity { node_id, remote_addr }))
+}
+
+/// rustls's reason if the I/O error carries one, else the I/O error itself.
+fn describe_io_error(error: &io::Error) -> String {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(alert @ rustls::Error::AlertReceived(_)) => {
+            format!("the client refused the handshake (most often: this node's certificate): {alert}")
+        }
+        Some(tls) => tls.to_string(),
+        None => error.to_string(),
+    }
+}
+
+/// An authenticated server-side connection, as tonic sees it. Holds its connection slot
+/// until tonic drops it.
+#[derive(Debug)]
+struct ServerStream {
+    tls: server::TlsStream<TcpStream>,
+    peer: PeerIdentity,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for ServerStream {
+    type ConnectInfo = PeerIdentity;
+
+    fn connect_info(&self) -> PeerIdentity {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for ServerStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ServerStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+    }
+}
+
+// ---- Client -------------------------------------------------------------------------
+
+/// Opens a gRPC channel to the node `expected_peer` at `address` (`host:port`) over
+/// mutual TLS. The first connection is made here, so a refusal by either side comes back
+/// as a [`TransportError`] naming the peer, the address and the reason; later reconnects
+/// (tonic reconnects a dropped channel on the next call) go through the same checks.
+/// `timeout` bounds each connection attempt (TCP, TLS and the server's first bytes).
+pub async fn connect(
+    address: &str,
+    expected_peer: &NodeId,
+    tls: Arc<ClientConfig>,
+    timeout: Duration,
+) -> Result<Channel, TransportError> {
+    let address_error = |reason: String| TransportError::Address {
+        peer: expected_peer.clone(),
+        address: address.to_string(),
+        reason,
+    };
+    let endpoint = Endpoint::from_shared(format!("https://{address}"))
+        .map_err(|e| address_error(e.to_string()))?
+        .connect_timeout(timeout)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    let server_name =
+        ServerName::try_from(expected_peer.as_str().to_string()).map_err(|e| address_error(e.to_string()))?;
+    let dialer = Arc::new(Dialer {
+        address: address.to_string(),
+        peer: expected_peer.clone(),
+        server_name,
+        connector: TlsConnector::from(tls),
+        timeout,
+    });
+    let first = dialer.dial().await?;
+    let connector = NodeConnector { dialer, first: Arc::new(Mutex::new(Some(first))) };
+    endpoint.connect_with_connector(connector).await.map_err(|error| TransportError::Channel {
+        peer: expected_peer.clone(),
+        address: address.to_string(),
+        error,
+    })
+}
+
+/// Everything needed to open one authenticated connection to one peer.
+struct Dialer {
+    address: String,
+    peer: NodeId,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dialer")
+            .field("address", &self.address)
+            .field("peer", &self.peer)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dialer {
+    async fn dial(&self) -> Result<ClientStream, TransportError> {
+        tokio::time::timeout(self.timeout, self.dial_unbounded()).await.map_err(|_elapsed| {
+            TransportError::Timeout {
+                peer: self.peer.clone(),
+                address: self.address.clone(),
+                timeout: self.timeout,
+            }
+        })?
+    }
+
+    async fn dial_unbounded(&self) -> Result<ClientStream, TransportError> {
+        let tcp = TcpStream::connect(self.address.as_str()).await.map_err(|error| self.io_error(error))?;
+        let _ = tcp.set_nodelay(true);
+        let mut tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|error| self.io_error(error))?;
+
+        let wrong_peer = |reason: String| TransportError::WrongPeer {
+            peer: self.peer.clone(),
+            address: self.address.clone(),
+            reason,
+        };
+        let certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .ok_or_else(|| wrong_peer("no certificate".into()))?;
+        let named = node_id_from_certificate(certificate).map_err(|e| wrong_peer(e.to_string()))?;
+        if named != self.peer {
+            return Err(wrong_peer(format!("it names {named}")));
+        }
+
+        // In TLS 1.3 the server checks our certificate after our side of the handshake is
+        // done; its verdict is either an alert or, if it accepted us, its HTTP/2 preface
+        // (a SETTINGS frame, sent without waiting for ours). Read that far.
+        let mut prefix = vec![0u8; 1024];
+        let read = tls.read(&mut prefix).await.map_err(|error| self.io_error(error))?;
+        if read == 0 {
+            return Err(TransportError::ClosedByPeer {
+                peer: self.peer.clone(),
+                address: self.address.clone(),
+            });
+        }
+        prefix.truncate(read);
+        Ok(ClientStream { prefix, consumed: 0, tls })
+    }
+
+    /// Keeps rustls's reason when the I/O error carries one.
+    fn io_error(&self, error: io::Error) -> TransportError {
+        let (peer, address) = (self.peer.clone(), self.address.clone());
+        match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            Some(reason) => TransportError::Handshake { peer, address, reason: reason.clone() },
+            None => TransportError::Connect { peer, address, error },
+        }
+    }
+}
+
+/// The connector tonic calls for each (re)connection: the first call gets the
+/// connection `connect` already made and checked, later calls dial afresh.
+#[derive(Debug, Clone)]
+struct NodeConnector {
+    dialer: Arc<Dialer>,
+    first: Arc<Mutex<Option<ClientStream>>>,
+}
+
+impl tower::Service<Uri> for NodeConnector {
+    type Response = TokioIo<ClientStream>;
+    type Error = TransportError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// The URI is ignored: a connector serves one peer, at the address it was made for.
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        // A poisoned lock only means another thread panicked while taking the stream;
+        // dialling afresh is then correct.
+        let first = self.first.lock().ok().and_then(|mut first| first.take());
+        let dialer = Arc::clone(&self.dialer);
+        Box::pin(async move {
+            let stream = match first {
+                Some(stream) => stream,
+                None => dialer.dial().await?,
+            };
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// A client-side TLS stream that first replays the bytes read while waiting for the
+/// server's verdict.
+#[derive(Debug)]
+struct ClientStream {
+    prefix: Vec<u8>,
+    consumed: usize,
+    tls: client::TlsStream<TcpStream>,
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let pending = this.prefix.get(this.consumed..).unwrap_or_default();
+        if !pending.is_empty() {
+            let n = pending.len().min(buf.remaining());
+            buf.put_slice(&pending[..n]);
+            this.consumed += n;
+            if this.consumed == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.consumed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.tls).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+    }
+}

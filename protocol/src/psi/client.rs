@@ -1,0 +1,574 @@
+//! The client's states: C holds X and learns what the form grants.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use rand_core::CryptoRngCore;
+use xmcredit_crypto::set::{tag_bits_for, ClientSetSession, Tag, TagContext, UnblindedElement};
+use xmcredit_crypto::NodeId;
+
+use super::messages::{BlindedChunk, EvaluatedChunk, Hello, MatchReport, ServerDone, TagChunk};
+use super::server_set::refuse_duplicates;
+use super::{
+    at_offset, check_chunk, check_seq, chunk_count, unexpected, Channel, OutgoingMessage, PsiMessage,
+    PsiOutputForm, Side, MAX_CHUNK_ELEMENTS, STATISTICAL_SECURITY_BITS,
+};
+use crate::{ProtocolError, SessionBinding};
+
+/// Blinded chunks the client keeps in flight before it waits for replies: enough to keep
+/// the server busy while a reply travels back, few enough that neither side queues the
+/// whole set. (In the cardinality form the server answers only after the last chunk, so
+/// the client sends them all.)
+pub const CLIENT_WINDOW_CHUNKS: u32 = 4;
+
+/// The client's limits, from the contract (filled in by the node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientPolicy {
+    /// Smallest server set the client takes part with. It matters most in the `Both`
+    /// form, where S learns the intersection: a tiny Y would turn that into a
+    /// membership test of a few chosen entities.
+    pub min_server_set_size: u64,
+}
+
+/// Everything a client session is set up with.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub binding: SessionBinding,
+    /// The server node, as the transport authenticates it.
+    pub server: NodeId,
+    pub form: PsiOutputForm,
+    /// Elements per chunk, `1..=MAX_CHUNK_ELEMENTS`.
+    pub chunk_size: u32,
+    pub policy: ClientPolicy,
+}
+
+/// What the client learns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOutput {
+    pub form: PsiOutputForm,
+    /// `m = |Y|`, announced by the server.
+    pub server_set_size: u64,
+    /// Indices into X of the elements in Y, ascending; `None` in the cardinality form.
+    pub intersection: Option<Vec<usize>>,
+    /// `|X ∩ Y|`.
+    pub cardinality: u64,
+    /// Labels form: `(index into X, label)` for each match, ascending by index.
+    pub labels: Option<Vec<(usize, Vec<u8>)>>,
+    /// See the module docs; equal to the server's for an honest run.
+    pub transcript_digest: [u8; 32],
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// How the client matches tags against its own.
+enum Matcher {
+    /// Intersection, Both, Labels: replies come in request order, so reply `i` is `x_i`'s.
+    /// `unblinded` is kept (labels form only) to decrypt the labels of matches.
+    Indexed { by_tag: HashMap<Tag, usize>, unblinded: Vec<UnblindedElement> },
+    /// Cardinality: replies are shuffled; only the tags are kept.
+    Counting { tags: HashSet<Tag> },
+}
+
+impl Matcher {
+    fn new(form: PsiOutputForm, n: usize) -> Self {
+        match form {
+            PsiOutputForm::Cardinality => Self::Counting { tags: HashSet::with_capacity(n) },
+            PsiOutputForm::Labels => {
+                Self::Indexed { by_tag: HashMap::with_capacity(n), unblinded: Vec::with_capacity(n) }
+            }
+            PsiOutputForm::Intersection | PsiOutputForm::Both => {
+                Self::Indexed { by_tag: HashMap::with_capacity(n), unblinded: Vec::new() }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Indexed { by_tag, .. } => write!(f, "Matcher::Indexed({} tags)", by_tag.len()),
+            Self::Counting { tags } => write!(f, "Matcher::Counting({} tags)", tags.len()),
+        }
+    }
+}
+
+// ---- AwaitingHelloAck ----------------------------------------------------------------
+
+/// C has sent Hello and waits for S to accept.
+pub struct ClientAwaitingHelloAck {
+    channel: Channel,
+    form: PsiOutputForm,
+    chunk_size: u32,
+    policy: ClientPolicy,
+    inputs: Vec<Vec<u8>>,
+    session: ClientSetSession,
+}
+
+impl ClientAwaitingHelloAck {
+    const STATE: &'static str = "client awaiting HelloAck";
+
+    /// Starts a session over `inputs` (X, e.g. entity codes as bytes) and returns Hello.
+    ///
+    /// Refuses an empty X, a chunk size outside `1..=MAX_CHUNK_ELEMENTS`, and a repeated
+    /// element ([`ProtocolError::DuplicateElement`]), before anything is sent. The blind
+    /// `r` is drawn here from `rng`.
+    pub fn start(
+        config: ClientConfig,
+        inputs: Vec<Vec<u8>>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(Self, Vec<OutgoingMessage>), ProtocolError> {
+        let ClientConfig { binding, server, form, chunk_size, policy } = config;
+        if chunk_size == 0 || chunk_size as usize > MAX_CHUNK_ELEMENTS {
+            return Err(ProtocolError::InvalidChunkSize { got: chunk_size, max: MAX_CHUNK_ELEMENTS });
+        }
+        if inputs.is_empty() {
+            return Err(ProtocolError::SetTooSmall { whose: "client", got: 0, min: 1 });
+        }
+        let n = inputs.len() as u64;
+        if chunk_count(n, chunk_size).is_none() {
+            let max = u64::from(u32::MAX) * u64::from(chunk_size);
+            return Err(ProtocolError::SetTooLarge { whose: "client", got: n, max });
+        }
+        refuse_duplicates("client", &inputs)?;
+        let mut channel = Channel::new(binding, server, Side::Client);
+        let mut out = Vec::with_capacity(1);
+        let hello = Hello { binding: channel.binding.clone(), form, client_set_size: n, chunk_size };
+        channel.send(PsiMessage::Hello(hello), &mut out);
+        let session = ClientSetSession::new(rng);
+        Ok((Self { channel, form, chunk_size, policy, inputs, session }, out))
+    }
+
+    /// Takes HelloAck: checks `m` against the policy and the tag length against
+    /// `tag_bits_for(n, m, 40)`, then sends the first blinded chunks.
+    pub fn handle(
+        mut self,
+        from: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(ClientAwaitingEvaluated, Vec<OutgoingMessage>), ProtocolError> {
+        let ack = match self.channel.receive(from, bytes)? {
+            PsiMessage::HelloAck(ack) => ack,
+            other => return Err(unexpected(Self::STATE, &other)),
+        };
+        let n = self.inputs.len() as u64;
+        let m = ack.server_set_size;
+        if m < self.policy.min_server_set_size {
+            return Err(ProtocolError::SetTooSmall {
+                whose: "server",
+                got: m,
+                min: self.policy.min_server_set_size,
+            });
+        }
+        let expected_bits = tag_bits_for(n, m, STATISTICAL_SECURITY_BITS)?;
+        if u32::from(ack.tag_bits) != expected_bits {
+            return Err(ProtocolError::TagLengthMismatch {
+                expected_bits,
+                got_bits: u32::from(ack.tag_bits),
+            });
+        }
+        let tag_context =
+            TagContext::new(&self.channel.binding.contract, self.channel.binding.epoch, expected_bits)?;
+        // Checked in `start`.
+        let total_chunks = chunk_count(n, self.chunk_size).unwrap_or(u32::MAX);
+        let window = match self.form {
+            PsiOutputForm::Cardinality => total_chunks,
+            _ => total_chunks.min(CLIENT_WINDOW_CHUNKS),
+        };
+        let mut next = ClientAwaitingEvaluated {
+            matcher: Matcher::new(self.form, self.inputs.len()),
+            channel: self.channel,
+            form: self.form,
+            chunk_size: self.chunk_size,
+            n,
+            m,
+            inputs: self.inputs,
+            session: self.session,
+            tag_context,
+            total_chunks,
+            chunks_sent: 0,
+            next_seq: 0,
+            received: 0,
+        };
+        let mut out = Vec::with_capacity(window as usize);
+        for _ in 0..window {
+            next.send_next_chunk(&mut out)?;
+        }
+        Ok((next, out))
+    }
+}
+
+impl fmt::Debug for ClientAwaitingHelloAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientAwaitingHelloAck")
+            .field("binding", &self.channel.binding)
+            .field("form", &self.form)
+            .field("n", &self.inputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- AwaitingEvaluated ---------------------------------------------------------------
+
+/// C is sending blinded chunks and unblinding the replies.
+pub struct ClientAwaitingEvaluated {
+    channel: Channel,
+    form: PsiOutputForm,
+    chunk_size: u32,
+    n: u64,
+    m: u64,
+    /// X until its last chunk is blinded, then dropped.
+    inputs: Vec<Vec<u8>>,
+    session: ClientSetSession,
+    tag_context: TagContext,
+    matcher: Matcher,
+    total_chunks: u32,
+    chunks_sent: u32,
+    next_seq: u32,
+    /// Evaluated elements received so far.
+    received: u64,
+}
+
+/// Where a client goes after an EvaluatedChunk.
+#[derive(Debug)]
+pub enum ClientEvaluatedNext {
+    /// More replies to come.
+    AwaitingEvaluated(Box<ClientAwaitingEvaluated>),
+    /// All n replies are in; the tags come next.
+    AwaitingTags(Box<ClientAwaitingTags>),
+}
+
+impl ClientAwaitingEvaluated {
+    const STATE: &'static str = "client awaiting EvaluatedChunk";
+
+    /// Blinds and queues chunk `chunks_sent` (RFC 9497 §3.3.1 Blind, with the session's
+    /// one blind).
+    fn send_next_chunk(&mut self, out: &mut Vec<OutgoingMessage>) -> Result<(), ProtocolError> {
+        let seq = self.chunks_sent;
+        let start = seq as usize * self.chunk_size as usize;
+        let end = (start + self.chunk_size as usize).min(self.inputs.len());
+        let inputs = self.inputs.get(start..end).unwrap_or_default();
+        // Only an input hashing to the identity fails (probability ~2^-252); it is ours.
+        let elements = self.session.blind_batch(inputs).map_err(|e| ProtocolError::Crypto(e.source))?;
+        let chunk = BlindedChunk { binding: self.channel.binding.clone(), seq, elements };
+        self.channel.send(PsiMessage::BlindedChunk(chunk), out);
+        self.chunks_sent += 1;
+        if self.chunks_sent == self.total_chunks {
+            self.inputs = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Takes the next EvaluatedChunk: unblinds it (refusing the identity and
+    /// non-canonical points, with their index), tags it, and sends the next blinded
+    /// chunk if any is left.
+    pub fn handle(
+        mut self,
+        from: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(ClientEvaluatedNext, Vec<OutgoingMessage>), ProtocolError> {
+        let chunk: EvaluatedChunk = match self.channel.receive(from, bytes)? {
+            PsiMessage::EvaluatedChunk(chunk) => chunk,
+            other => return Err(unexpected(Self::STATE, &other)),
+        };
+        check_seq("EvaluatedChunk", self.next_seq, chunk.seq)?;
+        if chunk.seq >= self.chunks_sent {
+            return Err(ProtocolError::UnrequestedChunk { seq: chunk.seq });
+        }
+        let after = check_chunk(
+            "evaluated elements",
+            self.n,
+            self.received,
+            self.chunk_size,
+            chunk.seq,
+            chunk.elements.len(),
+        )?;
+        let unblinded = self.session.unblind_batch(&chunk.elements).map_err(at_offset(self.received))?;
+        let tags = self.tag_context.tag_batch(&unblinded);
+        let offset = self.received as usize;
+        match &mut self.matcher {
+            Matcher::Indexed { by_tag, unblinded: kept } => {
+                by_tag.extend(tags.into_iter().enumerate().map(|(i, tag)| (tag, offset + i)));
+                if self.form == PsiOutputForm::Labels {
+                    kept.extend_from_slice(&unblinded);
+                }
+            }
+            Matcher::Counting { tags: set } => set.extend(tags),
+        }
+        self.received = after;
+        self.next_seq += 1;
+        let mut out = Vec::new();
+        if self.chunks_sent < self.total_chunks {
+            self.send_next_chunk(&mut out)?;
+        }
+        if self.received < self.n {
+            return Ok((ClientEvaluatedNext::AwaitingEvaluated(Box::new(self)), out));
+        }
+        let next = ClientAwaitingTags {
+            channel: self.channel,
+            form: self.form,
+            chunk_size: self.chunk_size,
+            m: self.m,
+            tag_context: self.tag_context,
+            matcher: self.matcher,
+            next_seq: 0,
+            received: 0,
+            intersection: Vec::new(),
+            matched_tags: Vec::new(),
+            labels: Vec::new(),
+            cardinality: 0,
+        };
+        Ok((ClientEvaluatedNext::AwaitingTags(Box::new(next)), out))
+    }
+}
+
+impl fmt::Debug for ClientAwaitingEvaluated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientAwaitingEvaluated")
+            .field("binding", &self.channel.binding)
+            .field("form", &self.form)
+            .field("n", &self.n)
+            .field("chunks_sent", &self.chunks_sent)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- AwaitingTags --------------------------------------------------------------------
+
+/// C has every `N_x` and matches the server's tags as they stream in.
+pub struct ClientAwaitingTags {
+    channel: Channel,
+    form: PsiOutputForm,
+    chunk_size: u32,
+    m: u64,
+    tag_context: TagContext,
+    matcher: Matcher,
+    next_seq: u32,
+    /// Tags received so far.
+    received: u64,
+    intersection: Vec<usize>,
+    matched_tags: Vec<Tag>,
+    labels: Vec<(usize, Vec<u8>)>,
+    cardinality: u64,
+}
+
+/// Where a client goes after a TagChunk or ServerDone.
+#[derive(Debug)]
+pub enum ClientTagsNext {
+    AwaitingTags(Box<ClientAwaitingTags>),
+    /// The run is over (in the Both form, the MatchReport is among the messages).
+    Done(ClientOutput),
+}
+
+impl ClientAwaitingTags {
+    const STATE: &'static str = "client awaiting TagChunk or ServerDone";
+
+    /// Takes a TagChunk (matches it) or ServerDone (checks the count, outputs, and in
+    /// the Both form sends the MatchReport).
+    pub fn handle(
+        mut self,
+        from: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(ClientTagsNext, Vec<OutgoingMessage>), ProtocolError> {
+        match self.channel.receive(from, bytes)? {
+            PsiMessage::TagChunk(chunk) => {
+                self.absorb(&chunk)?;
+                Ok((ClientTagsNext::AwaitingTags(Box::new(self)), Vec::new()))
+            }
+            PsiMessage::ServerDone(done) => self.finish(&done),
+            other => Err(unexpected(Self::STATE, &other)),
+        }
+    }
+
+    fn absorb(&mut self, chunk: &TagChunk) -> Result<(), ProtocolError> {
+        check_seq("TagChunk", self.next_seq, chunk.seq)?;
+        let tag_len = self.tag_context.tag_len();
+        if usize::from(chunk.tag_len) != tag_len {
+            return Err(ProtocolError::TagLengthMismatch {
+                expected_bits: tag_len as u32 * 8,
+                got_bits: u32::from(chunk.tag_len) * 8,
+            });
+        }
+        let after = check_chunk("tags", self.m, self.received, self.chunk_size, chunk.seq, chunk.tags.len())?;
+        let labelled = self.form == PsiOutputForm::Labels;
+        let labels_expected = if labelled { chunk.tags.len() } else { 0 };
+        if chunk.labels.len() != labels_expected {
+            return Err(ProtocolError::LabelsMismatch {
+                form: self.form,
+                tags: chunk.tags.len(),
+                labels: chunk.labels.len(),
+            });
+        }
+        match &mut self.matcher {
+            Matcher::Indexed { by_tag, unblinded } => {
+                for (i, tag) in chunk.tags.iter().enumerate() {
+                    // Removing makes a repeated tag count once.
+                    let Some(index) = by_tag.remove(tag) else { continue };
+                    self.intersection.push(index);
+                    if self.form == PsiOutputForm::Both {
+                        self.matched_tags.push(*tag);
+                    }
+                    if let (true, Some(ciphertext), Some(element)) =
+                        (labelled, chunk.labels.get(i), unblinded.get(index))
+                    {
+                        // N_x = N_y for a match, so x's pad opens y's label.
+                        let mut label = ciphertext.to_vec();
+                        self.tag_context.xor_pad(element, &mut label);
+                        self.labels.push((index, label));
+                    }
+                }
+            }
+            Matcher::Counting { tags } => {
+                for tag in &chunk.tags {
+                    if tags.remove(tag) {
+                        self.cardinality += 1;
+                    }
+                }
+            }
+        }
+        self.received = after;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    fn finish(mut self, done: &ServerDone) -> Result<(ClientTagsNext, Vec<OutgoingMessage>), ProtocolError> {
+        if self.received != self.m {
+            return Err(ProtocolError::TagCountMismatch { declared: self.m, got: self.received });
+        }
+        if done.total_tags != self.m {
+            return Err(ProtocolError::TagCountMismatch { declared: self.m, got: done.total_tags });
+        }
+        let mut out = Vec::new();
+        if self.form == PsiOutputForm::Both {
+            // Sorted by value: the report's order then says nothing about X's order.
+            self.matched_tags.sort_unstable();
+            let total_matches = self.matched_tags.len() as u64;
+            let tag_len = self.tag_context.tag_len() as u8;
+            let mut chunks: Vec<&[Tag]> = self.matched_tags.chunks(self.chunk_size as usize).collect();
+            if chunks.is_empty() {
+                chunks.push(&[]);
+            }
+            for (seq, tags) in chunks.into_iter().enumerate() {
+                let report = MatchReport {
+                    binding: self.channel.binding.clone(),
+                    seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                    total_matches,
+                    tag_len,
+                    tags: tags.to_vec(),
+                };
+                self.channel.send(PsiMessage::MatchReport(report), &mut out);
+            }
+        }
+        self.intersection.sort_unstable();
+        self.labels.sort_unstable_by_key(|(index, _)| *index);
+        let summary = self.channel.transcript.finish();
+        let (intersection, cardinality, labels) = match self.form {
+            PsiOutputForm::Cardinality => (None, self.cardinality, None),
+            PsiOutputForm::Labels => {
+                (Some(self.intersection.clone()), self.intersection.len() as u64, Some(self.labels))
+            }
+            PsiOutputForm::Intersection | PsiOutputForm::Both => {
+                (Some(self.intersection.clone()), self.intersection.len() as u64, None)
+            }
+        };
+        let output = ClientOutput {
+            form: self.form,
+            server_set_size: self.m,
+            intersection,
+            cardinality,
+            labels,
+            transcript_digest: summary.digest,
+            bytes_sent: summary.bytes_sent,
+            bytes_received: summary.bytes_received,
+        };
+        Ok((ClientTagsNext::Done(output), out))
+    }
+}
+
+impl fmt::Debug for ClientAwaitingTags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientAwaitingTags")
+            .field("binding", &self.channel.binding)
+            .field("form", &self.form)
+            .field("m", &self.m)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- Driver --------------------------------------------------------------------------
+
+/// The client's states in one value, for a node's receive loop:
+///
+/// ```text
+/// let (mut client, out) = PsiClient::start(config, inputs, &mut rng)?;
+/// send(out);
+/// while !client.is_done() {
+///     let (from, bytes) = receive();
+///     let (next, out) = client.handle(&from, &bytes)?;   // any error ends the run
+///     send(out);
+///     client = next;
+/// }
+/// ```
+#[derive(Debug)]
+pub enum PsiClient {
+    AwaitingHelloAck(Box<ClientAwaitingHelloAck>),
+    AwaitingEvaluated(Box<ClientAwaitingEvaluated>),
+    AwaitingTags(Box<ClientAwaitingTags>),
+    Done(ClientOutput),
+}
+
+impl PsiClient {
+    /// [`ClientAwaitingHelloAck::start`].
+    pub fn start(
+        config: ClientConfig,
+        inputs: Vec<Vec<u8>>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(Self, Vec<OutgoingMessage>), ProtocolError> {
+        let (state, out) = ClientAwaitingHelloAck::start(config, inputs, rng)?;
+        Ok((Self::AwaitingHelloAck(Box::new(state)), out))
+    }
+
+    /// Hands one message from `from` to the current state.
+    pub fn handle(self, from: &NodeId, bytes: &[u8]) -> Result<(Self, Vec<OutgoingMessage>), ProtocolError> {
+        match self {
+            Self::AwaitingHelloAck(state) => {
+                let (next, out) = state.handle(from, bytes)?;
+                Ok((Self::AwaitingEvaluated(Box::new(next)), out))
+            }
+            Self::AwaitingEvaluated(state) => match state.handle(from, bytes)? {
+                (ClientEvaluatedNext::AwaitingEvaluated(next), out) => {
+                    Ok((Self::AwaitingEvaluated(next), out))
+                }
+                (ClientEvaluatedNext::AwaitingTags(next), out) => Ok((Self::AwaitingTags(next), out)),
+            },
+            Self::AwaitingTags(state) => match state.handle(from, bytes)? {
+                (ClientTagsNext::AwaitingTags(next), out) => Ok((Self::AwaitingTags(next), out)),
+                (ClientTagsNext::Done(output), out) => Ok((Self::Done(output), out)),
+            },
+            Self::Done(_) => {
+                // Still decode, so the error names what arrived.
+                let got =
+                    PsiMessage::from_bytes(bytes).map(|m| m.kind().name()).unwrap_or("undecodable message");
+                Err(ProtocolError::UnexpectedMessage { state: "client done", got })
+            }
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self, Self::Done(_))
+    }
+
+    pub fn output(&self) -> Option<&ClientOutput> {
+        match self {
+            Self::Done(output) => Some(output),
+            _ => None,
+        }
+    }
+
+    pub fn into_output(self) -> Option<ClientOutput> {
+        match self {
+            Self::Done(output) => Some(output),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! The server's states: S holds Y (as a cached [`ServerSet`]) and the OPRF key.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use rand_core::CryptoRngCore;
+use xmcredit_crypto::group::ElementBytes;
+use xmcredit_crypto::oprf::OprfKey;
+use xmcredit_crypto::set::{evaluate_batch, tag_bits_for, Tag, TagContext};
+use xmcredit_crypto::NodeId;
+
+use super::messages::{
+    BlindedChunk, EncryptedLabels, EvaluatedChunk, HelloAck, MatchReport, ServerDone, TagChunk,
+};
+use super::server_set::ServerSet;
+use super::shuffle::Shuffler;
+use super::{
+    at_offset, check_chunk, check_seq, chunk_count, unexpected, Channel, OutgoingMessage, PsiMessage,
+    PsiOutputForm, Side, STATISTICAL_SECURITY_BITS,
+};
+use crate::{ProtocolError, SessionBinding};
+
+/// The server's limits, from the contract (filled in by the node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerPolicy {
+    /// The one output form the contract grants; a Hello asking for another is refused.
+    pub form: PsiOutputForm,
+    /// Smallest client set S answers. S enforces it because S is the party that would
+    /// leak: a client with a set of one would learn that one entity's membership (and
+    /// label). Values below 1 act as 1.
+    pub min_client_set_size: u64,
+    /// Largest client set S answers (bounds its work and, in the cardinality form, the
+    /// n × 32 bytes it buffers).
+    pub max_client_set_size: u64,
+}
+
+/// Everything a server session is set up with.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub binding: SessionBinding,
+    /// The client node, as the transport authenticates it.
+    pub client: NodeId,
+    pub policy: ServerPolicy,
+}
+
+/// What the server learns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerOutput {
+    pub form: PsiOutputForm,
+    /// `n = |X|`.
+    pub client_set_size: u64,
+    /// Both form only: indices into Y (the [`ServerSet`]'s order) of the matches,
+    /// ascending.
+    pub intersection: Option<Vec<usize>>,
+    /// See the module docs; equal to the client's for an honest run.
+    pub transcript_digest: [u8; 32],
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+// ---- AwaitingHello -------------------------------------------------------------------
+
+/// S waits for the client's Hello.
+pub struct ServerAwaitingHello {
+    channel: Channel,
+    policy: ServerPolicy,
+    set: Arc<ServerSet>,
+    key: OprfKey,
+    tag_order: Shuffler,
+    reply_order: Shuffler,
+}
+
+impl ServerAwaitingHello {
+    const STATE: &'static str = "server awaiting Hello";
+
+    /// Sets up a session serving `set` with `key` (the PsiServer key of the binding's
+    /// contract and epoch). The randomness for shuffling tags and (cardinality form)
+    /// replies is drawn here from `rng`, so later transitions need none.
+    ///
+    /// Refuses, as local faults, a set built for another contract, epoch or key, and the
+    /// labels form with a set built without labels.
+    pub fn new(
+        config: ServerConfig,
+        set: Arc<ServerSet>,
+        key: OprfKey,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, ProtocolError> {
+        let ServerConfig { binding, client, policy } = config;
+        set.check_serves(&binding, &key)?;
+        if policy.form == PsiOutputForm::Labels && !set.has_labels() {
+            return Err(ProtocolError::ServerSetMismatch {
+                reason: "the labels form needs a set built with labels".into(),
+            });
+        }
+        Ok(Self {
+            channel: Channel::new(binding, client, Side::Server),
+            policy,
+            set,
+            key,
+            tag_order: Shuffler::new(rng),
+            reply_order: Shuffler::new(rng),
+        })
+    }
+
+    /// Takes Hello: refuses another form than the contract's and a client set outside
+    /// `[max(1, min), max]`, then answers with `m` and the tag length.
+    pub fn handle(
+        mut self,
+        from: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(ServerAwaitingBlinded, Vec<OutgoingMessage>), ProtocolError> {
+        let hello = match self.channel.receive(from, bytes)? {
+            PsiMessage::Hello(hello) => hello,
+            other => return Err(unexpected(Self::STATE, &other)),
+        };
+        if hello.form != self.policy.form {
+            return Err(ProtocolError::FormNotAllowed { requested: hello.form, allowed: self.policy.form });
+        }
+        let n = hello.client_set_size;
+        let min = self.policy.min_client_set_size.max(1);
+        if n < min {
+            return Err(ProtocolError::SetTooSmall { whose: "client", got: n, min });
+        }
+        if n > self.policy.max_client_set_size {
+            return Err(ProtocolError::SetTooLarge {
+                whose: "client",
+                got: n,
+                max: self.policy.max_client_set_size,
+            });
+        }
+        if chunk_count(n, hello.chunk_size).is_none() {
+            let max = u64::from(u32::MAX) * u64::from(hello.chunk_size);
+            return Err(ProtocolError::SetTooLarge { whose: "client", got: n, max });
+        }
+        let m = self.set.len() as u64;
+        let tag_bits = tag_bits_for(n, m, STATISTICAL_SECURITY_BITS)?;
+        let tag_context =
+            TagContext::new(&self.channel.binding.contract, self.channel.binding.epoch, tag_bits)?;
+        let mut out = Vec::with_capacity(1);
+        let ack = HelloAck {
+            binding: self.channel.binding.clone(),
+            server_set_size: m,
+            // At most MAX_TAG_BITS = 128.
+            tag_bits: u16::try_from(tag_bits).unwrap_or(u16::MAX),
+        };
+        self.channel.send(PsiMessage::HelloAck(ack), &mut out);
+        let next = ServerAwaitingBlinded {
+            channel: self.channel,
+            form: self.policy.form,
+            set: self.set,
+            key: self.key,
+            tag_context,
+            n,
+            chunk_size: hello.chunk_size,
+            next_seq: 0,
+            received: 0,
+            buffered: Vec::new(),
+            tag_order: self.tag_order,
+            reply_order: self.reply_order,
+        };
+        Ok((next, out))
+    }
+}
+
+impl fmt::Debug for ServerAwaitingHello {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerAwaitingHello")
+            .field("binding", &self.channel.binding)
+            .field("client", &self.channel.peer)
+            .field("policy", &self.policy)
+            .field("set", &self.set)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- AwaitingBlinded -----------------------------------------------------------------
+
+/// S evaluates blinded chunks as they arrive.
+pub struct ServerAwaitingBlinded {
+    channel: Channel,
+    form: PsiOutputForm,
+    set: Arc<ServerSet>,
+    key: OprfKey,
+    tag_context: TagContext,
+    n: u64,
+    chunk_size: u32,
+    next_seq: u32,
+    /// Blinded elements received so far.
+    received: u64,
+    /// Cardinality form: every evaluated element, shuffled and sent after the last chunk.
+    buffered: Vec<ElementBytes>,
+    tag_order: Shuffler,
+    reply_order: Shuffler,
+}
+
+/// Where a server goes after a BlindedChunk.
+#[derive(Debug)]
+pub enum ServerBlindedNext {
+    AwaitingBlinded(Box<ServerAwaitingBlinded>),
+    /// Both form: every tag is sent, the client's MatchReport comes next.
+    AwaitingMatchReport(Box<ServerAwaitingMatchReport>),
+    /// Every other form: the run is over once the returned messages are sent.
+    Done(ServerOutput),
+}
+
+impl ServerAwaitingBlinded {
+    const STATE: &'static str = "server awaiting BlindedChunk";
+
+    /// Takes the next BlindedChunk and evaluates it (RFC 9497 §3.3.1 BlindEvaluate,
+    /// batched; the identity and non-canonical points are refused with their index).
+    /// Except in the cardinality form the reply goes out at once, so memory stays flat.
+    /// After the last chunk, sends the (shuffled) replies in the cardinality form, then
+    /// the tags and ServerDone.
+    pub fn handle(
+        mut self,
+        from: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(ServerBlindedNext, Vec<OutgoingMessage>), ProtocolError> {
+        let chunk: BlindedChunk = match self.channel.receive(from, bytes)? {
+            PsiMessage::BlindedChunk(chunk) => chunk,
+            other => return Err(unexpected(Self::STATE, &other)),
+        };
+        check_seq("BlindedChunk", self.next_seq, chunk.seq)?;
+        let after = check_chunk(
+            "blinded elements",
+            self.n,
+            self.received,
+            self.chunk_size,
+            chunk.seq,
+            chunk.elements.len(),
+        )?;
+        let evaluated = evaluate_batch(&self.key, &chunk.elements).map_err(at_offset(self.received))?;
+        let mut out = Vec::new();
+        if self.form == PsiOutputForm::Cardinality {
+            self.buffered.extend_from_slice(&evaluated);
+        } else {
+            let reply =
+                EvaluatedChunk { binding: self.channel.binding.clone(), seq: chunk.seq, elements: evaluated };
+            self.channel.send(PsiMessage::EvaluatedChunk(reply), &mut out);
+        }
+        self.received = after;
+        self.next_seq += 1;
+        if self.received < self.n {
+            return Ok((ServerBlindedNext::AwaitingBlinded(Box::new(self)), out));
+        }
+        let next = self.send_tags(&mut out);
+        Ok((next, out))
+    }
+
+    fn send_tags(mut self, out: &mut Vec<OutgoingMessage>) -> ServerBlindedNext {
+        let chunk_size = self.chunk_size as usize;
+        if self.form == PsiOutputForm::Cardinality {
+            let mut replies = std::mem::take(&mut self.buffered);
+            self.reply_order.shuffle(&mut replies);
+            for (seq, elements) in replies.chunks(chunk_size).enumerate() {
+                let reply = EvaluatedChunk {
+                    binding: self.channel.binding.clone(),
+                    seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                    elements: elements.to_vec(),
+                };
+                self.channel.send(PsiMessage::EvaluatedChunk(reply), out);
+            }
+        }
+        // The session's tags, in Y's order; sent in an order shuffled per session.
+        let tags = self.tag_context.tag_batch(self.set.elements());
+        let mut order: Vec<usize> = (0..tags.len()).collect();
+        self.tag_order.shuffle(&mut order);
+        let tag_len = self.tag_context.tag_len() as u8;
+        let labels = if self.form == PsiOutputForm::Labels { self.set.labels() } else { None };
+        for (seq, positions) in order.chunks(chunk_size).enumerate() {
+            let chunk_tags: Vec<Tag> = positions.iter().filter_map(|&p| tags.get(p).copied()).collect();
+            let mut chunk_labels = EncryptedLabels::new();
+            if let Some(labels) = labels {
+                chunk_labels = EncryptedLabels::with_capacity(positions.len(), 0);
+                for ciphertext in positions.iter().filter_map(|&p| labels.get(p)) {
+                    chunk_labels.push(ciphertext);
+                }
+            }
+            let chunk = TagChunk {
+                binding: self.channel.binding.clone(),
+                seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                tag_len,
+                tags: chunk_tags,
+                labels: chunk_labels,
+            };
+            self.channel.send(PsiMessage::TagChunk(chunk), out);
+        }
+        let done = ServerDone { binding: self.channel.binding.clone(), total_tags: tags.len() as u64 };
+        self.channel.send(PsiMessage::ServerDone(done), out);
+        if self.form == PsiOutputForm::Both {
+            return ServerBlindedNext::AwaitingMatchReport(Box::new(ServerAwaitingMatchReport {
+                channel: self.channel,
+                n: self.n,
+                chunk_size: self.chunk_size,
+                tag_len,
+                tags,
+                next_seq: 0,
+                total: 0,
+                reported: HashSet::new(),
+            }));
+        }
+        let summary = self.channel.transcript.finish();
+        ServerBlindedNext::Done(ServerOutput {
+            form: self.form,
+            client_set_size: self.n,
+            intersection: None,
+            transcript_digest: summary.digest,
+            bytes_sent: summary.bytes_sent,
+            bytes_received: summary.bytes_received,
+        })
+    }
+}
+
+impl fmt::Debug for ServerAwaitingBlinded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerAwaitingBlinded")
+            .field("binding", &self.channel.binding)
+            .field("form", &self.form)
+            .field("n", &self.n)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- AwaitingMatchReport -------------------------------------------------------------
+
+/// Both form: S has sent its tags and waits for the client's matched tags.
+pub struct ServerAwaitingMatchReport {
+    channel: Channel,
+    n: u64,
+    chunk_size: u32,
+    tag_len: u8,
+    /// This session's tag of each element of Y, in Y's order.
+    tags: Vec<Tag>,
+    next_seq: u32,
+    /// The report's total, fixed by its chunk 0.
+    total: u64,
+    reported: HashSet<Tag>,
+}
+
+/// Where a server goes after a MatchReport chunk.
+#[derive(Debug)]
+pub enum ServerMatchReportNext {
+    AwaitingMatchReport(Box<ServerAwaitingMatchReport>),
+    Done(ServerOutput),
+}
+
+impl ServerAwaitingMatchReport {
+    const STATE: &'static str = "server awaiting MatchReport";
+
+    /// Takes the next MatchReport chunk; after the last, maps the reported tags back to
+    /// indices of Y. Refuses more matches than `min(n, m)`, a repeated tag and a tag
+    /// that is not one of this session's.
+    pub fn handle(
+        mut self,
+        from: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(ServerMatchReportNext, Vec<OutgoingMessage>), ProtocolError> {
+        let report: MatchReport = match self.channel.receive(from, bytes)? {
+            PsiMessage::MatchReport(report) => report,
+            other => return Err(unexpected(Self::STATE, &other)),
+        };
+        check_seq("MatchReport", self.next_seq, report.seq)?;
+        if report.tag_len != self.tag_len {
+            return Err(ProtocolError::TagLengthMismatch {
+                expected_bits: u32::from(self.tag_len) * 8,
+                got_bits: u32::from(report.tag_len) * 8,
+            });
+        }
+        if report.seq == 0 {
+            let limit = self.n.min(self.tags.len() as u64);
+            if report.total_matches > limit {
+                return Err(ProtocolError::TooManyElements {
+                    what: "matched tags",
+                    declared: limit,
+                    got: report.total_matches,
+                });
+            }
+            self.total = report.total_matches;
+        } else if report.total_matches != self.total {
+            return Err(ProtocolError::MatchTotalChanged { first: self.total, got: report.total_matches });
+        }
+        let received = self.reported.len() as u64;
+        let after = check_chunk(
+            "matched tags",
+            self.total,
+            received,
+            self.chunk_size,
+            report.seq,
+            report.tags.len(),
+        )?;
+        for tag in &report.tags {
+            if !self.reported.insert(*tag) {
+                return Err(ProtocolError::DuplicateMatch);
+            }
+        }
+        self.next_seq += 1;
+        if after < self.total {
+            return Ok((ServerMatchReportNext::AwaitingMatchReport(Box::new(self)), Vec::new()));
+        }
+        let intersection: Vec<usize> = self
+            .tags
+            .iter()
+            .enumerate()
+            .filter(|(_, tag)| self.reported.contains(tag))
+            .map(|(i, _)| i)
+            .collect();
+        if intersection.len() != self.reported.len() {
+            return Err(ProtocolError::UnknownMatch { unknown: self.reported.len() - intersection.len() });
+        }
+        let summary = self.channel.transcript.finish();
+        let output = ServerOutput {
+            form: PsiOutputForm::Both,
+            client_set_size: self.n,
+            intersection: Some(intersection),
+            transcript_digest: summary.digest,
+            bytes_sent: summary.bytes_sent,
+            bytes_received: summary.bytes_received,
+        };
+        Ok((ServerMatchReportNext::Done(output), Vec::new()))
+    }
+}
+
+impl fmt::Debug for ServerAwaitingMatchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerAwaitingMatchReport")
+            .field("binding", &self.channel.binding)
+            .field("n", &self.n)
+            .field("m", &self.tags.len())
+            .field("reported", &self.reported.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// ---- Driver --------------------------------------------------------------------------
+
+/// The server's states in one value, for a node's receive loop:
+///
+/// ```text
+/// let set: Arc<ServerSet> = cache.get_or_build(contract, epoch, dataset_version)?;
+/// let mut server = PsiServer::new(config, set, key, &mut rng)?;
+/// while !server.is_done() {
+///     let (from, bytes) = receive();
+///     let (next, out) = server.handle(&from, &bytes)?;   // any error ends the run
+///     send(out);
+///     server = next;
+/// }
+/// ```
+#[derive(Debug)]
+pub enum PsiServer {
+    AwaitingHello(Box<ServerAwaitingHello>),
+    AwaitingBlinded(Box<ServerAwaitingBlinded>),
+    AwaitingMatchReport(Box<ServerAwaitingMatchReport>),
+    Done(ServerOutput),
+}
+
+impl PsiServer {
+    /// [`ServerAwaitingHello::new`].
+    pub fn new(
+        config: ServerConfig,
+        set: Arc<ServerSet>,
+        key: OprfKey,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, ProtocolError> {
+        ServerAwaitingHello::new(config, set, key, rng).map(|state| Self::AwaitingHello(Box::new(state)))
+    }
+
+    /// Hands one message from `from` to the current state.
+    pub fn handle(self, from: &NodeId, bytes: &[u8]) -> Result<(Self, Vec<OutgoingMessage>), ProtocolError> {
+        match self {
+            Self::AwaitingHello(state) => {
+                let (next, out) = state.handle(from, bytes)?;
+                Ok((Self::AwaitingBlinded(Box::new(next)), out))
+            }
+            Self::AwaitingBlinded(state) => Ok(match state.handle(from, bytes)? {
+                (ServerBlindedNext::AwaitingBlinded(next), out) => (Self::AwaitingBlinded(next), out),
+                (ServerBlindedNext::AwaitingMatchReport(next), out) => (Self::AwaitingMatchReport(next), out),
+                (ServerBlindedNext::Done(output), out) => (Self::Done(output), out),
+            }),
+            Self::AwaitingMatchReport(state) => Ok(match state.handle(from, bytes)? {
+                (ServerMatchReportNext::AwaitingMatchReport(next), out) => {
+                    (Self::AwaitingMatchReport(next), out)
+                }
+                (ServerMatchReportNext::Done(output), out) => (Self::Done(output), out),
+            }),
+            Self::Done(_) => {
+                let got =
+                    PsiMessage::from_bytes(bytes).map(|m| m.kind().name()).unwrap_or("undecodable message");
+                Err(ProtocolError::UnexpectedMessage { state: "server done", got })
+            }
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self, Self::Done(_))
+    }
+
+    pub fn output(&self) -> Option<&ServerOutput> {
+        match self {
+            Self::Done(output) => Some(output),
+            _ => None,
+        }
+    }
+
+    pub fn into_output(self) -> Option<ServerOutput> {
+        match self {
+            Self::Done(output) => Some(output),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Faults the simulator injects, each with what must happen and what did.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+use xmcredit_crypto::NodeId;
+use xmcredit_node::config::NodeConfig;
+use xmcredit_node::proto;
+
+use crate::alliance::{Alliance, NodeProgram};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultResult {
+    pub name: String,
+    pub expected: String,
+    pub observed: String,
+    pub passed: bool,
+}
+
+/// A node whose certificate comes from another CA calls the credit center.
+pub async fn foreign_certificate(alliance: &Alliance, program: &NodeProgram) -> Result<FaultResult> {
+    let dir = alliance.base.join("rogue");
+    std::fs::create_dir_all(&dir)?;
+    let d = dir.display().to_string();
+    // A complete, valid-looking node named like a real bank, with its own CA.
+    program.run(
+        &["init", "--data-dir", &d, "--node-id", "bank-a", "--listen", "127.0.0.1:9"],
+        &dir.join("init.log"),
+    )?;
+    program.run(&["ca", "init", "--data-dir", &d, "--name", "Rogue CA"], &dir.join("ca.log"))?;
+    program.run(
+        &[
+            "ca",
+            "issue",
+            "--data-dir",
+            &d,
+            "--csr",
+            &format!("{d}/tls.csr"),
+            "--out",
+            &format!("{d}/tls.crt"),
+        ],
+        &dir.join("issue.log"),
+    )?;
+    let config = NodeConfig::load(&dir.join("node.toml"))?;
+    let tls = xmcredit_node::server::load_tls(&config)?;
+    let center = alliance.node("credit-center")?;
+    let outcome = match xmcredit_node::transport::connect(
+        &center.address,
+        &center.id,
+        tls.client_config()?,
+        Duration::from_secs(5),
+    )
+    .await
+    {
+        Ok(channel) => xmcredit_node::service::peer_client(channel)
+            .health(proto::HealthRequest {})
+            .await
+            .map(|r| format!("answered: {}", r.into_inner().node_id))
+            .map_err(|s| s.message().to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let (observed, passed) = match outcome {
+        Ok(answer) => (answer, false),
+        Err(reason) => (format!("refused: {reason}"), true),
+    };
+    Ok(FaultResult {
+        name: "peer with a certificate from another CA".into(),
+        expected: "the TLS handshake fails; the credit center logs the refusal".into(),
+        observed,
+        passed,
+    })
+}
+
+/// A client expects one node at an address and finds another there.
+pub async fn wrong_name(alliance: &Alliance) -> Result<FaultResult> {
+    let bank = alliance.node("bank-a")?;
+    let center = alliance.node("credit-center")?;
+    let config = NodeConfig::load(&bank.config)?;
+    let tls = xmcredit_node::server::load_tls(&config)?;
+    let claimed = NodeId::new("bank-b")?;
+    let result = xmcredit_node::transport::connect(
+        &center.address,
+        &claimed,
+        tls.client_config()?,
+        Duration::from_secs(5),
+    )
+    .await;
+    let passed = result.is_err();
+    Ok(FaultResult {
+        name: "a node presenting another node's name".into(),
+        expected: "bank-a, expecting bank-b at the credit center's address, refuses the certificate".into(),
+        observed: match result {
+            Ok(_) => "connected".into(),
+            Err(e) => format!("refused: {e}"),
+        },
+        passed,
+    })
+}
+
+/// A legitimate peer sends bytes that are not a protocol message, and a truncated one.
+pub async fn malformed_messages(alliance: &Alliance) -> Result<FaultResult> {
+    let bank = alliance.node("bank-a")?;
+    let center = alliance.node("credit-center")?;
+    let config = NodeConfig::load(&bank.config)?;
+    let tls = xmcredit_node::server::load_tls(&config)?;
+    let mut observed = Vec::new();
+    let mut passed = true;
+    for (what, payload) in [("random bytes", vec![0x42u8; 77]), ("a truncated hello", vec![0x01, 0x81, 0x00])]
+    {
+        let channel = xmcredit_node::transport::connect(
+            &center.address,
+            &center.id,
+            tls.client_config()?,
+            Duration::from_secs(5),
+        )
+        .await?;
+        let frames = tokio_stream::iter(vec![proto::Frame { payload }]);
+        let result = xmcredit_node::service::peer_client(channel).psi(frames).await;
+        match result {
+            Ok(_) => {
+                passed = false;
+                observed.push(format!("{what}: accepted"));
+            }
+            Err(status) => observed.push(format!("{what}: {:?} {}", status.code(), status.message())),
+        }
+    }
+    // The credit center is still serving.
+    let alive = center.status().await.is_ok();
+    passed &= alive;
+    observed.push(format!("credit center still serving: {alive}"));
+    Ok(FaultResult {
+        name: "malformed protocol messages".into(),
+        expected: "refused with InvalidArgument and a reason; the node keeps serving".into(),
+        observed: observed.join("; "),
+        passed,
+    })
+}
+
+/// A bank is killed (SIGKILL) right after starting a run, then restarted.
+pub async fn bank_killed(alliance: &mut Alliance, bank: &str, contract: &str) -> Result<FaultResult> {
+    let node = alliance.node(bank)?;
+    let admin = node.admin().await?;
+    let contract_id = contract.to_string();
+    let run = tokio::spawn(async move {
+        let mut admin = admin;
+        let request = proto::RunRequest {
+            computation: "psi".into(),
+            contract_id,
+            dataset: String::new(),
+            values: Vec::new(),
+        };
+        match admin.run(request).await {
+            Ok(stream) => crate::alliance::final_report(stream.into_inner()).await.map(|_| ()),
+            Err(status) => Err(anyhow::anyhow!("{}", status.message())),
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    alliance.node_mut(bank)?.kill()?;
+    let run_result = run.await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    alliance.node_mut(bank)?.start().await?;
+    let node = alliance.node(bank)?;
+    let status = node.status().await?;
+    let running = status.jobs.iter().filter(|j| j.state == "running").count();
+    let verify = node.admin().await?.audit_verify(proto::AuditVerifyRequest {}).await?.into_inner();
+    let center = alliance.node("credit-center")?.status().await?;
+    let center_running = center.jobs.iter().filter(|j| j.state == "running").count();
+    let passed = running == 0 && verify.ok && center_running == 0;
+    Ok(FaultResult {
+        name: format!("{bank} killed during a PSI run"),
+        expected: "no job left running on either side; the bank's audit chain verifies after restart".into(),
+        observed: format!(
+            "run: {}; {bank} jobs running after restart: {running}; audit: {}; credit center jobs running: {center_running}",
+            match run_result {
+                Ok(()) => "finished before the kill".to_string(),
+                Err(e) => format!("ended: {e}"),
+            },
+            verify.detail
+        ),
+        passed,
+    })
+}
