@@ -12,7 +12,7 @@ use crate::data::{ColumnType, DatasetSchema};
 use crate::document::{Computation, DatasetUse, OutputForm, Party, Role};
 use crate::scorecard::Scorecard;
 use crate::time::DAY;
-use crate::{ContractError, VerifiedContract};
+use crate::{ComputationKind, ContractError, VerifiedContract};
 
 /// Lookup quotas count per day in China Standard Time (UTC+8): a day starts at 00:00 in
 /// Xiamen, not at 08:00.
@@ -148,7 +148,9 @@ impl VerifiedContract {
         used_today: u64,
         requested: u64,
     ) -> Result<u64, ContractError> {
-        self.require_role(querier, Role::Querier)?;
+        // A lookup's querier, or a PSI client whose elements the server counts.
+        let role = if self.kind() == ComputationKind::Psi { Role::Client } else { Role::Querier };
+        self.require_role(querier, role)?;
         let per_day = self.contract().limits.lookups_per_day.get(querier).copied().unwrap_or(0);
         match used_today.checked_add(requested) {
             Some(total) if total <= per_day => Ok(per_day - total),

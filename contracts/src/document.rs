@@ -234,7 +234,8 @@ pub struct Limits {
     /// The smallest set each named party may bring (absent: 1).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub min_set_size: BTreeMap<NodeId, u64>,
-    /// Lookups a day for each querier (`lookup` only; every querier is named).
+    /// Lookups a day: for `lookup` every querier is named; for `psi` the client may be
+    /// (the server counts the elements it evaluates for it each day).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lookups_per_day: BTreeMap<NodeId, u64>,
     /// The fewest contributors (providers, for `lookup`) a result may be computed from.

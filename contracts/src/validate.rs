@@ -252,10 +252,13 @@ impl Contract {
                 if value_column == group_column {
                     return Err(malformed("computation.group_column", "must differ from value_column"));
                 }
-                if groups.is_empty() || groups.len() > MAX_GROUPS {
+                // `groups = []` is universe mode: the vector has one entry per code of the
+                // public universe of registered entities, which the coordinator publishes
+                // for each session; the group column is then every contributor's key.
+                if groups.len() > MAX_GROUPS {
                     return Err(malformed(
                         "computation.groups",
-                        format!("must have 1 to {MAX_GROUPS} entries"),
+                        format!("must have at most {MAX_GROUPS} entries (none: the universe)"),
                     ));
                 }
                 for (i, group) in groups.iter().enumerate() {
@@ -265,8 +268,18 @@ impl Contract {
                 }
                 for contributor in self.parties_with(Role::Contributor) {
                     let Some(dataset) = self.dataset_of(&contributor.node) else { continue };
+                    if groups.is_empty() && dataset.key != *group_column {
+                        return Err(malformed(
+                            "computation.group_column",
+                            format!(
+                                "with no groups (the universe) it must be the key column; {}'s dataset {} is keyed by {}",
+                                contributor.node, dataset.name, dataset.key
+                            ),
+                        ));
+                    }
                     for column in [value_column, group_column] {
-                        if !dataset.columns.contains(column) {
+                        let is_key_group = column == group_column && dataset.key == *column;
+                        if !dataset.columns.contains(column) && !is_key_group {
                             return Err(malformed(
                                 "datasets",
                                 format!(
@@ -391,14 +404,23 @@ impl Contract {
             ));
         }
 
+        // Lookups: every querier has a daily quota. PSI: the client may have one (the
+        // server counts the elements it evaluates for it per day). Nobody else can.
         let queriers: BTreeSet<&NodeId> = self.parties_with(Role::Querier).map(|p| &p.node).collect();
+        let clients: BTreeSet<&NodeId> = self.parties_with(Role::Client).map(|p| &p.node).collect();
         let quota_named: BTreeSet<&NodeId> = limits.lookups_per_day.keys().collect();
-        if quota_named != queriers {
+        let quota_ok = match kind {
+            ComputationKind::Psi => quota_named.is_subset(&clients),
+            _ => quota_named == queriers,
+        };
+        if !quota_ok {
+            let allowed = if kind == ComputationKind::Psi { &clients } else { &queriers };
             return Err(malformed(
                 "limits.lookups_per_day",
                 format!(
-                    "must name exactly the queriers ({})",
-                    list(&queriers.into_iter().collect::<Vec<_>>())
+                    "must name {} ({})",
+                    if kind == ComputationKind::Psi { "only the client" } else { "exactly the queriers" },
+                    list(&allowed.iter().copied().collect::<Vec<_>>())
                 ),
             ));
         }

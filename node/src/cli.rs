@@ -321,7 +321,7 @@ fn ca(command: CaCommand) -> Result<()> {
             ca.write(&cert, &key)?;
             let mut index = Index::default();
             index.write(&index_path)?;
-            std::fs::write(data_dir.join(identity::CA_CERT_FILE), ca.cert_pem())?;
+            pki::write_file_atomic(&data_dir.join(identity::CA_CERT_FILE), ca.cert_pem().as_bytes())?;
             write_crl(&data_dir, &ca, &mut index)?;
             index.write(&index_path)?;
             println!(

@@ -58,6 +58,9 @@ pub enum NodeError {
     /// A peer that did not answer in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    /// A frame from a peer that could not be read (over the size limit, a reset stream).
+    #[error("frame from {peer} refused: {reason}")]
+    BadFrame { peer: String, reason: String },
     /// A peer ended a session with an error status.
     #[error("peer {peer} answered: {message}")]
     Peer { peer: String, message: String },
@@ -81,9 +84,10 @@ impl From<NodeError> for tonic::Status {
         let message = error.to_string();
         match error {
             NodeError::Contract(_) | NodeError::Refused(_) => Status::permission_denied(message),
-            NodeError::Protocol(_) | NodeError::Crypto(_) | NodeError::Import(_) => {
-                Status::invalid_argument(message)
-            }
+            NodeError::Protocol(_)
+            | NodeError::Crypto(_)
+            | NodeError::Import(_)
+            | NodeError::BadFrame { .. } => Status::invalid_argument(message),
             NodeError::NotFound { .. } => Status::not_found(message),
             NodeError::UnknownPeer(_) | NodeError::NotOperator(_) => Status::permission_denied(message),
             NodeError::Replay { .. } => Status::already_exists(message),

@@ -106,7 +106,7 @@ pub fn read_csv(
         .flexible(true)
         .trim(csv::Trim::All)
         .from_path(path)
-        .map_err(|e| NodeError::file(path, e))?;
+        .map_err(|e| NodeError::Import(format!("cannot read {}: {e}", path.display())))?;
     let headers =
         reader.headers().map_err(|e| NodeError::Import(format!("{}: header row: {e}", path.display())))?;
     let headers: Vec<String> = headers.iter().map(|h| h.trim_start_matches('\u{feff}').to_string()).collect();

@@ -103,7 +103,7 @@ pub async fn serve(
     let admin = AdminServer::new(AdminService::new(ctx.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let router = tonic::transport::Server::builder().add_service(peer).add_service(admin);
+    let router = crate::transport::server_builder().add_service(peer).add_service(admin);
     tracing::info!(node = %ctx.node_id(), address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
     crate::transport::serve(listener, tls.server_config()?, router, shutdown).await?;
     let stopped = ctx.store.interrupt_running_jobs(ctx.now_unix())?;

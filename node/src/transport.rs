@@ -6,19 +6,20 @@
 //! configurations from [`crate::pki::tls`] and hands tonic streams that are already
 //! authenticated:
 //!
-//! - **Server** ([`serve`]): takes a tonic router, accepts TCP, runs the handshake in its own task under a
-//!   timeout (a slow or failed handshake never holds up the listener; a refusal is logged
-//!   at `warn` with the address and rustls's reason), reads the client's [`NodeId`] from
-//!   its certificate and gives tonic a stream whose connect info is a [`PeerIdentity`].
-//!   Handlers call [`peer_of`]. The number of connections is capped by a semaphore.
+//! - **Server** ([`serve`]): takes a tonic router, accepts TCP, runs each handshake in its
+//!   own task under a timeout (a slow or failed handshake never holds up the listener; a
+//!   refusal is logged at `warn` with the address and rustls's reason), reads the client's
+//!   [`NodeId`] from its certificate and gives tonic a stream whose connect info is a
+//!   [`PeerIdentity`]. Handlers call [`peer_of`]. A semaphore caps the connections.
 //! - **Client** ([`connect`]): dials with the expected peer's node id as the TLS server
 //!   name, so rustls itself refuses a server whose certificate names another node, then
 //!   waits for the server's first HTTP/2 bytes so that a server refusing *our* certificate
 //!   (which TLS 1.3 reports only after the client's handshake has finished) is reported by
 //!   `connect` as a typed [`TransportError::Handshake`], not by the first call.
 //!
-//! Message sizes are capped at [`MAX_MESSAGE_BYTES`] in both directions on both sides, so
-//! an oversized message is refused by tonic before it is decoded.
+//! Message sizes: every service and client is built with [`MAX_MESSAGE_BYTES`] as its
+//! decoding and encoding limit (tonic sets these per service, so the callers set them),
+//! so an oversized message is refused by tonic before it is decoded.
 
 use std::fmt;
 use std::future::Future;
@@ -71,6 +72,8 @@ pub struct PeerIdentity {
 
 /// The calling node of a request, as authenticated by mutual TLS. A request that did not
 /// come through [`serve`] has none, and is refused as unauthenticated.
+// `Status` is large, but it is what every tonic handler returns; `?` needs it unboxed.
+#[allow(clippy::result_large_err)]
 pub fn peer_of<T>(request: &Request<T>) -> Result<NodeId, Status> {
     request.extensions().get::<PeerIdentity>().map(|peer| peer.node_id.clone()).ok_or_else(|| {
         Status::unauthenticated(
@@ -484,5 +487,43 @@ impl AsyncWrite for ClientStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_of_requires_an_authenticated_peer() {
+        let status = peer_of(&Request::new(())).expect_err("no peer");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+        let mut request = Request::new(());
+        let node_id = NodeId::new("bank-a").expect("id");
+        let remote_addr = SocketAddr::from(([127, 0, 0, 1], 7400));
+        request.extensions_mut().insert(PeerIdentity { node_id: node_id.clone(), remote_addr });
+        assert_eq!(peer_of(&request).expect("peer"), node_id);
+    }
+
+    #[test]
+    fn refusals_say_which_side_refused() {
+        let peer = NodeId::new("credit-center").expect("id");
+        let refused_by_peer = TransportError::Handshake {
+            peer: peer.clone(),
+            address: "127.0.0.1:7400".into(),
+            reason: rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked),
+        };
+        let message = refused_by_peer.to_string();
+        assert!(
+            message.contains("refused by the peer") && message.contains("CertificateRevoked"),
+            "{message}"
+        );
+        let refused_by_us = TransportError::Handshake {
+            peer,
+            address: "127.0.0.1:7400".into(),
+            reason: rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
+        };
+        assert!(refused_by_us.to_string().contains("this node refused the peer's certificate"));
     }
 }

@@ -577,6 +577,70 @@ fn key_files_readable_by_others_are_refused() {
 }
 
 #[test]
+fn crl_files_load_as_der_or_pem_and_bad_ones_name_their_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = AllianceCa::create("xmcredit test alliance").expect("ca");
+    let mut index = Index::default();
+    let member = enroll(&ca, "bank-a", index.next_serial());
+    index.record(&member.cert).expect("record");
+    let crl = crl_der(&ca, &mut index);
+    let mut files = TlsFiles {
+        ca_cert: dir.path().join("ca.crt"),
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+        crls: vec![dir.path().join("crl.der")],
+    };
+    write_file_atomic(&files.ca_cert, ca.cert_pem().as_bytes()).expect("ca cert");
+    write_file_atomic(&files.cert, member.cert.pem.as_bytes()).expect("cert");
+    member.key.write(&files.key).expect("key");
+    write_file_atomic(&files.crls[0], &crl).expect("crl");
+    TlsIdentity::load(&files).expect("DER CRL");
+
+    let pem = format!("-----BEGIN X509 CRL-----\n{}\n-----END X509 CRL-----\n", base64_lines(&crl));
+    files.crls = vec![dir.path().join("crl.pem")];
+    write_file_atomic(&files.crls[0], pem.as_bytes()).expect("crl pem");
+    TlsIdentity::load(&files).expect("PEM CRL");
+
+    files.crls = vec![dir.path().join("garbage.crl")];
+    write_file_atomic(&files.crls[0], b"garbage").expect("garbage");
+    let err = TlsIdentity::load(&files).expect_err("garbage CRL");
+    assert!(err.to_string().contains("garbage.crl"), "{err}");
+
+    // After revocation, the node's own certificate no longer loads.
+    index.mark_revoked(member.cert.serial, SystemTime::now()).expect("revoke");
+    files.crls = vec![dir.path().join("crl.der")];
+    write_file_atomic(&files.crls[0], &crl_der(&ca, &mut index)).expect("crl");
+    let err = TlsIdentity::load(&files).expect_err("own certificate revoked");
+    assert!(
+        matches!(&err, PkiError::InFile { error, .. } if matches!(**error, PkiError::OwnCertificate { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("tls.crt") && err.to_string().contains("Revoked"), "{err}");
+}
+
+/// Standard base64 in 64-character lines, for writing a PEM block in a test.
+fn base64_lines(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out.as_bytes()
+        .chunks(64)
+        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
 fn own_certificate_is_checked_when_loading() {
     let ca = AllianceCa::create("xmcredit test alliance").expect("ca");
     let other_ca = AllianceCa::create("other").expect("other");

@@ -158,6 +158,33 @@ impl NodeHandle {
         Ok(())
     }
 
+    /// The node process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Peak and current resident memory of the node process in KiB (VmHWM, VmRSS from
+    /// /proc), where the platform has them.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        };
+        Some((field("VmHWM:")?, field("VmRSS:")?))
+    }
+
+    /// Resets the peak-memory counter (VmHWM) so the next reading covers only what
+    /// follows (Linux: `echo 5 > /proc/PID/clear_refs`).
+    pub fn reset_peak_memory(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(child) => matches!(child.try_wait(), Ok(None)),

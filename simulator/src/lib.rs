@@ -7,9 +7,12 @@
 //! through their own command line.
 
 pub mod alliance;
+pub mod bench;
 pub mod contracts;
 pub mod data;
 pub mod datasets;
+pub mod demo;
 pub mod faults;
 pub mod floor;
 pub mod scenarios;
+pub mod secagg_scenarios;

@@ -4,14 +4,11 @@
 //! faults, writes a report, and exits non-zero if anything differs.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use xmcredit_simulator::alliance::{Alliance, NodeProgram};
-use xmcredit_simulator::data::World;
-use xmcredit_simulator::floor::FloorReport;
-use xmcredit_simulator::{datasets, faults, scenarios};
+use xmcredit_simulator::alliance::NodeProgram;
+use xmcredit_simulator::demo::{self, DemoOptions};
 
 #[derive(Debug, Parser)]
 #[command(name = "xmcredit-simulator", about = "Run the xmcredit alliance demo on one machine")]
@@ -36,6 +33,25 @@ struct Args {
     /// Skip fault injection.
     #[arg(long)]
     no_faults: bool,
+    #[command(subcommand)]
+    bench: Option<Bench>,
+}
+
+/// Benchmarks between real node processes (not part of the demo).
+#[derive(Debug, clap::Subcommand)]
+enum Bench {
+    /// PSI between two nodes: first run and repeat run (cached server set).
+    BenchPsi {
+        #[arg(long, default_value_t = 1 << 16)]
+        n: usize,
+        #[arg(long, default_value_t = 1 << 16)]
+        m: usize,
+    },
+    /// Import speed of a large CSV.
+    BenchImport {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -49,150 +65,67 @@ fn main() -> Result<()> {
     let args = Args::parse_from(raw);
     xmcredit_node::logging::init(false);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let passed = runtime.block_on(simulate(args))?;
+    if let Some(bench) = args.bench {
+        return runtime.block_on(run_bench(bench, args.dir, args.report));
+    }
+    let options = DemoOptions {
+        banks: args.banks,
+        entities: args.entities,
+        applicants: args.applicants,
+        seed: args.seed,
+        report: args.report,
+        dir: args.dir,
+        faults: !args.no_faults,
+    };
+    let passed = runtime.block_on(demo::run(options, NodeProgram::SelfWith("node".into())))?;
     if !passed {
         std::process::exit(1);
     }
     Ok(())
 }
 
-async fn simulate(args: Args) -> Result<bool> {
-    let started = Instant::now();
+async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) -> Result<()> {
     let temp = tempfile::tempdir()?;
-    let base = match &args.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)?;
-            dir.clone()
-        }
-        None => temp.path().to_path_buf(),
-    };
-    let bank_ids: Vec<String> =
-        (0..args.banks).map(|i| format!("bank-{}", (b'a' + i as u8) as char)).collect();
-    anyhow::ensure!((2..=26).contains(&args.banks), "--banks must be between 2 and 26");
-    println!(
-        "xmcredit alliance simulation: credit center + {} banks, {} entities, {} applicants per bank",
-        args.banks, args.entities, args.applicants
-    );
-
-    let floor = FloorReport::measure(4096);
-    println!(
-        "floor on this machine ({} cores): scalar mul {:.1} µs, hash-to-group {:.1} µs; PSI floor 2^16: {:.2} s, 2^20: {:.1} s",
-        floor.cores, floor.per_element_us["scalar_mul"], floor.per_element_us["hash_to_group"], floor.psi_floor_s_2_16, floor.psi_floor_s_2_20
-    );
-
-    let world = World::generate(args.seed, args.entities, args.banks, args.applicants)?;
-    let mut ids: Vec<&str> = vec!["credit-center"];
-    ids.extend(bank_ids.iter().map(String::as_str));
+    let base = dir.unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&base)?;
     let program = NodeProgram::SelfWith("node".into());
-    let setup_started = Instant::now();
-    let mut alliance =
-        Alliance::create(program.clone(), &base, &ids, true).await.context("starting the alliance")?;
-    println!(
-        "{} nodes up with certificates from a throwaway CA in {:.1} s ({})",
-        ids.len(),
-        setup_started.elapsed().as_secs_f64(),
-        base.display()
-    );
-
-    let data_dir = base.join("data");
-    std::fs::create_dir_all(&data_dir)?;
-    let center = alliance.node("credit-center")?;
-    for file in datasets::credit_center_files(&world, &data_dir.join("credit-center").tap_create()?)? {
-        let report = center.import(file.name, &file.schema, &file.csv, false).await?;
-        println!(
-            "  credit-center imported {:<18} {:>6} rows  digest {}",
-            file.name,
-            report["rows_accepted"],
-            &report["digest"].as_str().unwrap_or("")[..16]
-        );
-    }
-    for (b, bank) in bank_ids.iter().enumerate() {
-        for file in datasets::bank_files(&world, b, &data_dir.join(bank).tap_create()?)? {
-            let report = alliance.node(bank)?.import(file.name, &file.schema, &file.csv, false).await?;
-            println!("  {bank} imported {:<18} {:>6} rows", file.name, report["rows_accepted"]);
+    let json = match bench {
+        Bench::BenchPsi { n, m } => {
+            let result = xmcredit_simulator::bench::psi(program, &base, n, m).await?;
+            println!(
+                "PSI between two node processes, n = {n}, m = {m} (floor {:.2} s on {} cores)",
+                result.floor_s, result.floor.cores
+            );
+            println!(
+                "idle node RSS {:.1} MiB; server import {:.2} s",
+                result.idle_node_rss_mib, result.import_s
+            );
+            for run in &result.runs {
+                println!(
+                    "  {:<30} {:>8.2} s  ×floor {:>5.2}  C→S {:>5.1} B/elem  S→C {:>5.1} B/elem  peak client {:>6.1} MiB server {:>6.1} MiB  {}",
+                    run.run,
+                    run.wall_s,
+                    run.ratio_to_floor,
+                    run.client_to_server_bytes_per_element,
+                    run.server_to_client_bytes_per_element,
+                    run.client_peak_mib,
+                    run.server_peak_mib,
+                    if run.verified { "OK" } else { "MISMATCH" }
+                );
+            }
+            serde_json::to_value(&result)?
         }
-    }
-
-    let mut results = Vec::new();
-    results.extend(scenarios::a_grade(&alliance, &world, &bank_ids).await?);
-    results.push(scenarios::dishonest_count(&alliance, &world, &bank_ids[0], 0).await?);
-    results.push(scenarios::labels(&alliance, &world, &bank_ids[1], 1).await?);
-    results.push(scenarios::mutual(&alliance, &world, (&bank_ids[0], 0), (&bank_ids[1], 1)).await?);
-
-    let mut fault_results = Vec::new();
-    if !args.no_faults {
-        fault_results.push(faults::foreign_certificate(&alliance, &program).await?);
-        fault_results.push(faults::wrong_name(&alliance).await?);
-        fault_results.push(faults::malformed_messages(&alliance).await?);
-        let last = bank_ids.last().cloned().unwrap_or_default();
-        fault_results
-            .push(faults::bank_killed(&mut alliance, &last, &format!("xel-psi-a-grade-{last}")).await?);
-    }
-
-    println!("\n{:<58} {:<13} {:>8} {:>11} {:>7}  result", "scenario", "output", "wall s", "bytes", "×floor");
-    let mut rows = Vec::new();
-    for r in &results {
-        let n = r.sizes.values().copied().min().unwrap_or(0);
-        let m = r.sizes.values().copied().max().unwrap_or(0);
-        let ratio = r.wall_s / floor.psi_floor_s(n, m).max(1e-9);
-        println!(
-            "{:<58} {:<13} {:>8.3} {:>11} {:>7.1}  {}",
-            r.name,
-            r.output,
-            r.wall_s,
-            r.bytes_total,
-            ratio,
-            if r.verified { "OK" } else { "MISMATCH" }
-        );
-        println!("    {}", r.detail);
-        let mut row = serde_json::to_value(r)?;
-        row["floor_s"] = serde_json::json!(floor.psi_floor_s(n, m));
-        row["ratio_to_floor"] = serde_json::json!(ratio);
-        rows.push(row);
-    }
-    if !fault_results.is_empty() {
-        println!("\nfaults:");
-        for f in &fault_results {
-            println!("  {:<44} {}", f.name, if f.passed { "handled" } else { "NOT HANDLED" });
-            println!("    {}", f.observed);
+        Bench::BenchImport { rows } => {
+            let result = xmcredit_simulator::bench::import(program, &base, rows).await?;
+            println!(
+                "import of {} rows: {:.2} s ({:.0} rows/s), node peak {:.1} MiB",
+                result.rows, result.seconds, result.rows_per_second, result.node_peak_mib
+            );
+            serde_json::to_value(&result)?
         }
+    };
+    if let Some(path) = report {
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     }
-    let passed = results.iter().all(|r| r.verified) && fault_results.iter().all(|f| f.passed);
-    let observations = serde_json::json!({
-        "credit-center": "as PSI server: each client's set size and session; as CA: certificate requests. Never a bank's applicant codes (only blinded points).",
-        "banks (psi client)": "their own matches (intersection, count or labels as the contract grants) and the server's set size.",
-        "bank as psi server (both form)": "the client's set size and the common applicants, which the contract grants it.",
-        "network": "blinded and evaluated ristretto255 points, truncated tags, encrypted labels; all inside mutual TLS.",
-    });
-    let report = serde_json::json!({
-        "passed": passed,
-        "alliance": { "nodes": ids, "entities": args.entities, "applicants_per_bank": args.applicants, "seed": args.seed },
-        "floor": floor,
-        "scenarios": rows,
-        "faults": fault_results,
-        "observations": observations,
-        "wall_s": started.elapsed().as_secs_f64(),
-    });
-    if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        println!("\nreport written to {}", path.display());
-    }
-    alliance.stop_all();
-    println!(
-        "\n{} in {:.1} s",
-        if passed { "ALL RESULTS MATCH THE PLAINTEXT ANSWERS" } else { "FAILED: see above" },
-        started.elapsed().as_secs_f64()
-    );
-    Ok(passed)
-}
-
-trait TapCreate: Sized {
-    fn tap_create(self) -> Result<Self>;
-}
-
-impl TapCreate for PathBuf {
-    fn tap_create(self) -> Result<Self> {
-        std::fs::create_dir_all(&self)?;
-        Ok(self)
-    }
+    Ok(())
 }

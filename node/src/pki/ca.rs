@@ -114,7 +114,10 @@ impl AllianceCa {
             PkiError::Malformed { what: "the CA private key", reason: "not UTF-8 PEM".into() }
                 .in_file(key_path)
         })?;
-        Self::from_pem(&cert_pem, key_pem).map_err(|e| e.in_file(key_path))
+        Self::from_pem(&cert_pem, key_pem).map_err(|e| match e {
+            PkiError::Malformed { what: "the CA certificate", .. } => e.in_file(cert_path),
+            other => other.in_file(key_path),
+        })
     }
 
     /// Writes the certificate (mode 0644) and the key (mode 0600), each atomically.

@@ -134,7 +134,12 @@ impl TlsIdentity {
             .into_iter()
             .flatten()
             .collect();
-        Self::new(ca_cert, chain, key, crls).map_err(|e| e.in_file(&files.cert))
+        Self::new(ca_cert, chain, key, crls).map_err(|e| match e {
+            // The CA certificate and CRLs were checked on their own above; what is left
+            // about the verifier is their combination.
+            PkiError::Verifier { .. } => e,
+            other => other.in_file(&files.cert),
+        })
     }
 
     /// Checks material already in memory (e.g. the simulator's throwaway CA).
@@ -222,14 +227,20 @@ fn parse_private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, PkiError> {
 /// CRLs from a file holding either one DER CRL or any number of PEM `X509 CRL` blocks.
 fn parse_crls(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, PkiError> {
     const WHAT: &str = "the CRL file";
-    if !bytes.starts_with(b"-----BEGIN") {
-        return Ok(vec![CertificateRevocationListDer::from(bytes.to_vec())]);
-    }
-    let crls = rustls_pemfile::crls(&mut &bytes[..])
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PkiError::Malformed { what: WHAT, reason: e.to_string() })?;
+    let crls = if bytes.starts_with(b"-----BEGIN") {
+        rustls_pemfile::crls(&mut &bytes[..])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PkiError::Malformed { what: WHAT, reason: e.to_string() })?
+    } else {
+        vec![CertificateRevocationListDer::from(bytes.to_vec())]
+    };
     if crls.is_empty() {
         return Err(PkiError::Malformed { what: WHAT, reason: "no PEM X509 CRL block found".into() });
+    }
+    // Parsed here so that a bad CRL is reported against its file, not later by the verifier.
+    for crl in &crls {
+        x509_parser::parse_x509_crl(crl)
+            .map_err(|e| PkiError::Malformed { what: WHAT, reason: format!("not an X.509 CRL: {e}") })?;
     }
     Ok(crls)
 }

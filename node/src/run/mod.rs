@@ -26,7 +26,7 @@ pub async fn run_job(
 ) -> Result<serde_json::Value, NodeError> {
     match request.computation.as_str() {
         "psi" => psi::run_client(ctx, &request.contract_id, &request.dataset, progress).await,
-        "secagg" => secagg::run_coordinator(ctx, &request.contract_id, progress).await,
+        "secagg" => secagg::run_coordinator(ctx, &request.contract_id, &request.dataset, progress).await,
         other => Err(NodeError::Refused(format!("unknown computation {other:?}: use psi or secagg"))),
     }
 }

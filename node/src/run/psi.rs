@@ -212,7 +212,10 @@ async fn drive_client(
     match tokio::time::timeout(ctx.config.timeouts.round(), replies.next()).await {
         Ok(None) => {}
         Ok(Some(Ok(_))) => {
-            return Err(NodeError::Peer { peer: server.to_string(), message: "sent a message after the last".into() })
+            return Err(NodeError::Peer {
+                peer: server.to_string(),
+                message: "sent a message after the last".into(),
+            })
         }
         Ok(Some(Err(status))) => {
             return Err(NodeError::Peer { peer: server.to_string(), message: status.message().to_string() })
@@ -293,6 +296,10 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
     verified.require_receiver(peer, receiver_form(output))?;
     // The client's set size, from Hello: enforced here, by the node that would leak.
     verified.require_min_set_size(peer, hello.client_set_size)?;
+    // A replayed session is refused before it can spend the client's quota.
+    ctx.store.claim_session(binding.session.as_bytes(), binding.contract.as_str())?;
+    let (set, rows) = server_set(ctx, &verified, epoch, &label_columns)?;
+    // Quota last: only a session that will be answered counts against it.
     if let Some(limit) = verified.contract().limits.lookups_per_day.get(peer) {
         let day = lookup_day(ctx.now_unix());
         if let Err(used) = ctx.store.quota_consume(
@@ -305,8 +312,6 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
             verified.check_lookup_quota(peer, used, hello.client_set_size)?;
         }
     }
-    ctx.store.claim_session(binding.session.as_bytes(), binding.contract.as_str())?;
-    let (set, rows) = server_set(ctx, &verified, epoch, &label_columns)?;
     Ok(ServerSession {
         policy: ServerPolicy {
             form: form_of(output),
@@ -529,10 +534,12 @@ async fn drive_server(
                     .map_err(|_| NodeError::Timeout(format!("a psi message from {peer}")))?;
                 match received {
                     Some(Ok(frame)) => frame.payload,
+                    // Reading the client's stream failed here (a frame over the size limit,
+                    // a reset): the fault is in what the client sent, not an answer of its.
                     Some(Err(status)) => {
-                        return Err(NodeError::Peer {
+                        return Err(NodeError::BadFrame {
                             peer: peer.to_string(),
-                            message: status.message().to_string(),
+                            reason: status.message().to_string(),
                         })
                     }
                     None => {

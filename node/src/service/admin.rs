@@ -311,6 +311,7 @@ fn import_dataset(
 ) -> Result<serde_json::Value, NodeError> {
     let started = Instant::now();
     let (rows, mut report) = read_csv(path, schema, key_kind, |done| progress.progress("reading", done, 0))?;
+    let read_s = started.elapsed().as_secs_f64();
     let refuse = if rows.is_empty() {
         Some("no row was accepted".to_string())
     } else if report.rows_rejected > 0 && !allow_rejects {
@@ -339,7 +340,14 @@ fn import_dataset(
         report.digest = Some(meta.digest.clone());
         report.committed = true;
         report.seconds = started.elapsed().as_secs_f64();
-        tracing::info!(dataset = schema.name(), version = meta.version, rows = meta.rows, "dataset imported");
+        tracing::info!(
+            dataset = schema.name(),
+            version = meta.version,
+            rows = meta.rows,
+            read_s,
+            write_s = report.seconds - read_s,
+            "dataset imported"
+        );
         let mut sizes = std::collections::BTreeMap::new();
         sizes.insert(ctx.node_id().clone(), meta.rows);
         ctx.audit(None, None, Vec::new(), sizes, Outcome::Ok, hex_digest(&meta.digest));

@@ -17,6 +17,9 @@ const BATCH_ROWS: usize = 20_000;
 pub enum VersionState {
     Importing,
     Committed,
+    /// An import that never finished (the node stopped); its rows were removed at the
+    /// next start. The record stays so the version number is never reused.
+    Abandoned,
 }
 
 /// What the store knows about one version of a dataset.
@@ -189,13 +192,38 @@ impl Store {
         Ok(rows)
     }
 
+    /// The keys of one committed version, in key order, without decoding the rows (the
+    /// secagg coordinator publishes a registry's keys as the universe).
+    pub fn dataset_keys(&self, meta: &DatasetVersion) -> Result<Vec<String>, NodeError> {
+        let prefix = join(&[meta.name.as_bytes(), &meta.version.to_be_bytes(), b""]);
+        let mut keys = Vec::with_capacity(meta.rows as usize);
+        for key in self.dataset_rows.scan_prefix(&prefix).keys() {
+            let key = key.map_err(|e| NodeError::store("read keys", e))?;
+            keys.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+        }
+        if keys.len() as u64 != meta.rows {
+            return Err(NodeError::Corrupt {
+                what: "dataset",
+                reason: format!(
+                    "{} v{} has {} rows, meta says {}",
+                    meta.name,
+                    meta.version,
+                    keys.len(),
+                    meta.rows
+                ),
+            });
+        }
+        Ok(keys)
+    }
+
     /// Row count stored under a version's prefix, committed or not (tests use it to
     /// prove a half import left nothing behind).
     pub fn raw_row_count(&self, name: &str, version: u64) -> usize {
         self.dataset_rows.scan_prefix(join(&[name.as_bytes(), &version.to_be_bytes(), b""])).count()
     }
 
-    /// Removes versions that never committed; returns what was removed.
+    /// Removes the rows of versions that never committed and marks them abandoned;
+    /// returns what was removed.
     pub fn remove_partial_imports(&self) -> Result<Vec<(String, u64)>, NodeError> {
         let mut removed = Vec::new();
         for entry in self.dataset_meta.iter() {
@@ -208,8 +236,11 @@ impl Store {
                     batch.remove(row_key.map_err(|e| NodeError::store("scan rows", e))?);
                 }
                 self.dataset_rows.apply_batch(batch).map_err(|e| NodeError::store("remove rows", e))?;
-                self.dataset_meta.remove(&key).map_err(|e| NodeError::store("remove meta", e))?;
-                removed.push((meta.name, meta.version));
+                let abandoned = DatasetVersion { state: VersionState::Abandoned, rows: 0, ..meta };
+                self.dataset_meta
+                    .insert(&key, to_json(&abandoned)?)
+                    .map_err(|e| NodeError::store("mark abandoned", e))?;
+                removed.push((abandoned.name, abandoned.version));
             }
         }
         self.flush()?;

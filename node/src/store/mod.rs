@@ -35,6 +35,9 @@ use std::sync::Mutex;
 
 use crate::NodeError;
 
+/// sled page cache size.
+const STORE_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Handle to the node's sled database and its trees.
 #[derive(Debug)]
 pub struct Store {
@@ -54,7 +57,13 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store and repairs what a crash may have left.
     pub fn open(dir: &Path) -> Result<Self, NodeError> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| NodeError::store("open", e))?;
+        // sled's default page cache is 1 GiB; a node's working set is far smaller, and
+        // large imports would otherwise hold that much resident.
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(STORE_CACHE_BYTES)
+            .open()
+            .map_err(|e| NodeError::store("open", e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| NodeError::store("open tree", e));
         let store = Self {
             dataset_rows: tree("dataset_rows")?,

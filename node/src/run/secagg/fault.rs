@@ -1,0 +1,61 @@
+//! Fault injection for tests and the simulator, not a feature: a contributor node whose
+//! process environment has `XMCREDIT_TEST_EXIT_AT=<point>` exits the whole process with
+//! status [`EXIT_STATUS`] when its session reaches that point, with no cleanup, as a
+//! crash or a kill would. It makes "a bank drops out at round r" exact and repeatable.
+//! Anyone who can set a node's environment can stop it anyway, so the hook gives no one
+//! a new power; it only ever ends the process.
+
+/// The environment variable read at each point.
+pub const EXIT_AT_VAR: &str = "XMCREDIT_TEST_EXIT_AT";
+/// The process exit status at a fault point.
+pub const EXIT_STATUS: i32 = 86;
+
+/// Where a contributor can be made to exit, in session order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitPoint {
+    /// Session accepted, before advertising keys: drops at round 0.
+    BeforeKeys,
+    /// Key list received, before sending shares: drops at round 1.
+    BeforeShares,
+    /// Share relay received, before sending the masked input: drops at round 2, and its
+    /// input is not in the sum.
+    BeforeMaskedInput,
+    /// Masked input sent and the unmask request received, before answering it: drops at
+    /// round 4, and its input is in the sum (its self-mask is rebuilt from the others'
+    /// shares).
+    AfterMaskedInput,
+}
+
+impl ExitPoint {
+    pub const ALL: [ExitPoint; 4] =
+        [Self::BeforeKeys, Self::BeforeShares, Self::BeforeMaskedInput, Self::AfterMaskedInput];
+
+    /// The value of [`EXIT_AT_VAR`] that selects this point.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BeforeKeys => "secagg-before-keys",
+            Self::BeforeShares => "secagg-before-shares",
+            Self::BeforeMaskedInput => "secagg-before-masked-input",
+            Self::AfterMaskedInput => "secagg-after-masked-input",
+        }
+    }
+
+    /// The protocol round at which a node exiting here drops out.
+    pub fn round(self) -> xmcredit_protocol::secagg::Round {
+        use xmcredit_protocol::secagg::Round;
+        match self {
+            Self::BeforeKeys => Round::AdvertiseKeys,
+            Self::BeforeShares => Round::ShareKeys,
+            Self::BeforeMaskedInput => Round::MaskedInputCollection,
+            Self::AfterMaskedInput => Round::Unmasking,
+        }
+    }
+}
+
+/// Exits the process if [`EXIT_AT_VAR`] names `point`.
+pub(crate) fn exit_if_asked(point: ExitPoint) {
+    if std::env::var(EXIT_AT_VAR).is_ok_and(|v| v.trim() == point.name()) {
+        tracing::warn!(point = point.name(), "{EXIT_AT_VAR}: exiting the process (fault injection)");
+        std::process::exit(EXIT_STATUS);
+    }
+}

@@ -1,0 +1,194 @@
+//! Benchmarks between real node processes: PSI at chosen sizes (first run and repeat
+//! run with the server's evaluated set cached) and CSV import speed. Every figure is
+//! reported beside the floor measured in the same run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::Serialize;
+use xmcredit_contracts::entity_code::{EntityCode, EntityKind, XIAMEN_DISTRICTS};
+
+use crate::alliance::{Alliance, NodeProgram};
+use crate::contracts::{self, PartyLine};
+use crate::floor::FloorReport;
+
+/// `count` distinct valid codes.
+fn codes(rng: &mut ChaCha20Rng, count: usize) -> Result<Vec<EntityCode>> {
+    let mut seen = std::collections::HashSet::with_capacity(count);
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let (division, _) = XIAMEN_DISTRICTS[rng.gen_range(0..XIAMEN_DISTRICTS.len())];
+        let code = EntityCode::random(rng, EntityKind::Enterprise, division)?;
+        if seen.insert(code) {
+            out.push(code);
+        }
+    }
+    Ok(out)
+}
+
+fn write_key_csv(path: &Path, codes: &[EntityCode]) -> Result<()> {
+    let mut text = String::with_capacity(codes.len() * 20 + 16);
+    text.push_str("credit_code\n");
+    for code in codes {
+        let _ = writeln!(text, "{code}");
+    }
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct PsiRun {
+    pub run: &'static str,
+    pub wall_s: f64,
+    pub ratio_to_floor: f64,
+    pub client_to_server_bytes_per_element: f64,
+    pub server_to_client_bytes_per_element: f64,
+    pub matches: u64,
+    pub verified: bool,
+    pub client_peak_mib: f64,
+    pub server_peak_mib: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PsiBench {
+    pub n: usize,
+    pub m: usize,
+    pub floor_s: f64,
+    pub idle_node_rss_mib: f64,
+    pub import_s: f64,
+    pub runs: Vec<PsiRun>,
+    pub floor: FloorReport,
+}
+
+/// PSI between two node processes: `n` client elements, `m` server elements, a
+/// quarter of the client's in the server's set.
+pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Result<PsiBench> {
+    let floor = FloorReport::measure(4096);
+    let mut rng = ChaCha20Rng::seed_from_u64(16);
+    let all = codes(&mut rng, n + m)?;
+    let overlap = n / 4;
+    let client: Vec<EntityCode> = all[..n].to_vec();
+    let mut server: Vec<EntityCode> = all[n..n + m - overlap.min(m)].to_vec();
+    server.extend_from_slice(&client[..overlap.min(m)]);
+    let expected = overlap.min(m) as u64;
+
+    let alliance = Alliance::create(program, base, &["credit-center", "bank-a"], true).await?;
+    let idle = alliance.node("bank-a")?.memory_kib().map_or(0.0, |(_, rss)| rss as f64 / 1024.0);
+    let data = base.join("bench-data");
+    std::fs::create_dir_all(&data)?;
+    write_key_csv(&data.join("server.csv"), &server)?;
+    write_key_csv(&data.join("client.csv"), &client)?;
+    std::fs::write(
+        data.join("server.toml"),
+        "name = \"a_grade_taxpayers\"\nkey = \"credit_code\"\ncolumns = []\n",
+    )?;
+    std::fs::write(
+        data.join("client.toml"),
+        "name = \"loan_applicants\"\nkey = \"credit_code\"\ncolumns = []\n",
+    )?;
+    let import_started = Instant::now();
+    alliance
+        .node("credit-center")?
+        .import("a_grade_taxpayers", &data.join("server.toml"), &data.join("server.csv"), false)
+        .await?;
+    let import_s = import_started.elapsed().as_secs_f64();
+    alliance
+        .node("bank-a")?
+        .import("loan_applicants", &data.join("client.toml"), &data.join("client.csv"), false)
+        .await?;
+
+    let center = alliance.node("credit-center")?;
+    let bank = alliance.node("bank-a")?;
+    let toml = contracts::psi(
+        "bench-psi",
+        "benchmark",
+        &PartyLine { node: "credit-center", public_key: &center.public_key, roles: &["server"] },
+        "a_grade_taxpayers",
+        &PartyLine { node: "bank-a", public_key: &bank.public_key, roles: &["client"] },
+        "intersection",
+        &[],
+        1,
+        1,
+    );
+    alliance.agree("credit-center", &toml, "bench-psi", &["bank-a"]).await?;
+    let floor_s = floor.psi_floor_s(n as u64, m as u64);
+    let mut runs = Vec::new();
+    for run in ["first (server set evaluated)", "repeat (server set cached)"] {
+        // Peaks of the run alone, not of the imports before it.
+        bank.reset_peak_memory();
+        center.reset_peak_memory();
+        let started = Instant::now();
+        let report = bank.run("psi", "bench-psi").await.context("psi run")?;
+        let wall_s = started.elapsed().as_secs_f64();
+        let sent = report["bytes_sent"].as_u64().unwrap_or(0) as f64;
+        let received = report["bytes_received"].as_u64().unwrap_or(0) as f64;
+        let matches = report["cardinality"].as_u64().unwrap_or(0);
+        runs.push(PsiRun {
+            run,
+            wall_s,
+            ratio_to_floor: wall_s / floor_s.max(1e-9),
+            client_to_server_bytes_per_element: sent / n as f64,
+            server_to_client_bytes_per_element: received / (n + m) as f64,
+            matches,
+            verified: matches == expected,
+            client_peak_mib: bank.memory_kib().map_or(0.0, |(hwm, _)| hwm as f64 / 1024.0),
+            server_peak_mib: center.memory_kib().map_or(0.0, |(hwm, _)| hwm as f64 / 1024.0),
+        });
+    }
+    Ok(PsiBench { n, m, floor_s, idle_node_rss_mib: idle, import_s, runs, floor })
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImportBench {
+    pub rows: usize,
+    pub seconds: f64,
+    pub rows_per_second: f64,
+    pub node_peak_mib: f64,
+}
+
+/// Imports `rows` rows (code + four typed columns) into one node.
+pub async fn import(program: NodeProgram, base: &Path, rows: usize) -> Result<ImportBench> {
+    let mut rng = ChaCha20Rng::seed_from_u64(17);
+    let all = codes(&mut rng, rows)?;
+    let data = base.join("bench-data");
+    std::fs::create_dir_all(&data)?;
+    let mut text = String::with_capacity(rows * 48);
+    text.push_str("credit_code,tax_grade,si_headcount,arrears,registered\n");
+    for code in &all {
+        let grade = ["A", "B", "M", "C", "D"][rng.gen_range(0..5)];
+        let _ = writeln!(
+            text,
+            "{code},{grade},{},{}.{:02},2019-0{}-1{}",
+            rng.gen_range(0..500),
+            rng.gen_range(0..9999),
+            rng.gen_range(0..100),
+            rng.gen_range(1..10),
+            rng.gen_range(0..10)
+        );
+    }
+    std::fs::write(data.join("big.csv"), text)?;
+    std::fs::write(
+        data.join("big.toml"),
+        "name = \"registry\"\nkey = \"credit_code\"\ncolumns = [\n  { name = \"tax_grade\", type = \"enum\", values = [\"A\", \"B\", \"M\", \"C\", \"D\"] },\n  { name = \"si_headcount\", type = \"integer\" },\n  { name = \"arrears\", type = \"decimal\", scale = 2 },\n  { name = \"registered\", type = \"date\" },\n]\n",
+    )?;
+    let alliance = Alliance::create(program, base, &["credit-center"], true).await?;
+    let node = alliance.node("credit-center")?;
+    let started = Instant::now();
+    let report = node.import("registry", &data.join("big.toml"), &data.join("big.csv"), false).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        report["rows_accepted"].as_u64() == Some(rows as u64),
+        "import accepted {}",
+        report["rows_accepted"]
+    );
+    Ok(ImportBench {
+        rows,
+        seconds,
+        rows_per_second: rows as f64 / seconds,
+        node_peak_mib: node.memory_kib().map_or(0.0, |(hwm, _)| hwm as f64 / 1024.0),
+    })
+}

@@ -1,0 +1,436 @@
+//! Secure aggregation between real node processes (a credit center and banks on
+//! 127.0.0.1, mutual TLS, sled stores): exact sums with no dropout, with dropouts at every
+//! round up to n - t, an abort below the threshold that reveals nothing, and a
+//! contributor refusing an input wider than the contract allows. Sums are checked
+//! against the plaintext sum of the CSV files the test writes.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde_json::Value;
+use xmcredit_contracts::entity_code::{EntityCode, EntityKind, XIAMEN_DISTRICTS};
+use xmcredit_contracts::Contract;
+use xmcredit_node::proto;
+use xmcredit_node::run::secagg::fault::ExitPoint;
+use xmcredit_node::run::secagg::sum_digest;
+use xmcredit_simulator::alliance::{Alliance, NodeProgram};
+use xmcredit_simulator::contracts::PartyLine;
+use xmcredit_simulator::secagg_scenarios::{
+    expected_sum, loans_file, restart_with_exit, Loan, SecaggContract, INDUSTRIES, LOANS_DATASET,
+};
+
+const CENTER: &str = "credit-center";
+
+fn program() -> NodeProgram {
+    NodeProgram::Binary(env!("CARGO_BIN_EXE_xmcredit-node-under-test").into())
+}
+
+fn districts() -> Vec<String> {
+    XIAMEN_DISTRICTS.iter().map(|(d, _)| d.to_string()).collect()
+}
+
+/// A bank's loans: `rows` borrowers with balances up to `max_yuan`.
+fn book(rng: &mut ChaCha20Rng, rows: usize, max_yuan: u64) -> Result<Vec<Loan>> {
+    let mut loans = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let (district, _) = XIAMEN_DISTRICTS[rng.gen_range(0..XIAMEN_DISTRICTS.len())];
+        let code = EntityCode::random(rng, EntityKind::Enterprise, district)?;
+        let (industry, _) = INDUSTRIES[rng.gen_range(0..INDUSTRIES.len())];
+        let outstanding_fen = rng.gen_range(1..max_yuan * 100);
+        loans.push(Loan { code, district, industry, outstanding_fen, registered: true });
+    }
+    Ok(loans)
+}
+
+/// An alliance of the credit center and `banks`, each bank holding its `loans`.
+async fn alliance(dir: &Path, banks: &[&str], books: &[Vec<Loan>]) -> Result<Alliance> {
+    let mut ids = vec![CENTER];
+    ids.extend_from_slice(banks);
+    let alliance = Alliance::create(program(), dir, &ids, true).await?;
+    for (bank, loans) in banks.iter().zip(books) {
+        let file = loans_file(loans, &dir.join("csv").join(bank))?;
+        let report = alliance.node(bank)?.import(file.name, &file.schema, &file.csv, false).await?;
+        anyhow::ensure!(report["committed"].as_bool() == Some(true), "{bank} import: {report}");
+    }
+    Ok(alliance)
+}
+
+/// A per-district contract over `banks`, agreed by everyone.
+async fn district_contract(
+    alliance: &Alliance,
+    id: &str,
+    banks: &[&str],
+    threshold: usize,
+    output_bits: u32,
+) -> Result<()> {
+    let party = |node: &str, roles: &'static [&'static str]| -> Result<PartyLine<'_>> {
+        let handle = alliance.node(node)?;
+        Ok(PartyLine { node: handle.id.as_str(), public_key: &handle.public_key, roles })
+    };
+    let contract = SecaggContract {
+        id,
+        purpose: "test: outstanding loans per district",
+        coordinator: party(CENTER, &["coordinator"])?,
+        contributors: banks.iter().map(|b| party(b, &["contributor"])).collect::<Result<_>>()?,
+        threshold,
+        min_contributors: threshold,
+        dataset: LOANS_DATASET,
+        value_column: "outstanding",
+        group_column: "district",
+        groups: districts(),
+        output_bits,
+    };
+    alliance.agree(CENTER, &contract.toml(), id, banks).await
+}
+
+fn sum_of(report: &Value) -> Vec<u64> {
+    report["sum"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+fn by_district(books: &[&Vec<Loan>]) -> Vec<u64> {
+    expected_sum(books.iter().map(|b| b.as_slice()), &districts(), |l| l.district.to_string())
+}
+
+/// The latest job of `role` under `contract` on `node`.
+async fn last_job(alliance: &Alliance, node: &str, contract: &str, role: &str) -> Result<proto::JobSummary> {
+    let status = alliance.node(node)?.status().await?;
+    status
+        .jobs
+        .into_iter()
+        .filter(|j| j.contract_id == contract && j.role == role)
+        .max_by_key(|j| j.job_id)
+        .with_context(|| format!("no {role} job for {contract} on {node}"))
+}
+
+async fn audit(alliance: &Alliance, node: &str) -> Result<Vec<Value>> {
+    let reply = alliance.node(node)?.admin().await?.audit_show(proto::AuditShowRequest { last: 0 }).await?;
+    reply.into_inner().records_json.iter().map(|r| Ok(serde_json::from_str(r)?)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_sums_without_dropouts_by_group_and_over_a_universe() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let banks = ["bank-a", "bank-b", "bank-c"];
+    let books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 40, 2_000_000)).collect::<Result<_>>()?;
+    let alliance = alliance(dir.path(), &banks, &books).await?;
+    district_contract(&alliance, "loans-by-district", &banks, 2, 48).await?;
+
+    let report = alliance.node(CENTER)?.run("secagg", "loans-by-district").await?;
+    assert_eq!(sum_of(&report), by_district(&books.iter().collect::<Vec<_>>()), "{report}");
+    assert_eq!(strings(&report["contributors"]), banks);
+    assert_eq!(report["dropped"], serde_json::json!({}));
+    assert_eq!(strings(&report["groups"]), districts());
+    for bank in banks {
+        let job = last_job(&alliance, bank, "loans-by-district", "contributor").await?;
+        assert_eq!(job.state, "succeeded", "{bank}: {}", job.detail);
+    }
+    let records = audit(&alliance, CENTER).await?;
+    let last = records.last().context("no audit record")?;
+    assert_eq!(last["outcome"]["status"], "ok", "{last}");
+    assert_eq!(last["set_sizes"]["bank-a"], 6);
+    let verify = alliance.node(CENTER)?.admin().await?.audit_verify(proto::AuditVerifyRequest {}).await?;
+    assert!(verify.get_ref().ok, "{}", verify.get_ref().detail);
+
+    // Universe mode: the credit center publishes a registry of 2^17 + 1000 codes (the
+    // masked inputs and the opening message cross in several 1 MiB fragments); each
+    // bank sums by key over it; borrowers outside it count nowhere.
+    let mut universe: Vec<String> = books.iter().flatten().step_by(2).map(|l| l.code.to_string()).collect();
+    while universe.len() < (1 << 17) + 1000 {
+        let (district, _) = XIAMEN_DISTRICTS[rng.gen_range(0..XIAMEN_DISTRICTS.len())];
+        universe.push(EntityCode::random(&mut rng, EntityKind::SoleProprietor, district)?.to_string());
+    }
+    universe.sort();
+    universe.dedup();
+    let csv_dir = dir.path().join("csv").join(CENTER);
+    std::fs::create_dir_all(&csv_dir)?;
+    let mut csv = String::from("credit_code,registered_on\n");
+    for code in &universe {
+        csv.push_str(code);
+        csv.push_str(",2024-01-01\n");
+    }
+    std::fs::write(csv_dir.join("registry.csv"), csv)?;
+    std::fs::write(
+        csv_dir.join("registry.schema.toml"),
+        "name = \"registry\"\nkey = \"credit_code\"\ncolumns = [{ name = \"registered_on\", type = \"date\" }]\n",
+    )?;
+    let imported = alliance
+        .node(CENTER)?
+        .import("registry", &csv_dir.join("registry.schema.toml"), &csv_dir.join("registry.csv"), false)
+        .await?;
+    assert_eq!(imported["committed"], true, "{imported}");
+    let handles: Vec<_> = banks.iter().map(|b| alliance.node(b)).collect::<Result<_>>()?;
+    let contract = SecaggContract {
+        id: "loans-by-entity",
+        purpose: "test: outstanding loans per registered entity",
+        coordinator: PartyLine {
+            node: CENTER,
+            public_key: &alliance.node(CENTER)?.public_key,
+            roles: &["coordinator"],
+        },
+        contributors: handles
+            .iter()
+            .map(|h| PartyLine { node: h.id.as_str(), public_key: &h.public_key, roles: &["contributor"] })
+            .collect(),
+        threshold: 2,
+        min_contributors: 2,
+        dataset: LOANS_DATASET,
+        value_column: "outstanding",
+        group_column: "credit_code",
+        groups: Vec::new(),
+        output_bits: 40,
+    };
+    alliance.agree(CENTER, &contract.toml(), "loans-by-entity", &banks).await?;
+    let report = alliance.node(CENTER)?.run("secagg", "loans-by-entity").await?;
+    let expected = expected_sum(books.iter().map(Vec::as_slice), &universe, |l| l.code.to_string());
+    assert_eq!(report["mode"], "universe");
+    assert_eq!(report["vector_len"].as_u64(), Some(universe.len() as u64));
+    assert_eq!(report["sum_digest"].as_str(), Some(sum_digest(&expected).as_str()), "{report}");
+    assert_eq!(report["nonzero"].as_u64(), Some(expected.iter().filter(|v| **v != 0).count() as u64));
+    // The full sum is in the output file, one line per code.
+    let path = report["output_file"].as_str().context("no output file")?;
+    let lines: Vec<String> = std::fs::read_to_string(path)?.lines().skip(1).map(String::from).collect();
+    let wanted: Vec<String> = universe.iter().zip(&expected).map(|(c, v)| format!("{c},{v}")).collect();
+    assert!(lines == wanted, "the output file differs from the plaintext sum");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropouts_at_every_round_up_to_n_minus_t() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let banks = ["bank-a", "bank-b", "bank-c", "bank-d"];
+    let books: Vec<Vec<Loan>> = (0..4).map(|_| book(&mut rng, 25, 1_000_000)).collect::<Result<_>>()?;
+    let mut alliance = alliance(dir.path(), &banks, &books).await?;
+    district_contract(&alliance, "loans-4", &banks, 2, 48).await?;
+
+    // n - t = 2 dropouts: at round 0 (bank-d) and round 1 (bank-c): the sum is a + b.
+    restart_with_exit(&mut alliance, "bank-d", Some(ExitPoint::BeforeKeys)).await?;
+    restart_with_exit(&mut alliance, "bank-c", Some(ExitPoint::BeforeShares)).await?;
+    let report = alliance.node(CENTER)?.run("secagg", "loans-4").await?;
+    assert_eq!(sum_of(&report), by_district(&[&books[0], &books[1]]), "{report}");
+    assert_eq!(strings(&report["contributors"]), ["bank-a", "bank-b"]);
+    assert_eq!(report["dropped"], serde_json::json!({"bank-c": 1, "bank-d": 0}), "{report}");
+
+    // At round 2 (bank-c, before its masked input: not counted) and round 4 (bank-d,
+    // after it: counted, its self-mask rebuilt from the others' shares).
+    restart_with_exit(&mut alliance, "bank-c", Some(ExitPoint::BeforeMaskedInput)).await?;
+    restart_with_exit(&mut alliance, "bank-d", Some(ExitPoint::AfterMaskedInput)).await?;
+    let report = alliance.node(CENTER)?.run("secagg", "loans-4").await?;
+    assert_eq!(sum_of(&report), by_district(&[&books[0], &books[1], &books[3]]), "{report}");
+    assert_eq!(strings(&report["contributors"]), ["bank-a", "bank-b", "bank-d"]);
+    assert_eq!(report["dropped"], serde_json::json!({"bank-c": 2, "bank-d": 4}), "{report}");
+
+    // The coordinator's audit says who dropped at which round.
+    let records = audit(&alliance, CENTER).await?;
+    let reasons: Vec<String> = records
+        .iter()
+        .filter(|r| r["outcome"]["status"] == "interrupted")
+        .filter_map(|r| r["outcome"]["reason"].as_str().map(String::from))
+        .collect();
+    for (node, round) in [("bank-d", 0), ("bank-c", 1), ("bank-c", 2), ("bank-d", 4)] {
+        let needle = format!("{node} dropped at round {round}");
+        assert!(reasons.iter().any(|r| r.contains(&needle)), "no audit record with {needle:?}: {reasons:?}");
+    }
+    assert!(reasons.iter().any(|r| r.contains("bank-d dropped at round 4") && r.contains("is in the sum")));
+
+    // Restarted without the hook, every bank takes part again.
+    for bank in ["bank-c", "bank-d"] {
+        restart_with_exit(&mut alliance, bank, None).await?;
+    }
+    let report = alliance.node(CENTER)?.run("secagg", "loans-4").await?;
+    assert_eq!(sum_of(&report), by_district(&books.iter().collect::<Vec<_>>()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_dropouts_abort_with_a_clear_error_and_reveal_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let banks = ["bank-a", "bank-b", "bank-c"];
+    let books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 20, 1_000_000)).collect::<Result<_>>()?;
+    let mut alliance = alliance(dir.path(), &banks, &books).await?;
+    district_contract(&alliance, "loans-abort", &banks, 2, 48).await?;
+    restart_with_exit(&mut alliance, "bank-b", Some(ExitPoint::BeforeMaskedInput)).await?;
+    restart_with_exit(&mut alliance, "bank-c", Some(ExitPoint::BeforeMaskedInput)).await?;
+
+    let error =
+        alliance.node(CENTER)?.run("secagg", "loans-abort").await.err().context("a sum was output")?;
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("round 2") && message.contains("1 contributors left, the threshold is 2; aborted"),
+        "{message}"
+    );
+    let center = last_job(&alliance, CENTER, "loans-abort", "coordinator").await?;
+    assert_eq!(center.state, "failed");
+    assert!(center.detail.contains("nothing was unmasked"), "{}", center.detail);
+    assert!(
+        center.detail.contains("bank-b at round 2") && center.detail.contains("bank-c at round 2"),
+        "{}",
+        center.detail
+    );
+    // bank-a sent its masked input, then the session ended before any unmask request:
+    // it never revealed a share.
+    let survivor = last_job(&alliance, "bank-a", "loans-abort", "contributor").await?;
+    assert_eq!(survivor.state, "failed", "{}", survivor.detail);
+    assert!(survivor.detail.contains("before the coordinator's message for round 4"), "{}", survivor.detail);
+    let outputs = alliance.node(CENTER)?.dir.join("outputs");
+    let written = std::fs::read_dir(&outputs).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "no output file after an abort");
+    let records = audit(&alliance, CENTER).await?;
+    let last = records.last().context("no audit record")?;
+    assert_eq!(last["outcome"]["status"], "failed", "{last}");
+    assert!(last["outcome"]["reason"].as_str().is_some_and(|r| r.contains("aborted")), "{last}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_wider_than_output_bits_are_refused_by_their_contributor() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let banks = ["bank-a", "bank-b", "bank-c"];
+    // 24 bits hold 167,772.15 yuan per district: banks a and b stay well below; bank-c
+    // has one loan of 200,000 yuan.
+    let mut books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 6, 2_000)).collect::<Result<_>>()?;
+    books[2][0].outstanding_fen = 20_000_000;
+    let alliance = alliance(dir.path(), &banks, &books).await?;
+    district_contract(&alliance, "loans-narrow", &banks, 2, 24).await?;
+
+    let report = alliance.node(CENTER)?.run("secagg", "loans-narrow").await?;
+    assert_eq!(sum_of(&report), by_district(&[&books[0], &books[1]]), "{report}");
+    assert_eq!(report["dropped"], serde_json::json!({"bank-c": 0}), "{report}");
+    let reason = report["dropped_reasons"]["bank-c"].as_str().unwrap_or_default();
+    assert!(reason.contains("output_bits = 24"), "{reason}");
+    // What the coordinator is told names no group and no value.
+    let district = books[2][0].district;
+    assert!(!reason.contains(district) && !reason.contains("200000"), "{reason}");
+    // bank-c's own audit records the refusal with the group.
+    let records = audit(&alliance, "bank-c").await?;
+    let refusal = records
+        .iter()
+        .filter(|r| r["outcome"]["status"] == "refused")
+        .filter_map(|r| r["outcome"]["reason"].as_str())
+        .find(|r| r.contains("output_bits"))
+        .context("no refusal in bank-c's audit")?;
+    assert!(refusal.contains("the first is group"), "{refusal}");
+
+    // n × (2^bits - 1) must fit 64 bits: 3 contributors at 63 bits could wrap.
+    district_contract(&alliance, "loans-wrap", &banks, 2, 63).await?;
+    let error = alliance.node(CENTER)?.run("secagg", "loans-wrap").await.err().context("no refusal")?;
+    assert!(format!("{error:#}").contains("could wrap"), "{error:#}");
+    Ok(())
+}
+
+/// An opening message as the coordinator would send it (see node `run/secagg/wire.rs`),
+/// in one frame.
+fn opening_frame(contract: &Contract, digest: [u8; 32], nonce: [u8; 16]) -> proto::Frame {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let epoch = (now - contract.not_before) / contract.epoch_seconds;
+    let id = contract.id.as_str().as_bytes();
+    let mut payload = vec![0x00, 0x01, 0xF0]; // last fragment; version 1, kind open
+    payload.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    payload.extend_from_slice(id);
+    payload.extend_from_slice(&epoch.to_be_bytes());
+    payload.extend_from_slice(&nonce);
+    payload.extend_from_slice(&digest);
+    payload.extend_from_slice(&0u32.to_be_bytes()); // no universe
+    proto::Frame { payload }
+}
+
+/// Opens a `SecAgg` stream to `to` as `from` (with `from`'s own certificate).
+async fn open_session(alliance: &Alliance, from: &str, to: &str, frame: proto::Frame) -> Result<(), String> {
+    let config =
+        xmcredit_node::config::NodeConfig::load(&alliance.node(from).map_err(|e| e.to_string())?.config)
+            .map_err(|e| e.to_string())?;
+    let tls = xmcredit_node::server::load_tls(&config).map_err(|e| e.to_string())?;
+    let target = alliance.node(to).map_err(|e| e.to_string())?;
+    let channel = xmcredit_node::transport::connect(
+        &target.address,
+        &target.id,
+        tls.client_config().map_err(|e| e.to_string())?,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let frames = tokio_stream::iter(vec![frame]);
+    match xmcredit_node::service::peer_client(channel).sec_agg(frames).await {
+        Ok(_) => Ok(()),
+        Err(status) => Err(status.message().to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contributors_refuse_strangers_other_contract_bytes_and_replays() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let banks = ["bank-a", "bank-b"];
+    let books: Vec<Vec<Loan>> = (0..2).map(|_| book(&mut rng, 5, 1_000)).collect::<Result<_>>()?;
+    let alliance = alliance(dir.path(), &banks, &books).await?;
+    district_contract(&alliance, "loans-2", &banks, 2, 48).await?;
+    let view = alliance
+        .node(CENTER)?
+        .admin()
+        .await?
+        .show_contract(proto::ContractQuery { contract_id: "loans-2".into() })
+        .await?
+        .into_inner();
+    let canonical = hex::decode(&view.canonical_hex)?;
+    let contract = Contract::from_canonical_bytes(&canonical)?;
+    let digest = xmcredit_contracts::SignedContract::new(&contract)?.digest();
+
+    // bank-a is a party, but not the coordinator.
+    let stranger =
+        open_session(&alliance, "bank-a", "bank-b", opening_frame(&contract, digest, [1; 16])).await;
+    assert!(stranger.as_ref().is_err_and(|e| e.contains("not the coordinator")), "{stranger:?}");
+    // The coordinator with other contract bytes under the same id.
+    let mut other = digest;
+    other[0] ^= 1;
+    let altered = open_session(&alliance, CENTER, "bank-b", opening_frame(&contract, other, [2; 16])).await;
+    assert!(altered.as_ref().is_err_and(|e| e.contains("not the one this node signed")), "{altered:?}");
+    // A session id is used once: the same opening message again is a replay.
+    open_session(&alliance, CENTER, "bank-b", opening_frame(&contract, digest, [3; 16]))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let replay = open_session(&alliance, CENTER, "bank-b", opening_frame(&contract, digest, [3; 16])).await;
+    assert!(replay.as_ref().is_err_and(|e| e.contains("replay")), "{replay:?}");
+    Ok(())
+}
+
+#[test]
+fn universe_mode_needs_the_key_as_group_column() -> Result<()> {
+    let key = hex::encode(xmcredit_crypto::sign::IdentityKey::from_seed(&[1; 32])?.public_key().to_bytes());
+    let keys: Vec<String> = (2u8..=3)
+        .map(|s| {
+            Ok(hex::encode(xmcredit_crypto::sign::IdentityKey::from_seed(&[s; 32])?.public_key().to_bytes()))
+        })
+        .collect::<Result<_>>()?;
+    let contract = |group_column: &'static str| SecaggContract {
+        id: "u",
+        purpose: "p",
+        coordinator: PartyLine { node: CENTER, public_key: &key, roles: &["coordinator"] },
+        contributors: vec![
+            PartyLine { node: "bank-a", public_key: &keys[0], roles: &["contributor"] },
+            PartyLine { node: "bank-b", public_key: &keys[1], roles: &["contributor"] },
+        ],
+        threshold: 2,
+        min_contributors: 2,
+        dataset: LOANS_DATASET,
+        value_column: "outstanding",
+        group_column,
+        groups: Vec::new(),
+        output_bits: 40,
+    };
+    Contract::from_toml_str(&contract("credit_code").toml())?;
+    let refused = Contract::from_toml_str(&contract("district").toml()).err().context("accepted")?;
+    assert!(refused.to_string().contains("key column"), "{refused}");
+    Ok(())
+}
