@@ -234,11 +234,13 @@ impl Contract {
                 }
             }
             Computation::Secagg { threshold, value_column, group_column, groups } => {
+                // The protocol needs t >= 2: with t = 1 one share is the secret, so any
+                // single share the coordinator collects unmasks a contributor.
                 let t = *threshold as usize;
-                if t < 1 || t > contributors {
+                if t < 2 || t > contributors {
                     return Err(malformed(
                         "computation.threshold",
-                        format!("must be between 1 and the {contributors} contributors, is {threshold}"),
+                        format!("must be between 2 and the {contributors} contributors, is {threshold}"),
                     ));
                 }
                 for (field, column) in [("value_column", value_column), ("group_column", group_column)] {
@@ -404,13 +406,15 @@ impl Contract {
             ));
         }
 
-        // Lookups: every querier has a daily quota. PSI: the client may have one (the
-        // server counts the elements it evaluates for it per day). Nobody else can.
+        // Lookups: every querier has a daily quota. PSI: the client has one (the server
+        // counts the elements it evaluates for it per day). Nobody else can.
         let queriers: BTreeSet<&NodeId> = self.parties_with(Role::Querier).map(|p| &p.node).collect();
         let clients: BTreeSet<&NodeId> = self.parties_with(Role::Client).map(|p| &p.node).collect();
         let quota_named: BTreeSet<&NodeId> = limits.lookups_per_day.keys().collect();
+        // A PSI client must have a quota too: a minimum set size alone does not stop a
+        // client from padding one target with dummies, run after run.
         let quota_ok = match kind {
-            ComputationKind::Psi => quota_named.is_subset(&clients),
+            ComputationKind::Psi => quota_named == clients,
             _ => quota_named == queriers,
         };
         if !quota_ok {
@@ -419,7 +423,7 @@ impl Contract {
                 "limits.lookups_per_day",
                 format!(
                     "must name {} ({})",
-                    if kind == ComputationKind::Psi { "only the client" } else { "exactly the queriers" },
+                    if kind == ComputationKind::Psi { "exactly the client" } else { "exactly the queriers" },
                     list(&allowed.iter().copied().collect::<Vec<_>>())
                 ),
             ));
@@ -470,6 +474,9 @@ impl Contract {
         if let (Computation::Lookup { output }, Some(bits)) = (&self.computation, limits.output_bits) {
             self.validate_lookup_width(*output, bits)?;
         }
+        if let (ComputationKind::Secagg, Some(bits)) = (kind, limits.output_bits) {
+            validate_secagg_width(contributors, bits)?;
+        }
         Ok(())
     }
 
@@ -504,6 +511,19 @@ impl Contract {
         }
         Ok(())
     }
+}
+
+/// The sum of `contributors` vectors of `bits`-bit entries is computed mod 2^64; it is
+/// the exact sum only when `contributors × (2^bits − 1) <= 2^64 − 1`.
+fn validate_secagg_width(contributors: usize, bits: u32) -> Result<(), ContractError> {
+    let largest = (contributors as u128).saturating_mul((1u128 << bits) - 1);
+    if largest > u128::from(u64::MAX) {
+        return Err(malformed(
+            "limits.output_bits",
+            format!("{contributors} contributors × (2^{bits} − 1) exceeds 2^64 − 1: the sum could wrap"),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_dataset_names(dataset: &DatasetUse, field: &str) -> Result<(), ContractError> {

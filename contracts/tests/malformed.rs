@@ -55,6 +55,13 @@ fn bad_values_are_refused_naming_the_field() {
         ("credit-center = 1000, ", "", "limits.min_set_size"),
         ("bank-a = 20 }", "bank-a = 0 }", "limits.min_set_size.bank-a"),
         ("min_set_size = {", "output_bits = 8\nmin_set_size = {", "limits.output_bits"),
+        // A PSI client without a daily quota, or a quota for the server: refused.
+        ("lookups_per_day = { bank-a = 5000 }", "", "limits.lookups_per_day"),
+        (
+            "lookups_per_day = { bank-a = 5000 }",
+            "lookups_per_day = { credit-center = 5000 }",
+            "limits.lookups_per_day",
+        ),
     ];
     for (from, to, field) in cases {
         assert!(text.contains(from), "{from}");
@@ -124,6 +131,25 @@ fn kind_specific_rules() {
     assert_eq!(field_of(&err), "receivers[3].form");
     let err = refused(&overthreshold.replacen("threshold = 2", "threshold = 1", 1));
     assert_eq!(field_of(&err), "computation.threshold");
+}
+
+#[test]
+fn secagg_needs_a_threshold_of_two_and_a_sum_that_cannot_wrap() {
+    let secagg = sample_text(SECAGG);
+    // t = 1 would let one share unmask a contributor; the protocol needs t >= 2.
+    let err = refused(&secagg.replacen("threshold = 2", "threshold = 1", 1));
+    assert_eq!(field_of(&err), "computation.threshold", "{err}");
+    assert!(err.to_string().contains("between 2 and the 3 contributors"), "{err}");
+    let err = refused(&secagg.replacen("threshold = 2", "threshold = 0", 1));
+    assert_eq!(field_of(&err), "computation.threshold", "{err}");
+    // 3 contributors: 3 × (2^62 − 1) fits 64 bits, 3 × (2^63 − 1) does not.
+    let bits = |b: u32| secagg.replacen("output_bits = 48", &format!("output_bits = {b}"), 1);
+    Contract::from_toml_str(&bits(62)).expect("3 × (2^62 − 1) < 2^64");
+    for wide in [63, 64] {
+        let err = refused(&bits(wide));
+        assert_eq!(field_of(&err), "limits.output_bits", "{err}");
+        assert!(err.to_string().contains("could wrap"), "{err}");
+    }
 }
 
 #[test]

@@ -107,6 +107,7 @@ fn json_and_toml_of_the_same_contract_give_the_same_bytes() {
 /// offset, other comments and spacing. None of it changes what is signed.
 const PSI_REORDERED: &str = r#"
 limits.min_set_size."bank-a" = 20
+limits.lookups_per_day."bank-a" = 5_000
 limits.min_set_size.credit-center = 1_000
 computation = { output = "intersection", kind = "psi" }
 receivers = [ { form = "intersection", node = "bank-a" } ]

@@ -10,6 +10,9 @@
 //! seed = HKDF-Expand(PRK, info, 32)                       (HKDF-SHA256)
 //! OPRF key = RFC 9497 DeriveKeyPair(seed, info)            (base mode)
 //! ```
+//!
+//! A key bound to more than (contract, epoch, purpose), e.g. a PSI server key bound to
+//! its dataset version, appends `I2OSP(len(context), 2) || context` to `info`.
 
 use hkdf::Hkdf;
 use rand_core::CryptoRngCore;
@@ -92,8 +95,36 @@ impl MasterSecret {
         epoch: Epoch,
         purpose: KeyPurpose,
     ) -> Result<OprfKey, CryptoError> {
-        let seed = self.derive_seed(contract, epoch, purpose);
-        Suite::base().derive_key_pair(&seed, &key_info(contract, epoch, purpose))
+        self.derive_from_info(&key_info(contract, epoch, purpose))
+    }
+
+    /// The OPRF key for (contract, epoch, purpose, context). The PSI server binds its
+    /// key to the dataset version: pads and tags of two versions of a dataset must not
+    /// line up, or a client comparing labels of two versions learns their XOR.
+    pub fn derive_oprf_key_with_context(
+        &self,
+        contract: &ContractId,
+        epoch: Epoch,
+        purpose: KeyPurpose,
+        context: &[u8],
+    ) -> Result<OprfKey, CryptoError> {
+        let mut info = key_info(contract, epoch, purpose);
+        let len = u16::try_from(context.len()).map_err(|_| CryptoError::Malformed {
+            what: "key context",
+            reason: "longer than 65535 bytes".into(),
+        })?;
+        info.extend_from_slice(&len.to_be_bytes());
+        info.extend_from_slice(context);
+        self.derive_from_info(&info)
+    }
+
+    fn derive_from_info(&self, info: &[u8]) -> Result<OprfKey, CryptoError> {
+        let hkdf = Hkdf::<Sha256>::new(Some(MASTER_SALT), &self.0);
+        let mut seed = Zeroizing::new([0u8; 32]);
+        if hkdf.expand(info, seed.as_mut()).is_err() {
+            unreachable!("32 bytes is within HKDF-SHA256's output bound");
+        }
+        Suite::base().derive_key_pair(&seed, info)
     }
 }
 

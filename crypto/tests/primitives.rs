@@ -135,6 +135,23 @@ fn keys_are_per_contract_epoch_and_purpose() {
     let expected = Suite::base().derive_key_pair(&seed, &info).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(base, expected.to_bytes());
     assert_eq!(format!("{master:?}"), "MasterSecret(<redacted>)");
+    // A context (the PSI server's dataset version) gives an independent key, derived
+    // with `I2OSP(len(context), 2) || context` appended to the info.
+    let with_context = |v: u64| {
+        master
+            .derive_oprf_key_with_context(&contract(), Epoch(1), KeyPurpose::PsiServer, &v.to_be_bytes())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_bytes()
+    };
+    assert_ne!(with_context(1), with_context(2));
+    assert_ne!(with_context(1), base);
+    let mut info_v1 = info.clone();
+    info_v1.extend_from_slice(&8u16.to_be_bytes());
+    info_v1.extend_from_slice(&1u64.to_be_bytes());
+    let mut seed_v1 = [0u8; 32];
+    hk.expand(&info_v1, &mut seed_v1).unwrap_or_else(|e| panic!("{e}"));
+    let expected_v1 = Suite::base().derive_key_pair(&seed_v1, &info_v1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(with_context(1), expected_v1.to_bytes());
     assert!(!format!("{expected:?}").contains(&hex::encode(base)));
 }
 

@@ -253,6 +253,8 @@ async fn run(command: Command) -> Result<()> {
 fn init(data_dir: &Path, node_id: &NodeId, listen: &str) -> Result<()> {
     std::fs::create_dir_all(data_dir.join("secrets"))
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    // The data directory holds raw records (the store) and keys: owner only.
+    set_private_dir(data_dir)?;
     set_private_dir(&data_dir.join("secrets"))?;
     let secrets = NodeSecrets::create(data_dir, &mut rand::rngs::OsRng)?;
     let key = NodeKey::generate()?;
@@ -453,6 +455,9 @@ async fn contract(command: ContractCommand) -> Result<()> {
         println!("contract {}: {}", ack.contract_id, ack.state);
         if !ack.missing_signatures.is_empty() {
             println!("  waiting for signatures from: {}", ack.missing_signatures.join(", "));
+        }
+        for unreached in &ack.unreached {
+            println!("  not reached: {unreached}");
         }
     };
     match command {

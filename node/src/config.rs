@@ -68,7 +68,8 @@ impl Default for TlsPaths {
     }
 }
 
-/// Timeouts, in seconds. Defaults: connect 5, protocol round 120, TLS handshake 10.
+/// Timeouts, in seconds. Defaults: connect 5, protocol round 120. (The TLS handshake
+/// timeout on the server side is fixed at 10 s, `transport::HANDSHAKE_TIMEOUT`.)
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {

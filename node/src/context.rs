@@ -21,8 +21,9 @@ pub struct NodeContext {
     pub store: Store,
     pub secrets: NodeSecrets,
     pub tls_client: Arc<rustls::ClientConfig>,
-    /// The PSI server's evaluated sets, per (contract, epoch, dataset version).
-    pub psi_sets: Mutex<HashMap<crate::run::psi::ServerSetKey, Arc<xmcredit_protocol::psi::ServerSet>>>,
+    /// The PSI server's evaluated sets with the rows they were built from, per
+    /// (contract, epoch, dataset version); one entry per contract.
+    pub psi_sets: Mutex<HashMap<crate::run::psi::ServerSetKey, crate::run::psi::CachedServerSet>>,
 }
 
 impl std::fmt::Debug for NodeContext {

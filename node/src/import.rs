@@ -17,7 +17,8 @@ use xmcredit_contracts::entity_code::EntityCode;
 use crate::store::DatasetRow;
 use crate::NodeError;
 
-/// At most this many rejected rows are listed one by one; the rest are counted.
+/// At most this many rejected rows are listed one by one (the report says how many
+/// there were in all), so a wholly wrong file does not produce a gigantic report.
 pub const MAX_LISTED_REJECTIONS: usize = 1000;
 /// Longest accepted id in an id-keyed dataset.
 const MAX_ID_LEN: usize = 128;
@@ -123,7 +124,10 @@ pub fn read_csv(
         headers.iter().filter(|h| *h != schema.key() && schema.column(h).is_none()).cloned().collect();
 
     let mut accepted: HashMap<String, (u64, DatasetRow)> = HashMap::new();
-    let mut duplicates: HashMap<String, Vec<u64>> = HashMap::new();
+    // Every row with a readable key, whatever its values: a code on two rows is a
+    // duplicate even when one of the rows is also bad in another way.
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut rejected_rows: std::collections::HashSet<u64> = std::collections::HashSet::new();
     let mut record = csv::StringRecord::new();
     let mut row_number = 0u64;
     loop {
@@ -181,29 +185,25 @@ pub fn read_csv(
             },
         };
         let cells: Vec<&str> = column_at.iter().map(|&i| record.get(i).unwrap_or_default()).collect();
+        seen.entry(key.clone()).or_default().push(row_number);
         let values = match schema.parse_row(&cells) {
             Ok(values) => values,
             Err(e) => {
+                rejected_rows.insert(row_number);
                 report.reject(row_number, Some(key), format!("bad value: {e}"));
                 continue;
             }
         };
-        if let Some(rows) = duplicates.get_mut(&key) {
-            rows.push(row_number);
-            continue;
-        }
-        if let Some((first_row, _)) = accepted.remove(&key) {
-            duplicates.insert(key, vec![first_row, row_number]);
-            continue;
-        }
-        accepted.insert(key.clone(), (row_number, DatasetRow { key, values }));
+        accepted.entry(key.clone()).or_insert((row_number, DatasetRow { key, values }));
     }
     progress(row_number);
-    let mut duplicate_list: Vec<(String, Vec<u64>)> = duplicates.into_iter().collect();
+    let mut duplicate_list: Vec<(String, Vec<u64>)> =
+        seen.into_iter().filter(|(_, rows)| rows.len() > 1).collect();
     duplicate_list.sort_by_key(|(_, rows)| rows[0]);
     for (key, rows) in duplicate_list {
+        accepted.remove(&key);
         let all: Vec<String> = rows.iter().map(u64::to_string).collect();
-        for row in &rows {
+        for row in rows.iter().filter(|row| !rejected_rows.contains(row)) {
             report.reject(
                 *row,
                 Some(key.clone()),
@@ -230,4 +230,32 @@ fn check_identifier(raw: &str) -> Result<String, String> {
         return Err("id contains control characters".into());
     }
     Ok(id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xmcredit_contracts::data::ColumnType;
+
+    #[test]
+    fn a_code_on_two_rows_is_a_duplicate_even_when_one_row_is_also_bad() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("rows.csv");
+        // Row 1 and row 3 share a code; row 3 also has a bad value. Row 2 is clean.
+        std::fs::write(
+            &path,
+            "credit_code,headcount\n91350203MA31XEK09P,12\n92350206MA8T12340D,3\n91350203ma31xek09p,many\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let schema = DatasetSchema::new("d", "credit_code", vec![("headcount".into(), ColumnType::Integer)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (rows, report) =
+            read_csv(&path, &schema, KeyKind::EntityCode, |_| {}).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), vec!["92350206MA8T12340D"]);
+        assert_eq!(report.rows_rejected, 2);
+        assert_eq!(report.rejected[0].row, 1);
+        assert_eq!(report.rejected[0].reason, "duplicate code: appears on rows 1, 3");
+        assert_eq!(report.rejected[1].row, 3);
+        assert!(report.rejected[1].reason.starts_with("bad value"), "{:?}", report.rejected[1]);
+    }
 }

@@ -700,7 +700,11 @@ async fn oversized_message_is_refused_by_the_server() {
     .expect("connect");
 
     // A client without limits sends 1 KiB more than the server accepts.
-    let huge = SignedContractMsg { canonical: vec![0u8; MAX_MESSAGE_BYTES + 1024], signatures: Vec::new() };
+    let huge = SignedContractMsg {
+        canonical: vec![0u8; MAX_MESSAGE_BYTES + 1024],
+        signatures: Vec::new(),
+        revocations_json: Vec::new(),
+    };
     let status = NodeClient::new(channel.clone()).propose_contract(huge).await.expect_err("too large");
     assert_ne!(status.code(), tonic::Code::Unimplemented, "the handler must not see it: {status:?}");
     assert!(status.message().contains("too large") || status.code() == tonic::Code::OutOfRange, "{status:?}");

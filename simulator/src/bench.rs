@@ -51,6 +51,9 @@ pub struct PsiRun {
     pub verified: bool,
     pub client_peak_mib: f64,
     pub server_peak_mib: f64,
+    /// Resident memory just before the run (after the imports).
+    pub client_rss_before_mib: f64,
+    pub server_rss_before_mib: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,6 +124,10 @@ pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Resul
         // Peaks of the run alone, not of the imports before it.
         bank.reset_peak_memory();
         center.reset_peak_memory();
+        let rss = |node: &crate::alliance::NodeHandle| {
+            node.memory_kib().map_or(0.0, |(_, rss)| rss as f64 / 1024.0)
+        };
+        let (client_rss_before_mib, server_rss_before_mib) = (rss(bank), rss(center));
         let started = Instant::now();
         let report = bank.run("psi", "bench-psi").await.context("psi run")?;
         let wall_s = started.elapsed().as_secs_f64();
@@ -137,6 +144,8 @@ pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Resul
             verified: matches == expected,
             client_peak_mib: bank.memory_kib().map_or(0.0, |(hwm, _)| hwm as f64 / 1024.0),
             server_peak_mib: center.memory_kib().map_or(0.0, |(hwm, _)| hwm as f64 / 1024.0),
+            client_rss_before_mib,
+            server_rss_before_mib,
         });
     }
     Ok(PsiBench { n, m, floor_s, idle_node_rss_mib: idle, import_s, runs, floor })

@@ -39,6 +39,10 @@ pub fn parties(text: &mut String, parties: &[PartyLine<'_>]) {
     }
 }
 
+/// The daily quota (elements evaluated per day) the generated PSI contracts give the
+/// client.
+pub const PSI_DAILY_QUOTA: u64 = 10_000_000;
+
 /// A PSI contract between `server` (its `server_dataset`) and `client`
 /// (`loan_applicants`), with output form `output` and the given minimum set sizes.
 #[allow(clippy::too_many_arguments)]
@@ -77,10 +81,12 @@ pub fn psi(
     if output == "both" {
         let _ = write!(text, "[[receivers]]\nnode = \"{}\"\nform = \"intersection\"\n\n", server.node);
     }
+    // Every PSI client has a daily quota (the server enforces it); this one is generous,
+    // tests of the quota replace the line.
     let _ = write!(
         text,
-        "[limits]\nmin_set_size = {{ {} = {min_server}, {} = {min_client} }}\n",
-        server.node, client.node
+        "[limits]\nmin_set_size = {{ {} = {min_server}, {} = {min_client} }}\nlookups_per_day = {{ {} = {PSI_DAILY_QUOTA} }}\n",
+        server.node, client.node, client.node
     );
     text
 }

@@ -70,7 +70,7 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
             "  credit-center imported {:<18} {:>6} rows  digest {}",
             file.name,
             report["rows_accepted"],
-            &report["digest"].as_str().unwrap_or("")[..16]
+            report["digest"].as_str().and_then(|d| d.get(..16)).unwrap_or("-")
         );
     }
     for (b, bank) in bank_ids.iter().enumerate() {
@@ -131,12 +131,14 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
         }
     }
     let passed = results.iter().all(|r| r.verified) && fault_results.iter().all(|f| f.passed);
+    // What each role could observe, by construction of the protocols run above (the
+    // report's scenario details show the sizes and bytes each actually saw).
     let observations = serde_json::json!({
-        "credit-center": "as PSI server: each client's set size and session; as CA: certificate requests. Never a bank's applicant codes (only blinded points).",
-        "banks (psi client)": "their own matches (intersection, count or labels as the contract grants) and the server's set size.",
+        "credit-center (psi server)": "each client's set size and session id; blinded points, which are uniformly random to it. Never a bank's applicant codes.",
+        "banks (psi client)": "their own matches (intersection, count or labels, as the contract grants) and the server's set size.",
         "bank as psi server (both form)": "the client's set size and the common applicants, which the contract grants it.",
-        "credit-center (secagg coordinator)": "each bank's masked vector (uniformly random on its own), the sum, and who dropped at which round.",
-        "banks (secagg contributors)": "the other banks' public DH keys and the encrypted shares addressed to them; nothing of any bank's input.",
+        "credit-center (secagg coordinator)": "masked vectors (uniformly random alone), the sum over the banks whose input counts, and who dropped at which round. A bank gives one masked input per contract and epoch, so no second run with other survivors can be subtracted.",
+        "banks (secagg contributors)": "the other banks' signed public keys and the sealed shares addressed to them; no other bank's input.",
         "network": "blinded and evaluated ristretto255 points, truncated tags, encrypted labels, masked vectors, sealed shares; all inside mutual TLS.",
     });
     let report = serde_json::json!({

@@ -102,14 +102,16 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
             );
             for run in &result.runs {
                 println!(
-                    "  {:<30} {:>8.2} s  ×floor {:>5.2}  C→S {:>5.1} B/elem  S→C {:>5.1} B/elem  peak client {:>6.1} MiB server {:>6.1} MiB  {}",
+                    "  {:<30} {:>8.2} s  ×floor {:>5.2}  C→S {:>5.1} B/elem  S→C {:>5.1} B/elem  peak client {:>6.1} MiB (from {:.1}) server {:>6.1} MiB (from {:.1})  {}",
                     run.run,
                     run.wall_s,
                     run.ratio_to_floor,
                     run.client_to_server_bytes_per_element,
                     run.server_to_client_bytes_per_element,
                     run.client_peak_mib,
+                    run.client_rss_before_mib,
                     run.server_peak_mib,
+                    run.server_rss_before_mib,
                     if run.verified { "OK" } else { "MISMATCH" }
                 );
             }

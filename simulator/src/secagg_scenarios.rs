@@ -3,7 +3,9 @@
 //! universe of codes (a long vector), each checked against the plaintext sum; then the
 //! same with one bank killed before it sends its masked input (the sum is exactly the
 //! others'), one killed after it (its input still counts), and too many killed (a clear
-//! error, nothing unmasked).
+//! error, nothing unmasked); and a second run of a contract in the same epoch, which the
+//! banks refuse (a differencing attack: they send one masked input per contract and
+//! epoch, so each run above has a contract of its own).
 //!
 //! Banks are made to drop at an exact point by restarting them with the node's
 //! fault-injection hook (`XMCREDIT_TEST_EXIT_AT`, see `xmcredit_node::run::secagg::fault`);
@@ -29,10 +31,17 @@ use crate::data::World;
 use crate::datasets::DatasetFile;
 use crate::scenarios::ScenarioResult;
 
-/// The scenarios' contracts.
-pub const BY_DISTRICT: &str = "pro-secagg-loans-by-district";
-pub const BY_INDUSTRY: &str = "pro-secagg-loans-by-industry";
-pub const BY_ENTITY: &str = "pro-secagg-loans-by-entity";
+/// The scenarios' contracts. A contributor sends a masked input in at most one session
+/// per (contract, epoch) (see `xmcredit_node::run::secagg`): two sums over survivor sets
+/// that differ by one bank would give that bank's vector away by subtraction. So every
+/// run that reaches the masked inputs has a contract of its own, which every bank signs.
+pub const BY_DISTRICT: &str = "pro-secagg-loans-by-district-all";
+pub const BY_DISTRICT_DROP_BEFORE: &str = "pro-secagg-loans-by-district-drop-before";
+pub const BY_DISTRICT_DROP_AFTER: &str = "pro-secagg-loans-by-district-drop-after";
+pub const BY_DISTRICT_ABORT: &str = "pro-secagg-loans-by-district-abort";
+pub const BY_INDUSTRY: &str = "pro-secagg-loans-by-industry-all";
+pub const BY_ENTITY: &str = "pro-secagg-loans-by-entity-all";
+pub const BY_ENTITY_DROP_AFTER: &str = "pro-secagg-loans-by-entity-drop-after";
 
 /// The banks' loan-book dataset.
 pub const LOANS_DATASET: &str = "loans";
@@ -436,6 +445,29 @@ pub async fn run_all(
         for contract in [&base, &by_industry, &by_entity] {
             agree(alliance, contract).await?;
         }
+        if banks.len() >= 3 {
+            // The runs with dropouts: one contract each (one masked input per contract
+            // and epoch), signed by every bank like the first.
+            let district = |id, purpose| SecaggContract { id, purpose, ..base.clone() };
+            let entity = |id, purpose| SecaggContract { id, purpose, ..by_entity.clone() };
+            for contract in [
+                district(
+                    BY_DISTRICT_DROP_BEFORE,
+                    "普惠金融: outstanding loans per district, run with a bank dropped before its masked input (fen)",
+                ),
+                district(
+                    BY_DISTRICT_DROP_AFTER,
+                    "普惠金融: outstanding loans per district, run with a bank dropped after its masked input (fen)",
+                ),
+                district(BY_DISTRICT_ABORT, "普惠金融: outstanding loans per district, run with too many dropouts (fen)"),
+                entity(
+                    BY_ENTITY_DROP_AFTER,
+                    "多头借贷: outstanding loans per registered entity, run with a bank dropped after its masked input (fen)",
+                ),
+            ] {
+                agree(alliance, &contract).await?;
+            }
+        }
     }
 
     let all: Vec<usize> = (0..n).collect();
@@ -463,6 +495,7 @@ pub async fn run_all(
         };
         results.push(sum_scenario(alliance, banks, &books, scenario).await?);
     }
+    results.push(rerun_refused(alliance, banks, BY_DISTRICT).await?);
     if n < 3 {
         return Ok(results);
     }
@@ -470,7 +503,7 @@ pub async fn run_all(
     let last = n - 1;
     let before = SumScenario {
         name: format!("loans per district, {} killed before its masked input", banks[last]),
-        contract: BY_DISTRICT,
+        contract: BY_DISTRICT_DROP_BEFORE,
         counted: (0..last).collect(),
         dropped: vec![(last, ExitPoint::BeforeMaskedInput)],
         positions: &districts,
@@ -479,7 +512,7 @@ pub async fn run_all(
     results.push(sum_scenario(alliance, banks, &books, before).await?);
     let after = SumScenario {
         name: format!("loans per district, {} killed after its masked input", banks[last]),
-        contract: BY_DISTRICT,
+        contract: BY_DISTRICT_DROP_AFTER,
         counted: all.clone(),
         dropped: vec![(last, ExitPoint::AfterMaskedInput)],
         positions: &districts,
@@ -488,15 +521,56 @@ pub async fn run_all(
     results.push(sum_scenario(alliance, banks, &books, after).await?);
     let after_long = SumScenario {
         name: format!("loans per registered entity, {} killed after its masked input", banks[0]),
-        contract: BY_ENTITY,
+        contract: BY_ENTITY_DROP_AFTER,
         counted: all.clone(),
         dropped: vec![(0, ExitPoint::AfterMaskedInput)],
         positions: &universe,
         group_of: &code_of,
     };
     results.push(sum_scenario(alliance, banks, &books, after_long).await?);
-    results.push(too_many_dropouts(alliance, banks, BY_DISTRICT).await?);
+    results.push(too_many_dropouts(alliance, banks, BY_DISTRICT_ABORT).await?);
     Ok(results)
+}
+
+/// The coordinator runs `contract` again in the same epoch, after a run in which every
+/// bank sent its masked input: every bank must refuse (naming the contract and epoch),
+/// so the coordinator aborts with nothing unmasked and no second sum to subtract.
+async fn rerun_refused(alliance: &Alliance, banks: &[String], contract: &str) -> Result<ScenarioResult> {
+    let (result, wall_s) = run_secagg(alliance, contract).await;
+    let error = match result {
+        Ok(report) => bail!("a second run of {contract} in the same epoch produced a sum: {report}"),
+        Err(e) => format!("{e:#}"),
+    };
+    let center = alliance.node("credit-center")?.status().await?;
+    let center_job = center
+        .jobs
+        .iter()
+        .filter(|j| j.contract_id == contract && j.role == "coordinator")
+        .max_by_key(|j| j.job_id)
+        .cloned();
+    let reason = format!("already contributed a masked input to contract {contract} in epoch");
+    let refused_by_all = center_job.as_ref().is_some_and(|j| {
+        j.state == "failed"
+            && j.detail.contains("nothing was unmasked")
+            && j.detail.matches(&reason).count() == banks.len()
+            && banks.iter().all(|b| j.detail.contains(&format!("{b} at round 0")))
+    });
+    Ok(ScenarioResult {
+        name: format!(
+            "loans per district, the same contract run again in the same epoch: refused by {}",
+            banks.join(", ")
+        ),
+        computation: "secagg".into(),
+        output: "abort".into(),
+        sizes: BTreeMap::new(),
+        verified: refused_by_all,
+        wall_s,
+        bytes_total: 0,
+        detail: format!(
+            "credit-center: {error}; its job: {}",
+            center_job.map(|j| format!("{} ({})", j.state, j.detail)).unwrap_or_default()
+        ),
+    })
 }
 
 /// Two banks killed before their masked inputs, with a threshold that tolerates one:

@@ -320,9 +320,14 @@ async fn a_node_missing_from_the_configuration_is_refused() -> Result<()> {
     let id = "trust-unknown-peer";
     let toml = psi_contract(id, center, bank_c, "intersection", &[], 10, 5);
     let ack = bank_c.propose(&toml).await?;
-    assert_contains(&ack.state, &["credit-center not reached", "node bank-c is not a configured peer"]);
+    assert_eq!(ack.state, "awaiting-signatures");
+    assert_contains(&ack.unreached.join("; "), &["credit-center: ", "node bank-c is not a configured peer"]);
     let status = client
-        .propose_contract(proto::SignedContractMsg { canonical: Vec::new(), signatures: Vec::new() })
+        .propose_contract(proto::SignedContractMsg {
+            canonical: Vec::new(),
+            signatures: Vec::new(),
+            revocations_json: Vec::new(),
+        })
         .await
         .expect_err("an unknown node's proposal is refused");
     assert_eq!(status.code(), tonic::Code::PermissionDenied);

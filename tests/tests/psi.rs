@@ -300,10 +300,29 @@ async fn both_form_gives_the_intersection_to_both_parties() -> Result<()> {
     // reads no raw record off the server).
     let jobs = setup.server_jobs(id).await?;
     assert_eq!(jobs[0].state, "succeeded");
-    assert_eq!(
-        jobs[0].detail,
-        format!("intersection of {} (sha256 of sorted codes {})", expected.len(), codes_digest(&expected))
+    assert_contains(
+        &jobs[0].detail,
+        &[
+            &format!("intersection of {} in ", expected.len()),
+            &format!("(sha256 of sorted codes {})", codes_digest(&expected)),
+        ],
     );
+    // The operator of the server gets the intersection the contract grants it, in a
+    // file only the node's user can read.
+    let center_dir = setup.alliance.node("credit-center")?.dir.clone();
+    let outputs: Vec<std::path::PathBuf> = std::fs::read_dir(center_dir.join("outputs"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains(id))
+        .collect();
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+    let saved: Vec<String> =
+        std::fs::read_to_string(&outputs[0])?.lines().skip(1).map(String::from).collect();
+    assert_eq!(saved, expected);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&outputs[0])?.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(center_dir.join("outputs"))?.permissions().mode() & 0o777, 0o700);
+    }
     Ok(())
 }
 
@@ -582,8 +601,11 @@ async fn a_daily_quota_is_enforced_by_the_server() -> Result<()> {
     // One run of all of bank-a's applicants and one of 200 fit in a day; two full runs
     // do not.
     let per_day = n + 200;
-    let toml = setup.contract(id, "intersection", &[], 1000, 100)
-        + &format!("lookups_per_day = {{ bank-a = {per_day} }}\n");
+    let toml = setup.contract(id, "intersection", &[], 1000, 100).replace(
+        &format!("lookups_per_day = {{ bank-a = {} }}", xmcredit_simulator::contracts::PSI_DAILY_QUOTA),
+        &format!("lookups_per_day = {{ bank-a = {per_day} }}"),
+    );
+    assert!(toml.contains(&format!("bank-a = {per_day} }}")), "{toml}");
     setup.alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
 
     let first = setup.bank().run("psi", id).await?;

@@ -1,7 +1,9 @@
 //! Secure aggregation between real node processes (a credit center and banks on
 //! 127.0.0.1, mutual TLS, sled stores): exact sums with no dropout, with dropouts at every
-//! round up to n - t, an abort below the threshold that reveals nothing, and a
-//! contributor refusing an input wider than the contract allows. Sums are checked
+//! round up to n - t, an abort below the threshold that reveals nothing, a contributor
+//! refusing an input wider than the contract allows, and contributors refusing a second
+//! run of a contract in one epoch (one masked input per contract and epoch, so every run
+//! below that reaches the masked inputs has a contract of its own). Sums are checked
 //! against the plaintext sum of the CSV files the test writes.
 
 use std::path::Path;
@@ -211,12 +213,15 @@ async fn dropouts_at_every_round_up_to_n_minus_t() -> Result<()> {
     let banks = ["bank-a", "bank-b", "bank-c", "bank-d"];
     let books: Vec<Vec<Loan>> = (0..4).map(|_| book(&mut rng, 25, 1_000_000)).collect::<Result<_>>()?;
     let mut alliance = alliance(dir.path(), &banks, &books).await?;
-    district_contract(&alliance, "loans-4", &banks, 2, 48).await?;
+    // One contract per run: a bank sends one masked input per contract and epoch.
+    for id in ["loans-4-drop-early", "loans-4-drop-late", "loans-4-all"] {
+        district_contract(&alliance, id, &banks, 2, 48).await?;
+    }
 
     // n - t = 2 dropouts: at round 0 (bank-d) and round 1 (bank-c): the sum is a + b.
     restart_with_exit(&mut alliance, "bank-d", Some(ExitPoint::BeforeKeys)).await?;
     restart_with_exit(&mut alliance, "bank-c", Some(ExitPoint::BeforeShares)).await?;
-    let report = alliance.node(CENTER)?.run("secagg", "loans-4").await?;
+    let report = alliance.node(CENTER)?.run("secagg", "loans-4-drop-early").await?;
     assert_eq!(sum_of(&report), by_district(&[&books[0], &books[1]]), "{report}");
     assert_eq!(strings(&report["contributors"]), ["bank-a", "bank-b"]);
     assert_eq!(report["dropped"], serde_json::json!({"bank-c": 1, "bank-d": 0}), "{report}");
@@ -225,7 +230,7 @@ async fn dropouts_at_every_round_up_to_n_minus_t() -> Result<()> {
     // after it: counted, its self-mask rebuilt from the others' shares).
     restart_with_exit(&mut alliance, "bank-c", Some(ExitPoint::BeforeMaskedInput)).await?;
     restart_with_exit(&mut alliance, "bank-d", Some(ExitPoint::AfterMaskedInput)).await?;
-    let report = alliance.node(CENTER)?.run("secagg", "loans-4").await?;
+    let report = alliance.node(CENTER)?.run("secagg", "loans-4-drop-late").await?;
     assert_eq!(sum_of(&report), by_district(&[&books[0], &books[1], &books[3]]), "{report}");
     assert_eq!(strings(&report["contributors"]), ["bank-a", "bank-b", "bank-d"]);
     assert_eq!(report["dropped"], serde_json::json!({"bank-c": 2, "bank-d": 4}), "{report}");
@@ -247,7 +252,7 @@ async fn dropouts_at_every_round_up_to_n_minus_t() -> Result<()> {
     for bank in ["bank-c", "bank-d"] {
         restart_with_exit(&mut alliance, bank, None).await?;
     }
-    let report = alliance.node(CENTER)?.run("secagg", "loans-4").await?;
+    let report = alliance.node(CENTER)?.run("secagg", "loans-4-all").await?;
     assert_eq!(sum_of(&report), by_district(&books.iter().collect::<Vec<_>>()));
     Ok(())
 }
@@ -323,10 +328,80 @@ async fn inputs_wider_than_output_bits_are_refused_by_their_contributor() -> Res
         .context("no refusal in bank-c's audit")?;
     assert!(refusal.contains("the first is group"), "{refusal}");
 
-    // n × (2^bits - 1) must fit 64 bits: 3 contributors at 63 bits could wrap.
-    district_contract(&alliance, "loans-wrap", &banks, 2, 63).await?;
-    let error = alliance.node(CENTER)?.run("secagg", "loans-wrap").await.err().context("no refusal")?;
-    assert!(format!("{error:#}").contains("could wrap"), "{error:#}");
+    // n × (2^bits - 1) must fit 64 bits: 3 contributors at 63 bits could wrap, and the
+    // contract is refused before anyone signs it.
+    let error =
+        district_contract(&alliance, "loans-wrap", &banks, 2, 63).await.err().context("no refusal")?;
+    let message = format!("{error:#}");
+    assert!(message.contains("limits.output_bits") && message.contains("could wrap"), "{message}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_of_a_contract_in_one_epoch_is_refused_and_reveals_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let banks = ["bank-a", "bank-b", "bank-c"];
+    let books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 20, 1_000_000)).collect::<Result<_>>()?;
+    let mut alliance = alliance(dir.path(), &banks, &books).await?;
+    district_contract(&alliance, "loans-once", &banks, 2, 48).await?;
+
+    // A run that aborts before any masked input (two banks killed in round 1) claims
+    // nothing: the same contract can run again in the same epoch.
+    for bank in ["bank-b", "bank-c"] {
+        restart_with_exit(&mut alliance, bank, Some(ExitPoint::BeforeShares)).await?;
+    }
+    let error = alliance.node(CENTER)?.run("secagg", "loans-once").await.err().context("a sum was output")?;
+    assert!(format!("{error:#}").contains("aborted"), "{error:#}");
+    for bank in ["bank-b", "bank-c"] {
+        restart_with_exit(&mut alliance, bank, None).await?;
+    }
+    let report = alliance.node(CENTER)?.run("secagg", "loans-once").await?;
+    assert_eq!(sum_of(&report), by_district(&books.iter().collect::<Vec<_>>()), "{report}");
+    // The per-district sums are written for the node's user only.
+    let path = report["output_file"].as_str().context("no output file")?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{path}");
+    }
+    let outputs = alliance.node(CENTER)?.dir.join("outputs");
+    let written = std::fs::read_dir(&outputs)?.count();
+    let jobs_before: Vec<usize> = {
+        let mut counts = Vec::new();
+        for bank in banks {
+            let status = alliance.node(bank)?.status().await?;
+            counts.push(status.jobs.iter().filter(|j| j.contract_id == "loans-once").count());
+        }
+        counts
+    };
+
+    // The differencing attack: the coordinator runs the same contract again (it could
+    // then drop one bank and subtract the sums). Every bank refuses at the opening
+    // message, naming the contract and epoch; nothing is masked, unmasked or output.
+    let error = alliance.node(CENTER)?.run("secagg", "loans-once").await.err().context("a second sum")?;
+    let message = format!("{error:#}");
+    assert!(message.contains("round 0") && message.contains("aborted"), "{message}");
+    let reason = "already contributed a masked input to contract loans-once in epoch 0; a re-run needs a new epoch or a new contract";
+    let center = last_job(&alliance, CENTER, "loans-once", "coordinator").await?;
+    assert_eq!(center.state, "failed", "{}", center.detail);
+    assert!(center.detail.contains("nothing was unmasked"), "{}", center.detail);
+    for bank in banks {
+        assert!(center.detail.contains(&format!("{bank} at round 0")), "{}", center.detail);
+    }
+    assert_eq!(center.detail.matches(reason).count(), banks.len(), "{}", center.detail);
+    assert_eq!(std::fs::read_dir(&outputs)?.count(), written, "no second output file");
+    for (bank, before) in banks.iter().zip(jobs_before) {
+        // Refused before any session state: no new job, a refusal in the bank's audit.
+        let status = alliance.node(bank)?.status().await?;
+        let after = status.jobs.iter().filter(|j| j.contract_id == "loans-once").count();
+        assert_eq!(after, before, "{bank} started a session");
+        let records = audit(&alliance, bank).await?;
+        let last = records.last().context("no audit record")?;
+        assert_eq!(last["outcome"]["status"], "refused", "{bank}: {last}");
+        assert!(last["outcome"]["reason"].as_str().is_some_and(|r| r.contains(reason)), "{bank}: {last}");
+    }
     Ok(())
 }
 

@@ -135,3 +135,24 @@ pub fn failed(error: &NodeError) -> RunOutcome {
         },
     }
 }
+
+/// Writes an output the contract grants this node's operator to
+/// `<data_dir>/outputs/<file_name>`: the folder mode 0700, the file 0600, atomically.
+/// Outputs can hold codes and per-entity sums, as sensitive as the data they came from.
+pub fn write_output(
+    ctx: &NodeContext,
+    file_name: &str,
+    bytes: &[u8],
+) -> Result<std::path::PathBuf, NodeError> {
+    let dir = ctx.config.data_dir.join("outputs");
+    std::fs::create_dir_all(&dir).map_err(|e| NodeError::file(&dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| NodeError::file(&dir, e))?;
+    }
+    let path = dir.join(file_name);
+    crate::pki::write_secret_file(&path, bytes)?;
+    Ok(path)
+}

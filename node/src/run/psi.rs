@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Response, Status, Streaming};
+use tracing::Instrument;
 use xmcredit_contracts::audit::Outcome;
 use xmcredit_contracts::{
     lookup_day, Computation, ComputationKind, OutputForm, PsiOutput, Role, VerifiedContract,
@@ -35,11 +36,29 @@ use crate::service::ResponseStream;
 use crate::store::{DatasetRow, JobState};
 use crate::NodeError;
 
+/// A session's deadline, in round timeouts.
+const SESSION_DEADLINE_ROUNDS: u32 = 30;
+
 /// Elements per chunk on the wire: 8192 × 32 bytes = 256 KiB frames.
 const CHUNK_SIZE: u32 = 8192;
 
-/// The cache key of an evaluated server set: (contract, epoch, dataset version).
+/// Fault injection (tests and the simulator; see `run::secagg::fault`): with
+/// `XMCREDIT_TEST_EXIT_AT=psi-client-after-first-reply` a client process exits, as a
+/// crash would, once the server has answered its first chunk: mid-protocol, exactly.
+const PSI_CLIENT_EXIT_POINT: &str = "psi-client-after-first-reply";
+
+fn exit_if_asked(point: &str) {
+    if std::env::var("XMCREDIT_TEST_EXIT_AT").is_ok_and(|v| v.trim() == point) {
+        tracing::warn!(point, "XMCREDIT_TEST_EXIT_AT: exiting the process (fault injection)");
+        std::process::exit(86);
+    }
+}
+
+/// The cache key of an evaluated server set: (contract, epoch, dataset name, version).
 pub type ServerSetKey = (ContractId, Epoch, String, u64);
+/// An evaluated server set and the rows it was built from (to name the both form's
+/// matches).
+pub type CachedServerSet = (Arc<ServerSet>, Arc<Vec<DatasetRow>>);
 
 fn form_of(output: PsiOutput) -> PsiOutputForm {
     match output {
@@ -105,7 +124,6 @@ pub async fn run_client(
     };
     ctx.store.claim_session(binding.session.as_bytes(), contract_id)?;
     let span = tracing::info_span!("psi", node = %me, contract = %contract_id, session = %binding.session, role = "client");
-    let _enter = span.enter();
     let mut job = start_job(
         &ctx,
         ComputationKind::Psi,
@@ -122,7 +140,21 @@ pub async fn run_client(
         chunk_size: CHUNK_SIZE,
         policy: ClientPolicy { min_server_set_size: min_set_size(&verified, &server) },
     };
-    let result = drive_client(&ctx, config, &rows, &progress).await;
+    // Each message has the round timeout; the whole session has a deadline too, so a
+    // peer trickling messages cannot keep a job running for ever.
+    let deadline = ctx.config.timeouts.round() * SESSION_DEADLINE_ROUNDS;
+    let result = match tokio::time::timeout(
+        deadline,
+        drive_client(&ctx, config, &rows, &progress).instrument(span.clone()),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => {
+            Err(NodeError::Timeout(format!("the whole psi session with {server} ({} s)", deadline.as_secs())))
+        }
+    };
+    let _enter = span.enter();
     match result {
         Ok(output) => {
             let report =
@@ -196,9 +228,21 @@ async fn drive_client(
                 })
             }
         };
-        if let Ok(PsiMessage::EvaluatedChunk(chunk)) = PsiMessage::from_bytes(&frame_in.payload) {
-            evaluated += chunk.elements.len() as u64;
-            progress.progress("evaluated", evaluated, total);
+        match PsiMessage::from_bytes(&frame_in.payload) {
+            Ok(PsiMessage::EvaluatedChunk(chunk)) => {
+                evaluated += chunk.elements.len() as u64;
+                progress.progress("evaluated", evaluated, total);
+                exit_if_asked(PSI_CLIENT_EXIT_POINT);
+            }
+            // A server announcing more tags than this node would ever process is refused
+            // before it can stream them.
+            Ok(PsiMessage::HelloAck(ack)) if ack.server_set_size > ctx.config.limits.max_set_size => {
+                return Err(NodeError::Refused(format!(
+                    "{server} announces {} elements; this node takes at most {} (limits.max_set_size)",
+                    ack.server_set_size, ctx.config.limits.max_set_size
+                )));
+            }
+            _ => {}
         }
         let (next_state, out) = client.handle(&server, &frame_in.payload)?;
         client = next_state;
@@ -294,8 +338,18 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
     verified.require_role(peer, Role::Client)?;
     let (output, label_columns) = psi_parameters(&verified)?;
     verified.require_receiver(peer, receiver_form(output))?;
-    // The client's set size, from Hello: enforced here, by the node that would leak.
+    if output == PsiOutput::Both {
+        verified.require_receiver(me, OutputForm::Intersection)?;
+    }
+    // The client's set size, from Hello: enforced here, by the node that would leak,
+    // and bounded by this node's own limit before any quota is spent.
     verified.require_min_set_size(peer, hello.client_set_size)?;
+    if hello.client_set_size > ctx.config.limits.max_set_size {
+        return Err(NodeError::Refused(format!(
+            "{peer} declares {} elements; this node answers at most {} (limits.max_set_size)",
+            hello.client_set_size, ctx.config.limits.max_set_size
+        )));
+    }
     // A replayed session is refused before it can spend the client's quota.
     ctx.store.claim_session(binding.session.as_bytes(), binding.contract.as_str())?;
     let (set, rows) = server_set(ctx, &verified, epoch, &label_columns)?;
@@ -331,17 +385,28 @@ fn server_set(
     verified: &VerifiedContract,
     epoch: Epoch,
     label_columns: &[String],
-) -> Result<(Arc<ServerSet>, Arc<Vec<DatasetRow>>), NodeError> {
+) -> Result<CachedServerSet, NodeError> {
     let me = ctx.node_id().clone();
-    let (meta, rows) = contract_dataset(ctx, verified, &me, "")?;
-    verified.require_min_set_size(&me, rows.len() as u64)?;
+    // The dataset's current version is a cheap read; its rows are read (and the set
+    // evaluated) only when this (contract, epoch, version) is not cached yet.
+    let named = verified
+        .contract()
+        .dataset_of(&me)
+        .ok_or_else(|| NodeError::Refused(format!("contract {} names no dataset for {me}", verified.id())))?;
+    let meta = ctx
+        .store
+        .current_dataset(&named.name)?
+        .ok_or_else(|| NodeError::NotFound { what: "dataset", id: named.name.clone() })?;
+    verified.require_schema(&me, &meta.schema)?;
+    verified.require_min_set_size(&me, meta.rows)?;
     let key = (verified.id().clone(), epoch, meta.name.clone(), meta.version);
-    let rows = Arc::new(rows);
-    if let Some(set) = ctx.psi_sets.lock().map_err(|_| NodeError::Internal("cache lock".into()))?.get(&key) {
-        return Ok((set.clone(), rows));
+    if let Some(cached) = ctx.psi_sets.lock().map_err(|_| NodeError::Internal("cache lock".into()))?.get(&key)
+    {
+        return Ok(cached.clone());
     }
+    let rows = Arc::new(ctx.store.dataset_rows(&meta)?);
     let started = Instant::now();
-    let oprf_key = ctx.secrets.master.derive_oprf_key(verified.id(), epoch, KeyPurpose::PsiServer)?;
+    let oprf_key = server_key(ctx, verified.id(), epoch, meta.version)?;
     let id = ServerSetId { contract: verified.id().clone(), epoch, dataset: SetVersion(meta.version) };
     let elements: Vec<&[u8]> = rows.iter().map(|r| r.key.as_bytes()).collect();
     let set = if label_columns.is_empty() {
@@ -360,12 +425,30 @@ fn server_set(
         seconds = started.elapsed().as_secs_f64(),
         "psi server set evaluated"
     );
-    let set = Arc::new(set);
+    let entry = (Arc::new(set), rows);
     let mut cache = ctx.psi_sets.lock().map_err(|_| NodeError::Internal("cache lock".into()))?;
     // One entry per contract: a new epoch or dataset version replaces the old one.
     cache.retain(|(contract, ..), _| contract != verified.id());
-    cache.insert(key, set.clone());
-    Ok((set, rows))
+    cache.insert(key, entry.clone());
+    Ok(entry)
+}
+
+/// The server's OPRF key for (contract, epoch, dataset version): a new version of the
+/// dataset gets a new key, so tags and label pads of two versions never line up (a
+/// client holding ciphertexts of both could otherwise XOR the labels of entities it
+/// does not hold, and see which entities were added or removed).
+fn server_key(
+    ctx: &NodeContext,
+    contract: &ContractId,
+    epoch: Epoch,
+    dataset_version: u64,
+) -> Result<xmcredit_crypto::oprf::OprfKey, NodeError> {
+    Ok(ctx.secrets.master.derive_oprf_key_with_context(
+        contract,
+        epoch,
+        KeyPurpose::PsiServer,
+        &dataset_version.to_be_bytes(),
+    )?)
 }
 
 /// Labels as compact JSON objects of the named columns, space-padded to one width (the
@@ -434,7 +517,6 @@ async fn run_server(
     tx: mpsc::Sender<Result<proto::Frame, Status>>,
 ) {
     let span = tracing::info_span!("psi", node = %ctx.node_id(), contract = %session.binding.contract, session = %session.binding.session, role = "server");
-    let _enter = span.enter();
     let mut job = match start_job(
         &ctx,
         ComputationKind::Psi,
@@ -449,7 +531,7 @@ async fn run_server(
             return;
         }
     };
-    let result = drive_server(&ctx, &peer, &session, hello, incoming, &tx).await;
+    let result = drive_server(&ctx, &peer, &session, hello, incoming, &tx).instrument(span.clone()).await;
     match result {
         Ok(output) => {
             let mut sizes = BTreeMap::new();
@@ -463,15 +545,22 @@ async fn run_server(
                         .map(|r| r.key.as_str())
                         .collect();
                     codes.sort_unstable();
-                    format!(
-                        "intersection of {} (sha256 of sorted codes {})",
-                        codes.len(),
-                        codes_digest(&codes)
-                    )
+                    let digest = codes_digest(&codes);
+                    match save_output(&ctx, &session.binding, &codes) {
+                        Ok(path) => format!(
+                            "intersection of {} in {} (sha256 of sorted codes {digest})",
+                            codes.len(),
+                            path.display()
+                        ),
+                        Err(e) => format!(
+                            "intersection of {} NOT SAVED: {e} (sha256 of sorted codes {digest})",
+                            codes.len()
+                        ),
+                    }
                 }
                 None => format!("answered {} elements ({})", output.client_set_size, output.form),
             };
-            tracing::info!(n = output.client_set_size, "psi server done");
+            tracing::info!(parent: &span, n = output.client_set_size, "psi server done");
             finish_job(
                 &ctx,
                 &mut job,
@@ -486,11 +575,26 @@ async fn run_server(
             );
         }
         Err(error) => {
-            tracing::warn!(error = %error, "psi server session failed");
+            tracing::warn!(parent: &span, error = %error, "psi server session failed");
             finish_job(&ctx, &mut job, &session.verified, failed(&error));
             let _ = tx.send(Err(Status::from(error))).await;
         }
     }
+}
+
+/// Writes the server's output (the both form's intersection, its own codes): the
+/// contract grants it to this node's operator.
+fn save_output(
+    ctx: &NodeContext,
+    binding: &SessionBinding,
+    codes: &[&str],
+) -> Result<std::path::PathBuf, NodeError> {
+    let mut text = String::from("credit_code\n");
+    for code in codes {
+        text.push_str(code);
+        text.push('\n');
+    }
+    super::write_output(ctx, &format!("psi-{}-{}.csv", binding.contract, binding.session), text.as_bytes())
 }
 
 /// SHA-256 over the sorted codes joined by '\n': lets the simulator check the server's
@@ -513,11 +617,8 @@ async fn drive_server(
     mut incoming: Streaming<proto::Frame>,
     tx: &mpsc::Sender<Result<proto::Frame, Status>>,
 ) -> Result<ServerOutput, NodeError> {
-    let oprf_key = ctx.secrets.master.derive_oprf_key(
-        &session.binding.contract,
-        session.binding.epoch,
-        KeyPurpose::PsiServer,
-    )?;
+    let oprf_key =
+        server_key(ctx, &session.binding.contract, session.binding.epoch, session.set.id().dataset.0)?;
     let config = ServerConfig {
         binding: session.binding.clone(),
         client: peer.clone(),

@@ -1,12 +1,14 @@
 //! Contract exchange between nodes: proposals, signatures, fetches and revocations
 //! travel over the peers' mutual-TLS gRPC, so parties sign without copying files. The
 //! caller's node id comes from its certificate; a node only ever submits its own
-//! signature, and every signature is verified against the key the contract lists.
+//! signature, a proposal must carry the proposer's own valid signature, and every
+//! signature and revocation is verified against the key the contract lists. Every
+//! change to a stored contract is a locked merge (`Store::update_contract`).
 
 use std::sync::Arc;
 
 use xmcredit_contracts::audit::Outcome;
-use xmcredit_contracts::{Contract, Revocation, SignedContract};
+use xmcredit_contracts::{ComputationKind, Contract, Revocation, SignedContract};
 use xmcredit_crypto::sign::Signature;
 use xmcredit_crypto::NodeId;
 
@@ -15,6 +17,22 @@ use crate::proto::{self, node_client::NodeClient};
 use crate::store::StoredContract;
 use crate::NodeError;
 
+/// The computations this node can run; contracts for others are refused at proposal,
+/// so nobody signs a contract that can never run.
+const RUNNABLE: [ComputationKind; 2] = [ComputationKind::Psi, ComputationKind::Secagg];
+
+fn require_runnable(document: &Contract) -> Result<(), NodeError> {
+    if RUNNABLE.contains(&document.kind()) {
+        Ok(())
+    } else {
+        Err(NodeError::Refused(format!(
+            "contract {} is for {}; this node runs psi and secagg only (overthreshold and lookup are not implemented yet)",
+            document.id,
+            document.kind()
+        )))
+    }
+}
+
 /// The acknowledgement a contract call returns.
 pub fn ack(ctx: &NodeContext, stored: &StoredContract) -> proto::ContractAck {
     let state = stored.state(ctx.now_unix());
@@ -22,18 +40,21 @@ pub fn ack(ctx: &NodeContext, stored: &StoredContract) -> proto::ContractAck {
         contract_id: stored.id(),
         state: state.label().to_string(),
         missing_signatures: state.missing(),
+        unreached: Vec::new(),
     }
 }
 
-/// The wire form of a signed contract.
-pub fn to_message(signed: &SignedContract) -> proto::SignedContractMsg {
+/// The wire form of a stored contract: canonical bytes, signatures, revocations.
+pub fn to_message(stored: &StoredContract) -> proto::SignedContractMsg {
     proto::SignedContractMsg {
-        canonical: signed.canonical_bytes().to_vec(),
-        signatures: signed
+        canonical: stored.signed.canonical_bytes().to_vec(),
+        signatures: stored
+            .signed
             .signatures()
             .iter()
             .map(|(node, sig)| proto::PartySignature { node_id: node.to_string(), signature: sig.0.to_vec() })
             .collect(),
+        revocations_json: stored.revocations.iter().filter_map(|r| serde_json::to_vec(r).ok()).collect(),
     }
 }
 
@@ -43,14 +64,44 @@ fn parse_signature(message: &proto::PartySignature) -> Result<(NodeId, Signature
     Ok((node, signature))
 }
 
-/// A peer proposes a contract (or sends a copy with more signatures): check that the
-/// caller and this node are parties, verify each signature, merge with what is stored.
+/// Adds every signature of `incoming` not yet held; each is verified by
+/// `add_signature` against the contract's key for its party.
+fn merge_signatures(
+    stored: &mut StoredContract,
+    incoming: &[proto::PartySignature],
+) -> Result<(), NodeError> {
+    for signature in incoming {
+        let (node, signature) = parse_signature(signature)?;
+        if !stored.signed.signatures().iter().any(|(n, _)| *n == node) {
+            stored.signed.add_signature(node, signature)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds every revocation of `incoming` not yet held, each verified against the
+/// contract (signed by a party, over this document's digest).
+fn merge_revocations(stored: &mut StoredContract, incoming: &[Vec<u8>]) -> Result<(), NodeError> {
+    for json in incoming {
+        let revocation: Revocation = serde_json::from_slice(json)
+            .map_err(|e| NodeError::Refused(format!("malformed revocation: {e}")))?;
+        revocation.verify(&stored.signed)?;
+        if !stored.revocations.contains(&revocation) {
+            stored.revocations.push(revocation);
+        }
+    }
+    Ok(())
+}
+
+/// A peer proposes a contract (or sends a copy with more signatures): the caller and
+/// this node must be parties, the caller must have signed these bytes, and every
+/// signature must verify; the result is merged with what is stored.
 pub fn receive_proposal(
     ctx: &NodeContext,
     from: &NodeId,
     message: proto::SignedContractMsg,
 ) -> Result<proto::ContractAck, NodeError> {
-    let incoming = SignedContract::from_parts(message.canonical, Vec::new())?;
+    let mut incoming = SignedContract::from_parts(message.canonical, Vec::new())?;
     let document = incoming.contract().clone();
     document
         .party(from)
@@ -58,37 +109,41 @@ pub fn receive_proposal(
     document
         .party(ctx.node_id())
         .ok_or_else(|| NodeError::Refused(format!("this node is not a party to contract {}", document.id)))?;
-    let mut stored = match ctx.store.contract(document.id.as_str())? {
-        Some(existing) => {
-            if existing.signed.canonical_bytes() != incoming.canonical_bytes() {
-                return Err(NodeError::Refused(format!(
-                    "contract {} is already held with different content (digest {})",
-                    document.id,
-                    hex::encode(existing.signed.digest())
-                )));
+    require_runnable(&document)?;
+    // The proposer vouches for the document with its own signature.
+    let own = message.signatures.iter().find(|s| s.node_id == from.as_str()).ok_or_else(|| {
+        NodeError::Refused(format!("the proposal of {} is not signed by its sender {from}", document.id))
+    })?;
+    let (_, signature) = parse_signature(own)?;
+    incoming.add_signature(from.clone(), signature)?;
+    let stored = ctx.store.update_contract(document.id.as_str(), |existing| {
+        let mut stored = match existing {
+            Some(existing) => {
+                if existing.signed.canonical_bytes() != incoming.canonical_bytes() {
+                    return Err(NodeError::Refused(format!(
+                        "contract {} is already held with different content (digest {}); a changed contract needs a new id",
+                        document.id,
+                        hex::encode(existing.signed.digest())
+                    )));
+                }
+                existing
             }
-            existing
+            None => StoredContract {
+                signed: incoming.clone(),
+                revocations: Vec::new(),
+                received_from: from.to_string(),
+                received_unix: ctx.now_unix(),
+            },
+        };
+        merge_signatures(&mut stored, &message.signatures)?;
+        merge_revocations(&mut stored, &message.revocations_json)?;
+        let auto_sign = !ctx.config.policy.require_operator_approval
+            && !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id());
+        if auto_sign {
+            stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
         }
-        None => StoredContract {
-            signed: incoming,
-            revocations: Vec::new(),
-            received_from: from.to_string(),
-            received_unix: ctx.now_unix(),
-        },
-    };
-    for signature in &message.signatures {
-        let (node, signature) = parse_signature(signature)?;
-        if stored.signed.signatures().iter().any(|(n, _)| *n == node) {
-            continue;
-        }
-        stored.signed.add_signature(node, signature)?;
-    }
-    let auto_sign = !ctx.config.policy.require_operator_approval
-        && !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id());
-    if auto_sign {
-        stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
-    }
-    ctx.store.put_contract(&stored)?;
+        Ok(stored)
+    })?;
     tracing::info!(contract = %document.id, from = %from, "contract proposal received");
     ctx.audit(
         Some(&document.id),
@@ -107,34 +162,37 @@ pub fn receive_signature(
     from: &NodeId,
     message: proto::ContractSignatureMsg,
 ) -> Result<proto::ContractAck, NodeError> {
-    let mut stored = ctx.store.require_contract(&message.contract_id)?;
-    if message.contract_digest != stored.signed.digest() {
-        return Err(NodeError::Refused(format!(
-            "signature is for contract digest {}, this node holds {}",
-            hex::encode(&message.contract_digest),
-            hex::encode(stored.signed.digest())
-        )));
-    }
     let signature = message.signature.ok_or_else(|| NodeError::Refused("no signature in message".into()))?;
     let (node, signature) = parse_signature(&signature)?;
     if &node != from {
         return Err(NodeError::Refused(format!("{from} may only submit its own signature, not {node}'s")));
     }
-    if !stored.signed.signatures().iter().any(|(n, _)| *n == node) {
-        stored.signed.add_signature(node, signature)?;
-        ctx.store.put_contract(&stored)?;
-    }
+    let stored = ctx.store.update_contract(&message.contract_id, |existing| {
+        let mut stored = existing
+            .ok_or_else(|| NodeError::NotFound { what: "contract", id: message.contract_id.clone() })?;
+        if message.contract_digest != stored.signed.digest() {
+            return Err(NodeError::Refused(format!(
+                "signature is for contract digest {}, this node holds {}",
+                hex::encode(&message.contract_digest),
+                hex::encode(stored.signed.digest())
+            )));
+        }
+        if !stored.signed.signatures().iter().any(|(n, _)| *n == node) {
+            stored.signed.add_signature(node.clone(), signature)?;
+        }
+        Ok(stored)
+    })?;
     tracing::info!(contract = %message.contract_id, from = %from, "contract signature received");
     Ok(ack(ctx, &stored))
 }
 
-/// A party asks for this node's copy (to pick up signatures it missed).
+/// A party asks for this node's copy (to pick up signatures or revocations it missed).
 pub fn fetch(ctx: &NodeContext, from: &NodeId, id: &str) -> Result<proto::SignedContractMsg, NodeError> {
     let stored = ctx.store.require_contract(id)?;
     if stored.signed.contract().party(from).is_none() {
         return Err(NodeError::Refused(format!("{from} is not a party to contract {id}")));
     }
-    Ok(to_message(&stored.signed))
+    Ok(to_message(&stored))
 }
 
 /// A party revokes a contract: the revocation must be signed by the caller.
@@ -148,12 +206,14 @@ pub fn receive_revocation(
     if &revocation.by != from {
         return Err(NodeError::Refused(format!("{from} sent a revocation signed by {}", revocation.by)));
     }
-    let mut stored = ctx.store.require_contract(revocation.contract_id.as_str())?;
-    revocation.verify(&stored.signed)?;
-    if !stored.revocations.contains(&revocation) {
-        stored.revocations.push(revocation.clone());
-        ctx.store.put_contract(&stored)?;
-    }
+    let stored = ctx.store.update_contract(revocation.contract_id.as_str(), |existing| {
+        let mut stored = existing.ok_or_else(|| NodeError::NotFound {
+            what: "contract",
+            id: revocation.contract_id.to_string(),
+        })?;
+        merge_revocations(&mut stored, std::slice::from_ref(&message.revocation_json))?;
+        Ok(stored)
+    })?;
     let document = stored.signed.contract();
     ctx.audit(
         Some(&document.id),
@@ -205,7 +265,7 @@ where
 fn note_failures(ack: &mut proto::ContractAck, failures: &[(NodeId, String)]) {
     for (peer, reason) in failures {
         tracing::warn!(peer = %peer, reason = %reason, "could not reach party");
-        ack.state.push_str(&format!("; {peer} not reached: {reason}"));
+        ack.unreached.push(format!("{peer}: {reason}"));
     }
 }
 
@@ -216,21 +276,23 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
     if document.party(ctx.node_id()).is_none() {
         return Err(NodeError::Refused(format!("this node is not a party to contract {}", document.id)));
     }
-    if ctx.store.contract(document.id.as_str())?.is_some() {
-        return Err(NodeError::Refused(format!(
-            "contract {} exists; propose a new id or version",
-            document.id
-        )));
-    }
+    require_runnable(&document)?;
     let mut signed = SignedContract::new(&document)?;
     signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
-    let stored = StoredContract {
-        signed: signed.clone(),
-        revocations: Vec::new(),
-        received_from: ctx.node_id().to_string(),
-        received_unix: ctx.now_unix(),
-    };
-    ctx.store.put_contract(&stored)?;
+    let stored = ctx.store.update_contract(document.id.as_str(), |existing| {
+        if existing.is_some() {
+            return Err(NodeError::Refused(format!(
+                "contract {} exists; a changed contract needs a new id",
+                document.id
+            )));
+        }
+        Ok(StoredContract {
+            signed: signed.clone(),
+            revocations: Vec::new(),
+            received_from: ctx.node_id().to_string(),
+            received_unix: ctx.now_unix(),
+        })
+    })?;
     ctx.audit(
         Some(&document.id),
         Some(document.kind()),
@@ -239,7 +301,7 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
         Outcome::Ok,
         Some(signed.digest()),
     );
-    let message = to_message(&signed);
+    let message = to_message(&stored);
     let failures = broadcast(ctx, other_parties(ctx, &signed), move |mut client| {
         let message = message.clone();
         async move { client.propose_contract(message).await.map(|_| ()) }
@@ -254,11 +316,14 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
 /// The operator approves a contract this node holds: sign it and send the signature to
 /// every other party.
 pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck, NodeError> {
-    let mut stored = ctx.store.require_contract(id)?;
-    if !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id()) {
-        stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
-        ctx.store.put_contract(&stored)?;
-    }
+    let stored = ctx.store.update_contract(id, |existing| {
+        let mut stored =
+            existing.ok_or_else(|| NodeError::NotFound { what: "contract", id: id.to_string() })?;
+        if !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id()) {
+            stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
+        }
+        Ok(stored)
+    })?;
     let signature = stored
         .signed
         .signatures()
@@ -281,46 +346,55 @@ pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck
     Ok(reply)
 }
 
-/// Picks up signatures this node missed from the other parties' copies.
+/// Picks up signatures and revocations this node missed from the other parties'
+/// copies. Copies are fetched first, then merged under the contract lock.
 pub async fn sync_signatures(ctx: &Arc<NodeContext>, id: &str) -> Result<StoredContract, NodeError> {
-    let mut stored = ctx.store.require_contract(id)?;
-    if stored.signed.missing_signatures().is_empty() {
-        return Ok(stored);
-    }
-    for peer in other_parties(ctx, &stored.signed) {
+    let held = ctx.store.require_contract(id)?;
+    let mut copies = Vec::new();
+    for peer in other_parties(ctx, &held.signed) {
         let Ok(channel) = ctx.channel(&peer).await else { continue };
-        let Ok(reply) = crate::service::peer_client(channel)
-            .fetch_contract(proto::ContractQuery { contract_id: id.to_string() })
-            .await
-        else {
-            continue;
-        };
+        let request = proto::ContractQuery { contract_id: id.to_string() };
+        let Ok(reply) = crate::service::peer_client(channel).fetch_contract(request).await else { continue };
         let copy = reply.into_inner();
-        if copy.canonical != stored.signed.canonical_bytes() {
+        if copy.canonical != held.signed.canonical_bytes() {
             tracing::warn!(peer = %peer, contract = id, "peer holds different contract bytes; ignored");
             continue;
         }
-        for signature in &copy.signatures {
-            let Ok((node, signature)) = parse_signature(signature) else { continue };
-            if stored.signed.signatures().iter().any(|(n, _)| *n == node) {
-                continue;
+        copies.push((peer, copy));
+    }
+    ctx.store.update_contract(id, |existing| {
+        let mut stored = existing.ok_or_else(|| NodeError::NotFound { what: "contract", id: id.to_string() })?;
+        for (peer, copy) in &copies {
+            // One bad entry in a peer's copy is that peer's problem, not a reason to
+            // drop the good ones.
+            for signature in &copy.signatures {
+                if let Err(e) = merge_signatures(&mut stored, std::slice::from_ref(signature)) {
+                    tracing::warn!(peer = %peer, contract = id, error = %e, "bad signature in a peer's copy; ignored");
+                }
             }
-            if let Err(e) = stored.signed.add_signature(node.clone(), signature) {
-                tracing::warn!(peer = %peer, signer = %node, error = %e, "bad signature in peer's copy; ignored");
+            for revocation in &copy.revocations_json {
+                if let Err(e) = merge_revocations(&mut stored, std::slice::from_ref(revocation)) {
+                    tracing::warn!(peer = %peer, contract = id, error = %e, "bad revocation in a peer's copy; ignored");
+                }
             }
         }
-    }
-    ctx.store.put_contract(&stored)?;
-    Ok(stored)
+        Ok(stored)
+    })
 }
 
 /// The operator revokes a contract: sign a revocation, store it, send it to all.
 pub async fn revoke(ctx: &Arc<NodeContext>, id: &str, reason: &str) -> Result<proto::ContractAck, NodeError> {
-    let mut stored = ctx.store.require_contract(id)?;
-    let revocation =
-        Revocation::sign(&stored.signed, ctx.node_id(), &ctx.secrets.identity, reason, ctx.now_unix())?;
-    stored.revocations.push(revocation.clone());
-    ctx.store.put_contract(&stored)?;
+    let mut revocation = None;
+    let stored = ctx.store.update_contract(id, |existing| {
+        let mut stored =
+            existing.ok_or_else(|| NodeError::NotFound { what: "contract", id: id.to_string() })?;
+        let signed =
+            Revocation::sign(&stored.signed, ctx.node_id(), &ctx.secrets.identity, reason, ctx.now_unix())?;
+        stored.revocations.push(signed.clone());
+        revocation = Some(signed);
+        Ok(stored)
+    })?;
+    let revocation = revocation.ok_or_else(|| NodeError::Internal("revocation not made".into()))?;
     let document = stored.signed.contract().clone();
     ctx.audit(
         Some(&document.id),

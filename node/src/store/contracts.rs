@@ -83,7 +83,25 @@ impl StoredContract {
 }
 
 impl Store {
-    pub fn put_contract(&self, contract: &StoredContract) -> Result<(), NodeError> {
+    /// Read-modify-write of one contract under the store's contract lock, so concurrent
+    /// signatures, revocations and syncs merge instead of overwriting each other (a lost
+    /// revocation would re-activate a contract).
+    pub fn update_contract(
+        &self,
+        id: &str,
+        change: impl FnOnce(Option<StoredContract>) -> Result<StoredContract, NodeError>,
+    ) -> Result<StoredContract, NodeError> {
+        let _guard =
+            self.contract_lock.lock().map_err(|_| NodeError::Internal("contract lock poisoned".into()))?;
+        let updated = change(self.contract(id)?)?;
+        if updated.id() != id {
+            return Err(NodeError::Internal(format!("contract {id} updated into {}", updated.id())));
+        }
+        self.put_contract(&updated)?;
+        Ok(updated)
+    }
+
+    fn put_contract(&self, contract: &StoredContract) -> Result<(), NodeError> {
         self.contracts
             .insert(contract.id().as_bytes(), to_json(contract)?)
             .map_err(|e| NodeError::store("put contract", e))?;

@@ -69,6 +69,8 @@ impl Store {
         now_unix: u64,
         mut progress: impl FnMut(u64),
     ) -> Result<DatasetVersion, NodeError> {
+        let _guard =
+            self.import_lock.lock().map_err(|_| NodeError::Internal("import lock poisoned".into()))?;
         let name = schema.name();
         let version = self.latest_version(name)?.map_or(1, |v| v + 1);
         let encoded: Vec<Vec<u8>> = rows.iter().map(|r| to_json(&r.values)).collect::<Result<_, _>>()?;

@@ -5,7 +5,7 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `dataset_rows` | name ‖ 0x00 ‖ version u64 ‖ row key | JSON `[Value]` |
+//! | `dataset_rows` | name ‖ 0x00 ‖ version u64 ‖ 0x00 ‖ row key | JSON `[Value]` |
 //! | `dataset_meta` | name ‖ 0x00 ‖ version u64 | JSON [`DatasetVersion`] |
 //! | `dataset_current` | name | version u64 |
 //! | `contracts` | contract id | JSON [`StoredContract`] |
@@ -13,6 +13,7 @@
 //! | `jobs` | job id u64 | JSON [`JobRecord`] |
 //! | `sessions` | session id (16 bytes) | contract id (replay refusal) |
 //! | `audit` | seq u64 | JSON audit record |
+//! | `secagg_inputs` | contract ‖ 0x00 ‖ epoch u64 | session id that got this node's masked input |
 //!
 //! Consistency after a crash: a dataset version becomes visible only when its meta
 //! record turns `committed` and `dataset_current` points at it, in one sled batch;
@@ -24,6 +25,7 @@ mod contracts;
 mod datasets;
 mod jobs;
 mod quotas;
+mod secagg;
 
 pub use audit::AuditLog;
 pub use contracts::{ContractState, StoredContract};
@@ -52,6 +54,11 @@ pub struct Store {
     audit: sled::Tree,
     /// Serializes audit appends so sequence numbers and hash links never fork.
     audit_lock: Mutex<()>,
+    /// Serializes contract read-modify-writes (see `update_contract`).
+    contract_lock: Mutex<()>,
+    /// Serializes dataset version allocation and writing: two imports of one dataset
+    /// must not take the same version number.
+    import_lock: Mutex<()>,
 }
 
 impl Store {
@@ -75,6 +82,8 @@ impl Store {
             sessions: tree("sessions")?,
             audit: tree("audit")?,
             audit_lock: Mutex::new(()),
+            contract_lock: Mutex::new(()),
+            import_lock: Mutex::new(()),
             db,
         };
         Ok(store)

@@ -169,6 +169,9 @@ fn prepare(ctx: &NodeContext, peer: &NodeId, open: &Open) -> Result<Session, Ref
     let me = ctx.node_id();
     verified.require_role(me, Role::Contributor)?;
     verified.require_role(peer, Role::Coordinator)?;
+    // One masked input per (contract, epoch) (see the module docs): a re-run is refused
+    // here already; the claim itself is made just before the masked input goes out.
+    ctx.store.check_secagg_input(&open.contract, open.epoch)?;
     let params = Params::of(&verified)?;
     if params.universe_mode() == open.universe.is_empty() {
         return Err(NodeError::Refused(if params.universe_mode() {
@@ -372,6 +375,7 @@ async fn drive(
     stream: &mut Stream<'_>,
 ) -> Result<Seen, NodeError> {
     let me = ctx.node_id().clone();
+    let binding = setup.binding().clone();
     exit_if_asked(ExitPoint::BeforeKeys);
     let (state, advertise) =
         AwaitingKeyList::start(setup, me, &ctx.secrets.identity, input.values, &mut rand::rngs::OsRng)?;
@@ -394,6 +398,11 @@ async fn drive(
     require_fewest(params, Round::ShareKeys, relay.shares.len() + 1)?;
     exit_if_asked(ExitPoint::BeforeMaskedInput);
     let (state, masked) = tokio::task::block_in_place(|| state.handle(coordinator, relay))?;
+    // Durably, before the masked input leaves: a second session of this contract and
+    // epoch (another survivor set) could otherwise be subtracted from this one.
+    tokio::task::block_in_place(|| {
+        ctx.store.claim_secagg_input(&binding.contract, binding.epoch, &binding.session)
+    })?;
     stream.send(&SecAggMessage::MaskedInput(masked)).await?;
 
     let request = match stream.receive(Round::Unmasking).await? {

@@ -728,7 +728,8 @@ fn report(
     })
 }
 
-/// Writes the whole sum as CSV (`group,sum`) under `<data_dir>/outputs/`; returns its path.
+/// Writes the whole sum as CSV (`group,sum`) under `<data_dir>/outputs/`, readable by
+/// the node's user only (mode 0600); returns its path.
 fn write_output(
     ctx: &NodeContext,
     prepared: &Prepared,
@@ -736,15 +737,13 @@ fn write_output(
     sum: &[u64],
 ) -> Result<String, NodeError> {
     use std::fmt::Write as _;
-    let dir = ctx.config.data_dir.join("outputs");
-    std::fs::create_dir_all(&dir).map_err(|e| NodeError::file(&dir, e))?;
-    let path =
-        dir.join(format!("secagg-{}-{}.csv", prepared.verified.id(), prepared.setup.binding().session));
+    let file_name = format!("secagg-{}-{}.csv", prepared.verified.id(), prepared.setup.binding().session);
     let mut text = String::with_capacity(sum.len() * 32);
     text.push_str("group,sum\n");
     for (label, value) in labels.iter().zip(sum) {
         let _ = writeln!(text, "{label},{value}");
     }
-    std::fs::write(&path, text).map_err(|e| NodeError::file(&path, e))?;
+    // Per-entity sums are confidential: mode 0600, like a key.
+    let path = crate::run::write_output(ctx, &file_name, text.as_bytes())?;
     Ok(path.display().to_string())
 }

@@ -35,7 +35,8 @@
 //! 2. Each contributor checks, before it answers: the contract verified now and in the
 //!    same epoch, the same contract bytes (digest), its own role `contributor`, the
 //!    caller being the contract's coordinator (mutual TLS names the caller), a session
-//!    id never seen (replay), its input made from the dataset the contract names and
+//!    id never seen (replay), no masked input sent before under this contract in this
+//!    epoch (below), its input made from the dataset the contract names and
 //!    within `output_bits`, and the protocol's setup (no wrap). The caller's role is
 //!    checked on the first fragment already, so a stranger cannot make it buffer a
 //!    large opening message. A refusal is the gRPC status of the call, with a reason
@@ -53,6 +54,19 @@
 //!    `<data_dir>/outputs/`. Every run is a job and an audit record on every node; the
 //!    coordinator also writes one `interrupted` audit record per contributor that
 //!    dropped, naming the round.
+//!
+//! # One masked input per contract and epoch
+//!
+//! A contributor sends a masked input in at most one session per (contract, epoch).
+//! Otherwise a coordinator could run the same contract twice, once with every bank and
+//! once with one bank dropped (it decides who survives by closing rounds), and subtract
+//! the sums to recover that bank's vector. Before its masked input goes out, the
+//! contributor claims (contract, epoch) in its store, atomically and flushed to disk
+//! (`secagg_inputs` tree, `store/secagg.rs`), and refuses any later session of the same
+//! contract and epoch with "already contributed a masked input to contract X in epoch
+//! E; a re-run needs a new epoch or a new contract" (checked when the session opens,
+//! and again by the claim). A session that ends before the masked input claims nothing,
+//! so a run aborted in rounds 0 or 1 can be repeated.
 //!
 //! Messages are the protocol's byte encodings, cut into 1 MiB fragments (`wire.rs`) so a
 //! masked input of 2^20 or more elements crosses the transport's 8 MiB message cap.
