@@ -99,21 +99,7 @@ impl Admin for AdminService {
                 detail,
             });
         }
-        let now = ctx.now_unix();
-        let contracts = ctx
-            .store
-            .contracts()?
-            .iter()
-            .map(|c| {
-                let state = c.state(now);
-                proto::ContractSummary {
-                    contract_id: c.id(),
-                    kind: c.signed.contract().kind().to_string(),
-                    state: state.label().to_string(),
-                    missing_signatures: state.missing(),
-                }
-            })
-            .collect();
+        let contracts = contract_summaries(ctx)?;
         let jobs = ctx
             .store
             .recent_jobs(20)?
@@ -229,22 +215,7 @@ impl Admin for AdminService {
         request: Request<proto::ListContractsRequest>,
     ) -> Result<Response<proto::ContractList>, Status> {
         self.operator(&request)?;
-        let now = self.ctx.now_unix();
-        let contracts = self
-            .ctx
-            .store
-            .contracts()?
-            .iter()
-            .map(|c| {
-                let state = c.state(now);
-                proto::ContractSummary {
-                    contract_id: c.id(),
-                    kind: c.signed.contract().kind().to_string(),
-                    state: state.label().to_string(),
-                    missing_signatures: state.missing(),
-                }
-            })
-            .collect();
+        let contracts = contract_summaries(&self.ctx)?;
         Ok(Response::new(proto::ContractList { contracts }))
     }
 
@@ -298,6 +269,25 @@ impl Admin for AdminService {
             Err(e) => proto::AuditVerifyReply { ok: false, records: 0, detail: e.to_string() },
         }))
     }
+}
+
+/// Every stored contract with its state now.
+fn contract_summaries(ctx: &NodeContext) -> Result<Vec<proto::ContractSummary>, NodeError> {
+    let now = ctx.now_unix();
+    Ok(ctx
+        .store
+        .contracts()?
+        .iter()
+        .map(|c| {
+            let state = c.state(now);
+            proto::ContractSummary {
+                contract_id: c.id(),
+                kind: c.signed.contract().kind().to_string(),
+                state: state.label().to_string(),
+                missing_signatures: state.missing(),
+            }
+        })
+        .collect())
 }
 
 /// Reads, checks and (unless refused) writes one CSV as a new dataset version.

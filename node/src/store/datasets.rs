@@ -29,7 +29,7 @@ pub struct DatasetVersion {
     pub version: u64,
     pub schema: DatasetSchema,
     pub rows: u64,
-    /// SHA-256 over the rows in key order (see [`row_digest`]), hex.
+    /// SHA-256 over the rows in key order (see `RowDigest`), hex.
     pub digest: String,
     pub imported_unix: u64,
     pub source: String,
@@ -45,15 +45,20 @@ pub struct DatasetRow {
 
 /// SHA-256 over `len(key) u32 ‖ key ‖ len(json) u32 ‖ json(values)` for each row in key
 /// order: identifies a dataset version's content.
-pub fn row_digest<'a>(rows: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
-    let mut hasher = Sha256::new();
-    for (key, values) in rows {
-        hasher.update((key.len() as u32).to_be_bytes());
-        hasher.update(key.as_bytes());
-        hasher.update((values.len() as u32).to_be_bytes());
-        hasher.update(values);
+#[derive(Default)]
+struct RowDigest(Sha256);
+
+impl RowDigest {
+    fn add(&mut self, key: &str, values: &[u8]) {
+        self.0.update((key.len() as u32).to_be_bytes());
+        self.0.update(key.as_bytes());
+        self.0.update((values.len() as u32).to_be_bytes());
+        self.0.update(values);
     }
-    hex::encode(hasher.finalize())
+
+    fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
 }
 
 impl Store {
@@ -73,14 +78,12 @@ impl Store {
             self.import_lock.lock().map_err(|_| NodeError::Internal("import lock poisoned".into()))?;
         let name = schema.name();
         let version = self.latest_version(name)?.map_or(1, |v| v + 1);
-        let encoded: Vec<Vec<u8>> = rows.iter().map(|r| to_json(&r.values)).collect::<Result<_, _>>()?;
-        let digest = row_digest(rows.iter().map(|r| r.key.as_str()).zip(encoded.iter().map(Vec::as_slice)));
         let mut meta = DatasetVersion {
             name: name.to_string(),
             version,
             schema: schema.clone(),
             rows: rows.len() as u64,
-            digest,
+            digest: String::new(),
             imported_unix: now_unix,
             source: source.to_string(),
             state: VersionState::Importing,
@@ -89,17 +92,20 @@ impl Store {
         self.dataset_meta
             .insert(&meta_key, to_json(&meta)?)
             .map_err(|e| NodeError::store("import meta", e))?;
-        let prefix = meta_key.clone();
-        for (chunk_index, (chunk, values)) in
-            rows.chunks(BATCH_ROWS).zip(encoded.chunks(BATCH_ROWS)).enumerate()
-        {
+        // Rows are encoded, hashed and written one batch at a time, so an import holds
+        // one batch of encodings, not the whole file twice.
+        let mut digest = RowDigest::default();
+        for (chunk_index, chunk) in rows.chunks(BATCH_ROWS).enumerate() {
             let mut batch = sled::Batch::default();
-            for (row, value) in chunk.iter().zip(values) {
-                batch.insert(join(&[&prefix, row.key.as_bytes()]), value.as_slice());
+            for row in chunk {
+                let value = to_json(&row.values)?;
+                digest.add(&row.key, &value);
+                batch.insert(join(&[&meta_key, row.key.as_bytes()]), value);
             }
             self.dataset_rows.apply_batch(batch).map_err(|e| NodeError::store("import rows", e))?;
             progress(((chunk_index * BATCH_ROWS) + chunk.len()) as u64);
         }
+        meta.digest = digest.finish();
         // Commit: meta and the current pointer flip together.
         meta.state = VersionState::Committed;
         (&self.dataset_meta, &self.dataset_current)
