@@ -81,7 +81,9 @@ pub fn decode_batch(elements: &[ElementBytes]) -> Result<Vec<RistrettoPoint>, Ba
 /// than compressing each point on its own. The result is byte-identical to
 /// `(scalar * P).compress()`.
 pub fn mul_and_compress_batch(scalar: &Scalar, points: &[RistrettoPoint]) -> Vec<ElementBytes> {
-    let half = scalar * Scalar::from(2u8).invert();
+    // k/2 is as secret as k: zeroized when this returns.
+    let half = zeroize::Zeroizing::new(scalar * Scalar::from(2u8).invert());
+    let half = &*half;
     let work = |chunk: &[RistrettoPoint]| {
         let halved: Vec<RistrettoPoint> = chunk.iter().map(|p| half * p).collect();
         RistrettoPoint::double_and_compress_batch(&halved).into_iter().map(|c| c.0).collect::<Vec<_>>()

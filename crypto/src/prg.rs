@@ -11,8 +11,16 @@ use chacha20::ChaCha20;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// A PRG seed. Zeroized on drop, redacted in `Debug`.
-#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Seed(pub [u8; 32]);
+
+impl PartialEq for Seed {
+    /// Constant time: seeds are secrets.
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]).into()
+    }
+}
+impl Eq for Seed {}
 
 impl std::fmt::Debug for Seed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

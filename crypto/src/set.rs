@@ -40,9 +40,11 @@ pub const MAX_TAG_BITS: u32 = 128;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UnblindedElement(pub ElementBytes);
 
+// Redacted: N = k·H(x) is a PRF value of a record under a secret key; in a log it
+// would let anyone holding one record's N recognize it across lines.
 impl std::fmt::Debug for UnblindedElement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "UnblindedElement({})", hex::encode(self.0))
+        f.write_str("UnblindedElement(<redacted>)")
     }
 }
 

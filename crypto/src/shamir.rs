@@ -12,12 +12,20 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::CryptoError;
 
 /// One share: the evaluation point (a party's 1-based index) and `f(index)`.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Share {
     #[zeroize(skip)]
     pub index: u32,
     pub value: Scalar,
 }
+
+impl PartialEq for Share {
+    /// Constant time in the share's value (a share is secret).
+    fn eq(&self, other: &Self) -> bool {
+        self.index == other.index && bool::from(subtle::ConstantTimeEq::ct_eq(&self.value, &other.value))
+    }
+}
+impl Eq for Share {}
 
 impl std::fmt::Debug for Share {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
