@@ -95,16 +95,21 @@ fn frame(message: &OutgoingMessage) -> proto::Frame {
     proto::Frame { payload: message.bytes.clone() }
 }
 
-/// Runs the client side of a PSI under `contract_id`: the operator's `run psi`.
-pub async fn run_client(
-    ctx: Arc<NodeContext>,
-    contract_id: &str,
-    dataset: &str,
-    progress: ProgressSender,
-) -> Result<serde_json::Value, NodeError> {
-    let started = Instant::now();
-    crate::service::contracts::sync_signatures(&ctx, contract_id).await?;
-    let (_, verified, epoch) = verified_contract(&ctx, contract_id)?;
+/// What the client checked before a run.
+struct ClientRun {
+    verified: VerifiedContract,
+    epoch: Epoch,
+    output: PsiOutput,
+    server: NodeId,
+    meta: crate::store::DatasetVersion,
+    rows: Vec<DatasetRow>,
+}
+
+/// The client's checks before it sends anything: the contract (with signatures it may
+/// have missed), its role and output, the server, its dataset and its own minimum.
+async fn prepare_client(ctx: &Arc<NodeContext>, contract_id: &str, dataset: &str) -> Result<ClientRun, NodeError> {
+    crate::service::contracts::sync_signatures(ctx, contract_id).await?;
+    let (_, verified, epoch) = verified_contract(ctx, contract_id)?;
     let me = ctx.node_id().clone();
     verified.require_role(&me, Role::Client)?;
     let (output, _) = psi_parameters(&verified)?;
@@ -115,8 +120,26 @@ pub async fn run_client(
         .next()
         .map(|p| p.node.clone())
         .ok_or_else(|| NodeError::Refused(format!("contract {contract_id} names no server")))?;
-    let (meta, rows) = contract_dataset(&ctx, &verified, &me, dataset)?;
+    let (meta, rows) = contract_dataset(ctx, &verified, &me, dataset)?;
     verified.require_min_set_size(&me, rows.len() as u64)?;
+    Ok(ClientRun { verified, epoch, output, server, meta, rows })
+}
+
+/// Runs the client side of a PSI under `contract_id`: the operator's `run psi`.
+pub async fn run_client(
+    ctx: Arc<NodeContext>,
+    contract_id: &str,
+    dataset: &str,
+    progress: ProgressSender,
+) -> Result<serde_json::Value, NodeError> {
+    let started = Instant::now();
+    // A run this node refuses before it starts is audited like a peer's refusal.
+    let prepared = prepare_client(&ctx, contract_id, dataset).await.map_err(|error| {
+        let contract = ContractId::new(contract_id).ok();
+        ctx.refuse(contract.as_ref(), None, error)
+    })?;
+    let ClientRun { verified, epoch, output, server, meta, rows } = prepared;
+    let me = ctx.node_id().clone();
     let binding = SessionBinding {
         contract: verified.id().clone(),
         epoch,
