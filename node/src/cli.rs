@@ -395,7 +395,21 @@ async fn serve(config_path: &Path) -> Result<()> {
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
         }
     };
-    crate::server::serve(ctx, &tls, listener, shutdown).await?;
+    // SIGHUP re-reads certificates and CRLs (after `ca revoke`, copy the new crl.der
+    // and send SIGHUP: no restart needed).
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading certificates and revocation lists");
+                    let _ = reload_tx.try_send(());
+                }
+            });
+        }
+        Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP; certificate reloads need a restart"),
+    }
+    crate::server::serve(ctx, &tls, listener, shutdown, reload_rx).await?;
     Ok(())
 }
 

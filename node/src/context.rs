@@ -20,7 +20,9 @@ pub struct NodeContext {
     pub config: NodeConfig,
     pub store: Store,
     pub secrets: NodeSecrets,
-    pub tls_client: Arc<rustls::ClientConfig>,
+    /// The client TLS configuration, replaced when `serve` reloads certificates and CRLs
+    /// (SIGHUP); read it through [`NodeContext::client_tls`].
+    pub tls_client: std::sync::RwLock<Arc<rustls::ClientConfig>>,
     /// The PSI server's evaluated sets with the rows they were built from, per
     /// (contract, epoch, dataset version); one entry per contract.
     pub psi_sets: Mutex<HashMap<crate::run::psi::ServerSetKey, crate::run::psi::CachedServerSet>>,
@@ -45,6 +47,14 @@ impl NodeContext {
         now.saturating_add_signed(offset)
     }
 
+    /// The current client TLS configuration.
+    pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
+        match self.tls_client.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// A gRPC channel to a configured peer over mutual TLS, checking that the peer's
     /// certificate names `peer`.
     pub async fn channel(&self, peer: &NodeId) -> Result<Channel, NodeError> {
@@ -52,7 +62,7 @@ impl NodeContext {
         let channel = crate::transport::connect(
             &config.address,
             peer,
-            self.tls_client.clone(),
+            self.client_tls(),
             self.config.timeouts.connect(),
         )
         .await?;

@@ -15,7 +15,7 @@ use crate::proto::admin_server::AdminServer;
 use crate::proto::node_server::NodeServer;
 use crate::service::admin::AdminService;
 use crate::service::peer::PeerService;
-use crate::transport::MAX_MESSAGE_BYTES;
+use crate::transport::{ServerTls, MAX_MESSAGE_BYTES};
 use crate::NodeError;
 
 /// The TLS files a configuration names, with the CRL only if it exists.
@@ -48,7 +48,7 @@ pub fn open(config: NodeConfig) -> Result<(Arc<NodeContext>, TlsIdentity), NodeE
     let tls = load_tls(&config)?;
     let store = crate::store::Store::open(&config.data_dir.join(STORE_DIR))?;
     let ctx = Arc::new(NodeContext {
-        tls_client: tls.client_config()?,
+        tls_client: std::sync::RwLock::new(tls.client_config()?),
         store,
         secrets,
         config,
@@ -56,6 +56,20 @@ pub fn open(config: NodeConfig) -> Result<(Arc<NodeContext>, TlsIdentity), NodeE
     });
     recover(&ctx)?;
     Ok((ctx, tls))
+}
+
+/// Re-reads the TLS files and swaps the server and client configurations; a file that
+/// does not load (or a certificate that no longer names this node) changes nothing.
+fn reload_tls(ctx: &NodeContext, server_tls: &ServerTls) -> Result<usize, NodeError> {
+    let identity = load_tls(&ctx.config)?;
+    let server = identity.server_config()?;
+    let client = identity.client_config()?;
+    server_tls.replace(server);
+    match ctx.tls_client.write() {
+        Ok(mut current) => *current = client,
+        Err(poisoned) => *poisoned.into_inner() = client,
+    }
+    Ok(tls_files(&ctx.config).crls.len())
 }
 
 /// Repairs what a crash or kill may have left: partial imports and running jobs.
@@ -90,12 +104,15 @@ fn recover(ctx: &NodeContext) -> Result<(), NodeError> {
 }
 
 /// Serves peers and the operator on `listener` until `shutdown` resolves; running jobs
-/// are then marked interrupted and audited.
+/// are then marked interrupted and audited. Each message on `reload` re-reads the
+/// certificate, key, CA and CRL files (`serve` sends one on SIGHUP): a CRL the credit
+/// center just issued applies to every connection from then on, without a restart.
 pub async fn serve(
     ctx: Arc<NodeContext>,
     tls: &TlsIdentity,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    mut reload: tokio::sync::mpsc::Receiver<()>,
 ) -> Result<(), NodeError> {
     let peer = NodeServer::new(PeerService::new(ctx.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -105,7 +122,26 @@ pub async fn serve(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let router = crate::transport::server_builder().add_service(peer).add_service(admin);
     tracing::info!(node = %ctx.node_id(), address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
-    crate::transport::serve(listener, tls.server_config()?, router, shutdown).await?;
+    let server_tls = Arc::new(ServerTls::new(tls.server_config()?));
+    let reloader = {
+        let ctx = ctx.clone();
+        let server_tls = server_tls.clone();
+        tokio::spawn(async move {
+            while reload.recv().await.is_some() {
+                match reload_tls(&ctx, &server_tls) {
+                    Ok(crls) => {
+                        tracing::info!(node = %ctx.node_id(), crls, "reloaded certificates and revocation lists")
+                    }
+                    Err(e) => {
+                        tracing::error!(node = %ctx.node_id(), error = %e, "reload refused; keeping the previous TLS configuration")
+                    }
+                }
+            }
+        })
+    };
+    let served = crate::transport::serve_reloadable(listener, server_tls, router, shutdown).await;
+    reloader.abort();
+    served?;
     let stopped = ctx.store.interrupt_running_jobs(ctx.now_unix())?;
     for job in stopped {
         ctx.audit(

@@ -145,10 +145,48 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TransportError> {
+    serve_reloadable(listener, Arc::new(ServerTls::new(tls)), router, shutdown).await
+}
+
+/// The server's TLS configuration, replaceable while serving: a new CRL (or a renewed
+/// certificate) applies to every connection accepted after [`ServerTls::replace`],
+/// without a restart. Connections already open keep the configuration they started
+/// with.
+#[derive(Debug)]
+pub struct ServerTls(std::sync::RwLock<Arc<ServerConfig>>);
+
+impl ServerTls {
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        Self(std::sync::RwLock::new(config))
+    }
+
+    fn current(&self) -> Arc<ServerConfig> {
+        // A poisoned lock still holds a complete configuration (writers only swap it).
+        match self.0.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        match self.0.write() {
+            Ok(mut current) => *current = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
+}
+
+/// [`serve`] with a TLS configuration that can be replaced while serving.
+pub async fn serve_reloadable(
+    listener: TcpListener,
+    tls: Arc<ServerTls>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), TransportError> {
     // Authenticated streams queue here for tonic; when tonic stops, the receiver is
     // dropped and the accept loop sees the channel closed.
     let (streams, incoming) = mpsc::channel::<Result<ServerStream, io::Error>>(16);
-    let accept = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), streams));
+    let accept = tokio::spawn(accept_loop(listener, tls, streams));
     let result = router.serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown).await;
     accept.abort();
     result.map_err(|error| TransportError::Serve { error })
@@ -156,7 +194,7 @@ pub async fn serve(
 
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Arc<ServerTls>,
     streams: mpsc::Sender<Result<ServerStream, io::Error>>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -181,7 +219,7 @@ async fn accept_loop(
                 }
             },
         };
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(tls.current());
         let streams = streams.clone();
         tokio::spawn(async move {
             match authenticate(&acceptor, tcp, remote_addr).await {

@@ -191,6 +191,48 @@ async fn a_certificate_from_another_ca_is_refused() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_crl_applies_on_sighup_without_a_restart() -> Result<()> {
+    let (_dir, alliance) = alliance(&["credit-center", "bank-a", "bank-b"], true).await?;
+    let (center_dir, bank_a_dir) =
+        (alliance.node("credit-center")?.dir.clone(), alliance.node("bank-a")?.dir.clone());
+    let bank_a = alliance.node("bank-a")?;
+    let bank_b = alliance.node("bank-b")?;
+    let pid_before = bank_a.pid();
+    assert!(
+        connect_as(&bank_b.config, &bank_a.address, "bank-a").await?.is_ok(),
+        "let in before the revocation"
+    );
+
+    program().run(
+        &["ca", "revoke", "--data-dir", &center_dir.display().to_string(), "--node-id", "bank-b"],
+        &center_dir.join("revoke.log"),
+    )?;
+    std::fs::copy(center_dir.join("crl.der"), bank_a_dir.join("crl.der"))?;
+    // Before the signal the running node still uses the CRL it started with.
+    assert!(connect_as(&bank_b.config, &bank_a.address, "bank-a").await?.is_ok(), "old CRL until reload");
+    let pid = pid_before.context("bank-a runs")?;
+    let status = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status()?;
+    assert!(status.success());
+    wait_for_log(bank_a, "reloaded certificates and revocation lists").await;
+
+    let refused = match connect_as(&bank_b.config, &bank_a.address, "bank-a").await? {
+        Ok(channel) => {
+            let answer = peer_client(channel).health(proto::HealthRequest {}).await;
+            panic!("a revoked certificate got an answer after the reload: {answer:?}")
+        }
+        Err(e) => e.to_string(),
+    };
+    assert_contains(&refused, &["CertificateRevoked"]);
+    assert_eq!(bank_a.pid(), pid_before, "no restart");
+    // bank-a's own connections use the new CRL too: bank-b's server certificate is refused.
+    let to_b = peer_status(bank_a, "bank-b").await?;
+    assert!(!to_b.reachable);
+    assert_contains(&to_b.detail, &["Revoked"]);
+    assert!(peer_status(bank_a, "credit-center").await?.reachable);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_certificate_is_refused() -> Result<()> {
     let (_dir, mut alliance) = alliance(&["credit-center", "bank-a", "bank-b"], true).await?;
     let (center_dir, bank_a_dir) =

@@ -107,7 +107,11 @@ struct ClientRun {
 
 /// The client's checks before it sends anything: the contract (with signatures it may
 /// have missed), its role and output, the server, its dataset and its own minimum.
-async fn prepare_client(ctx: &Arc<NodeContext>, contract_id: &str, dataset: &str) -> Result<ClientRun, NodeError> {
+async fn prepare_client(
+    ctx: &Arc<NodeContext>,
+    contract_id: &str,
+    dataset: &str,
+) -> Result<ClientRun, NodeError> {
     crate::service::contracts::sync_signatures(ctx, contract_id).await?;
     let (_, verified, epoch) = verified_contract(ctx, contract_id)?;
     let me = ctx.node_id().clone();
