@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = std::str::from_utf8(data).map(xmcredit_contracts::entity_code::EntityCode::parse);
+});
