@@ -1,10 +1,5 @@
-//! PSI between two nodes (design.md computation 1): the client's job (`run psi`) and
-//! the server's session handler, both driving `xmcredit_protocol::psi` over one
-//! bidirectional gRPC stream of frames.
-//!
-//! The server decides everything that could leak from its side before answering: the
-//! contract (verified now, this epoch), the caller's role, the output form, the session
-//! id never seen before (replay), the client's minimum set size and daily quota.
+//! The server's side of a PSI session: the checks before answering, the cached
+//! evaluated set, the session loop and the server's output.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,324 +11,22 @@ use tokio_stream::StreamExt;
 use tonic::{Response, Status, Streaming};
 use tracing::Instrument;
 use xmcredit_contracts::audit::Outcome;
-use xmcredit_contracts::{
-    lookup_day, Computation, ComputationKind, OutputForm, PsiOutput, Role, VerifiedContract,
-};
+use xmcredit_contracts::{lookup_day, ComputationKind, OutputForm, PsiOutput, Role, VerifiedContract};
 use xmcredit_crypto::keys::KeyPurpose;
-use xmcredit_crypto::{ContractId, Epoch, NodeId, SessionId};
+use xmcredit_crypto::{ContractId, Epoch, NodeId};
 use xmcredit_protocol::psi::{
-    ClientConfig, ClientOutput, ClientPolicy, DatasetVersion as SetVersion, OutgoingMessage, PsiClient,
-    PsiMessage, PsiMessageKind, PsiOutputForm, PsiServer, ServerConfig, ServerOutput, ServerPolicy,
-    ServerSet, ServerSetId,
+    DatasetVersion as SetVersion, PsiMessage, PsiMessageKind, PsiServer, ServerConfig, ServerOutput,
+    ServerPolicy, ServerSet, ServerSetId,
 };
 use xmcredit_protocol::SessionBinding;
 
-use super::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
+use super::{form_of, frame, min_set_size, psi_parameters, receiver_form, CachedServerSet};
 use crate::context::NodeContext;
 use crate::proto;
-use crate::service::admin::ProgressSender;
+use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
 use crate::store::{DatasetRow, JobState};
 use crate::NodeError;
-
-/// A session's deadline, in round timeouts.
-const SESSION_DEADLINE_ROUNDS: u32 = 30;
-
-/// Elements per chunk on the wire: 8192 × 32 bytes = 256 KiB frames.
-const CHUNK_SIZE: u32 = 8192;
-
-/// Fault injection (tests and the simulator; see `run::secagg::fault`): with
-/// `XMCREDIT_TEST_EXIT_AT=psi-client-after-first-reply` a client process exits, as a
-/// crash would, once the server has answered its first chunk: mid-protocol, exactly.
-const PSI_CLIENT_EXIT_POINT: &str = "psi-client-after-first-reply";
-
-fn exit_if_asked(point: &str) {
-    if std::env::var("XMCREDIT_TEST_EXIT_AT").is_ok_and(|v| v.trim() == point) {
-        tracing::warn!(point, "XMCREDIT_TEST_EXIT_AT: exiting the process (fault injection)");
-        std::process::exit(86);
-    }
-}
-
-/// The cache key of an evaluated server set: (contract, epoch, dataset name, version).
-pub type ServerSetKey = (ContractId, Epoch, String, u64);
-/// An evaluated server set and the rows it was built from (to name the both form's
-/// matches).
-pub type CachedServerSet = (Arc<ServerSet>, Arc<Vec<DatasetRow>>);
-
-fn form_of(output: PsiOutput) -> PsiOutputForm {
-    match output {
-        PsiOutput::Intersection => PsiOutputForm::Intersection,
-        PsiOutput::Cardinality => PsiOutputForm::Cardinality,
-        PsiOutput::Both => PsiOutputForm::Both,
-        PsiOutput::Labels => PsiOutputForm::Labels,
-    }
-}
-
-/// The output form the contract grants `node` as a receiver.
-fn receiver_form(output: PsiOutput) -> OutputForm {
-    match output {
-        PsiOutput::Cardinality => OutputForm::Cardinality,
-        PsiOutput::Labels => OutputForm::Labels,
-        PsiOutput::Intersection | PsiOutput::Both => OutputForm::Intersection,
-    }
-}
-
-fn psi_parameters(verified: &VerifiedContract) -> Result<(PsiOutput, Vec<String>), NodeError> {
-    match &verified.contract().computation {
-        Computation::Psi { output, label_columns } => Ok((*output, label_columns.clone())),
-        other => {
-            Err(NodeError::Refused(format!("contract {} is for {}, not psi", verified.id(), other.kind())))
-        }
-    }
-}
-
-fn min_set_size(verified: &VerifiedContract, node: &NodeId) -> u64 {
-    verified.contract().limits.min_set_size.get(node).copied().unwrap_or(1).max(1)
-}
-
-fn frame(message: &OutgoingMessage) -> proto::Frame {
-    proto::Frame { payload: message.bytes.clone() }
-}
-
-/// What the client checked before a run.
-struct ClientRun {
-    verified: VerifiedContract,
-    epoch: Epoch,
-    output: PsiOutput,
-    server: NodeId,
-    meta: crate::store::DatasetVersion,
-    rows: Vec<DatasetRow>,
-}
-
-/// The client's checks before it sends anything: the contract (with signatures it may
-/// have missed), its role and output, the server, its dataset and its own minimum.
-async fn prepare_client(
-    ctx: &Arc<NodeContext>,
-    contract_id: &str,
-    dataset: &str,
-) -> Result<ClientRun, NodeError> {
-    crate::service::contracts::sync_signatures(ctx, contract_id).await?;
-    let (_, verified, epoch) = verified_contract(ctx, contract_id)?;
-    let me = ctx.node_id().clone();
-    verified.require_role(&me, Role::Client)?;
-    let (output, _) = psi_parameters(&verified)?;
-    verified.require_receiver(&me, receiver_form(output))?;
-    let server = verified
-        .contract()
-        .parties_with(Role::Server)
-        .next()
-        .map(|p| p.node.clone())
-        .ok_or_else(|| NodeError::Refused(format!("contract {contract_id} names no server")))?;
-    let (meta, rows) = contract_dataset(ctx, &verified, &me, dataset)?;
-    verified.require_min_set_size(&me, rows.len() as u64)?;
-    Ok(ClientRun { verified, epoch, output, server, meta, rows })
-}
-
-/// Runs the client side of a PSI under `contract_id`: the operator's `run psi`.
-pub async fn run_client(
-    ctx: Arc<NodeContext>,
-    contract_id: &str,
-    dataset: &str,
-    progress: ProgressSender,
-) -> Result<serde_json::Value, NodeError> {
-    let started = Instant::now();
-    // A run this node refuses before it starts is audited like a peer's refusal.
-    let prepared = prepare_client(&ctx, contract_id, dataset).await.map_err(|error| {
-        let contract = ContractId::new(contract_id).ok();
-        ctx.refuse(contract.as_ref(), None, error)
-    })?;
-    let ClientRun { verified, epoch, output, server, meta, rows } = prepared;
-    let me = ctx.node_id().clone();
-    let binding = SessionBinding {
-        contract: verified.id().clone(),
-        epoch,
-        session: SessionId::random(&mut rand::rngs::OsRng),
-    };
-    ctx.store.claim_session(binding.session.as_bytes(), contract_id)?;
-    let span = tracing::info_span!("psi", node = %me, contract = %contract_id, session = %binding.session, role = "client");
-    let mut job = start_job(
-        &ctx,
-        ComputationKind::Psi,
-        &verified,
-        "client",
-        binding.session.to_string(),
-        vec![server.to_string()],
-    )?;
-    tracing::info!(n = rows.len(), server = %server, "psi client starting");
-    let config = ClientConfig {
-        binding,
-        server: server.clone(),
-        form: form_of(output),
-        chunk_size: CHUNK_SIZE,
-        policy: ClientPolicy { min_server_set_size: min_set_size(&verified, &server) },
-    };
-    // Each message has the round timeout; the whole session has a deadline too, so a
-    // peer trickling messages cannot keep a job running for ever.
-    let deadline = ctx.config.timeouts.round() * SESSION_DEADLINE_ROUNDS;
-    let result = match tokio::time::timeout(
-        deadline,
-        drive_client(&ctx, config, &rows, &progress).instrument(span.clone()),
-    )
-    .await
-    {
-        Ok(result) => result,
-        Err(_) => {
-            Err(NodeError::Timeout(format!("the whole psi session with {server} ({} s)", deadline.as_secs())))
-        }
-    };
-    let _enter = span.enter();
-    match result {
-        Ok(output) => {
-            let report =
-                client_report(&verified, &meta.name, &rows, &output, started.elapsed().as_secs_f64());
-            let mut sizes = BTreeMap::new();
-            sizes.insert(me.clone(), rows.len() as u64);
-            sizes.insert(server.clone(), output.server_set_size);
-            finish_job(
-                &ctx,
-                &mut job,
-                &verified,
-                RunOutcome {
-                    state: JobState::Succeeded,
-                    detail: format!("{} matches of {} ({})", output.cardinality, rows.len(), output.form),
-                    set_sizes: sizes,
-                    transcript_digest: Some(output.transcript_digest),
-                    outcome: Outcome::Ok,
-                },
-            );
-            tracing::info!(matches = output.cardinality, "psi client done");
-            Ok(report)
-        }
-        Err(error) => {
-            tracing::warn!(error = %error, "psi client failed");
-            finish_job(&ctx, &mut job, &verified, failed(&error));
-            Err(error)
-        }
-    }
-}
-
-async fn drive_client(
-    ctx: &NodeContext,
-    config: ClientConfig,
-    rows: &[DatasetRow],
-    progress: &ProgressSender,
-) -> Result<ClientOutput, NodeError> {
-    let server = config.server.clone();
-    let inputs: Vec<Vec<u8>> = rows.iter().map(|r| r.key.as_bytes().to_vec()).collect();
-    let total = inputs.len() as u64;
-    let (mut client, first) = PsiClient::start(config, inputs, &mut rand::rngs::OsRng)?;
-    let (tx, rx) = mpsc::channel::<proto::Frame>(16);
-    for message in &first {
-        tx.send(frame(message)).await.map_err(|_| NodeError::Internal("psi stream closed".into()))?;
-    }
-    let channel = ctx.channel(&server).await?;
-    let mut replies = crate::service::peer_client(channel)
-        .psi(ReceiverStream::new(rx))
-        .await
-        .map_err(|status| NodeError::Peer {
-            peer: server.to_string(),
-            message: status.message().to_string(),
-        })?
-        .into_inner();
-    let mut evaluated = 0u64;
-    while !client.is_done() {
-        let next = tokio::time::timeout(ctx.config.timeouts.round(), replies.next())
-            .await
-            .map_err(|_| NodeError::Timeout(format!("a psi message from {server}")))?;
-        let frame_in = match next {
-            Some(Ok(frame)) => frame,
-            Some(Err(status)) => {
-                return Err(NodeError::Peer {
-                    peer: server.to_string(),
-                    message: status.message().to_string(),
-                })
-            }
-            None => {
-                return Err(NodeError::Peer {
-                    peer: server.to_string(),
-                    message: "ended the session early".into(),
-                })
-            }
-        };
-        match PsiMessage::from_bytes(&frame_in.payload) {
-            Ok(PsiMessage::EvaluatedChunk(chunk)) => {
-                evaluated += chunk.elements.len() as u64;
-                progress.progress("evaluated", evaluated, total);
-                exit_if_asked(PSI_CLIENT_EXIT_POINT);
-            }
-            // A server announcing more tags than this node would ever process is refused
-            // before it can stream them.
-            Ok(PsiMessage::HelloAck(ack)) if ack.server_set_size > ctx.config.limits.max_set_size => {
-                return Err(NodeError::Refused(format!(
-                    "{server} announces {} elements; this node takes at most {} (limits.max_set_size)",
-                    ack.server_set_size, ctx.config.limits.max_set_size
-                )));
-            }
-            _ => {}
-        }
-        let (next_state, out) = client.handle(&server, &frame_in.payload)?;
-        client = next_state;
-        for message in &out {
-            tx.send(frame(message)).await.map_err(|_| NodeError::Internal("psi stream closed".into()))?;
-        }
-    }
-    // End our side and wait for the server to end its own: it may still be reading our
-    // last message (the Both form's MatchReport), and dropping the call would reset it.
-    drop(tx);
-    match tokio::time::timeout(ctx.config.timeouts.round(), replies.next()).await {
-        Ok(None) => {}
-        Ok(Some(Ok(_))) => {
-            return Err(NodeError::Peer {
-                peer: server.to_string(),
-                message: "sent a message after the last".into(),
-            })
-        }
-        Ok(Some(Err(status))) => {
-            return Err(NodeError::Peer { peer: server.to_string(), message: status.message().to_string() })
-        }
-        Err(_) => return Err(NodeError::Timeout(format!("{server} to close the session"))),
-    }
-    client.into_output().ok_or_else(|| NodeError::Internal("psi client finished without output".into()))
-}
-
-fn client_report(
-    verified: &VerifiedContract,
-    dataset: &str,
-    rows: &[DatasetRow],
-    output: &ClientOutput,
-    wall_s: f64,
-) -> serde_json::Value {
-    let intersection: Option<Vec<&str>> = output
-        .intersection
-        .as_ref()
-        .map(|indices| indices.iter().filter_map(|&i| rows.get(i)).map(|r| r.key.as_str()).collect());
-    let labels: Option<BTreeMap<&str, serde_json::Value>> = output.labels.as_ref().map(|labels| {
-        labels
-            .iter()
-            .filter_map(|(i, label)| {
-                let text = String::from_utf8_lossy(label);
-                let value = serde_json::from_str(text.trim_end())
-                    .unwrap_or(serde_json::Value::String(text.into_owned()));
-                rows.get(*i).map(|r| (r.key.as_str(), value))
-            })
-            .collect()
-    });
-    serde_json::json!({
-        "computation": "psi",
-        "contract": verified.id().as_str(),
-        "dataset": dataset,
-        "output": output.form.to_string(),
-        "client_set_size": rows.len(),
-        "server_set_size": output.server_set_size,
-        "cardinality": output.cardinality,
-        "intersection": intersection,
-        "labels": labels,
-        "bytes_sent": output.bytes_sent,
-        "bytes_received": output.bytes_received,
-        "wall_s": wall_s,
-        "transcript_digest": hex::encode(output.transcript_digest),
-    })
-}
 
 /// Everything the server checks before it answers a Hello.
 struct ServerSession {
@@ -621,7 +314,11 @@ fn save_output(
         text.push_str(code);
         text.push('\n');
     }
-    super::write_output(ctx, &format!("psi-{}-{}.csv", binding.contract, binding.session), text.as_bytes())
+    crate::run::write_output(
+        ctx,
+        &format!("psi-{}-{}.csv", binding.contract, binding.session),
+        text.as_bytes(),
+    )
 }
 
 /// SHA-256 over the sorted codes joined by '\n': lets the simulator check the server's

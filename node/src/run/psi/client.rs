@@ -1,0 +1,266 @@
+//! The client's side of a PSI run: checks, the session loop, the report.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tracing::Instrument;
+use xmcredit_contracts::audit::Outcome;
+use xmcredit_contracts::{ComputationKind, PsiOutput, Role, VerifiedContract};
+use xmcredit_crypto::{ContractId, Epoch, NodeId, SessionId};
+use xmcredit_protocol::psi::{ClientConfig, ClientOutput, ClientPolicy, PsiClient, PsiMessage};
+use xmcredit_protocol::SessionBinding;
+
+use super::{
+    exit_if_asked, form_of, frame, min_set_size, psi_parameters, receiver_form, CHUNK_SIZE,
+    PSI_CLIENT_EXIT_POINT, SESSION_DEADLINE_ROUNDS,
+};
+use crate::context::NodeContext;
+use crate::proto;
+use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
+use crate::service::admin::ProgressSender;
+use crate::store::{DatasetRow, JobState};
+use crate::NodeError;
+
+/// What the client checked before a run.
+struct ClientRun {
+    verified: VerifiedContract,
+    epoch: Epoch,
+    output: PsiOutput,
+    server: NodeId,
+    meta: crate::store::DatasetVersion,
+    rows: Vec<DatasetRow>,
+}
+
+/// The client's checks before it sends anything: the contract (with signatures it may
+/// have missed), its role and output, the server, its dataset and its own minimum.
+async fn prepare_client(
+    ctx: &Arc<NodeContext>,
+    contract_id: &str,
+    dataset: &str,
+) -> Result<ClientRun, NodeError> {
+    crate::service::contracts::sync_signatures(ctx, contract_id).await?;
+    let (_, verified, epoch) = verified_contract(ctx, contract_id)?;
+    let me = ctx.node_id().clone();
+    verified.require_role(&me, Role::Client)?;
+    let (output, _) = psi_parameters(&verified)?;
+    verified.require_receiver(&me, receiver_form(output))?;
+    let server = verified
+        .contract()
+        .parties_with(Role::Server)
+        .next()
+        .map(|p| p.node.clone())
+        .ok_or_else(|| NodeError::Refused(format!("contract {contract_id} names no server")))?;
+    let (meta, rows) = contract_dataset(ctx, &verified, &me, dataset)?;
+    verified.require_min_set_size(&me, rows.len() as u64)?;
+    Ok(ClientRun { verified, epoch, output, server, meta, rows })
+}
+
+/// Runs the client side of a PSI under `contract_id`: the operator's `run psi`.
+pub async fn run_client(
+    ctx: Arc<NodeContext>,
+    contract_id: &str,
+    dataset: &str,
+    progress: ProgressSender,
+) -> Result<serde_json::Value, NodeError> {
+    let started = Instant::now();
+    // A run this node refuses before it starts is audited like a peer's refusal.
+    let prepared = prepare_client(&ctx, contract_id, dataset).await.map_err(|error| {
+        let contract = ContractId::new(contract_id).ok();
+        ctx.refuse(contract.as_ref(), None, error)
+    })?;
+    let ClientRun { verified, epoch, output, server, meta, rows } = prepared;
+    let me = ctx.node_id().clone();
+    let binding = SessionBinding {
+        contract: verified.id().clone(),
+        epoch,
+        session: SessionId::random(&mut rand::rngs::OsRng),
+    };
+    ctx.store.claim_session(binding.session.as_bytes(), contract_id)?;
+    let span = tracing::info_span!("psi", node = %me, contract = %contract_id, session = %binding.session, role = "client");
+    let mut job = start_job(
+        &ctx,
+        ComputationKind::Psi,
+        &verified,
+        "client",
+        binding.session.to_string(),
+        vec![server.to_string()],
+    )?;
+    tracing::info!(n = rows.len(), server = %server, "psi client starting");
+    let config = ClientConfig {
+        binding,
+        server: server.clone(),
+        form: form_of(output),
+        chunk_size: CHUNK_SIZE,
+        policy: ClientPolicy { min_server_set_size: min_set_size(&verified, &server) },
+    };
+    // Each message has the round timeout; the whole session has a deadline too, so a
+    // peer trickling messages cannot keep a job running for ever.
+    let deadline = ctx.config.timeouts.round() * SESSION_DEADLINE_ROUNDS;
+    let result = match tokio::time::timeout(
+        deadline,
+        drive_client(&ctx, config, &rows, &progress).instrument(span.clone()),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => {
+            Err(NodeError::Timeout(format!("the whole psi session with {server} ({} s)", deadline.as_secs())))
+        }
+    };
+    let _enter = span.enter();
+    match result {
+        Ok(output) => {
+            let report =
+                client_report(&verified, &meta.name, &rows, &output, started.elapsed().as_secs_f64());
+            let mut sizes = BTreeMap::new();
+            sizes.insert(me.clone(), rows.len() as u64);
+            sizes.insert(server.clone(), output.server_set_size);
+            finish_job(
+                &ctx,
+                &mut job,
+                &verified,
+                RunOutcome {
+                    state: JobState::Succeeded,
+                    detail: format!("{} matches of {} ({})", output.cardinality, rows.len(), output.form),
+                    set_sizes: sizes,
+                    transcript_digest: Some(output.transcript_digest),
+                    outcome: Outcome::Ok,
+                },
+            );
+            tracing::info!(matches = output.cardinality, "psi client done");
+            Ok(report)
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "psi client failed");
+            finish_job(&ctx, &mut job, &verified, failed(&error));
+            Err(error)
+        }
+    }
+}
+
+async fn drive_client(
+    ctx: &NodeContext,
+    config: ClientConfig,
+    rows: &[DatasetRow],
+    progress: &ProgressSender,
+) -> Result<ClientOutput, NodeError> {
+    let server = config.server.clone();
+    let inputs: Vec<Vec<u8>> = rows.iter().map(|r| r.key.as_bytes().to_vec()).collect();
+    let total = inputs.len() as u64;
+    let (mut client, first) = PsiClient::start(config, inputs, &mut rand::rngs::OsRng)?;
+    let (tx, rx) = mpsc::channel::<proto::Frame>(16);
+    for message in &first {
+        tx.send(frame(message)).await.map_err(|_| NodeError::Internal("psi stream closed".into()))?;
+    }
+    let channel = ctx.channel(&server).await?;
+    let mut replies = crate::service::peer_client(channel)
+        .psi(ReceiverStream::new(rx))
+        .await
+        .map_err(|status| NodeError::Peer {
+            peer: server.to_string(),
+            message: status.message().to_string(),
+        })?
+        .into_inner();
+    let mut evaluated = 0u64;
+    while !client.is_done() {
+        let next = tokio::time::timeout(ctx.config.timeouts.round(), replies.next())
+            .await
+            .map_err(|_| NodeError::Timeout(format!("a psi message from {server}")))?;
+        let frame_in = match next {
+            Some(Ok(frame)) => frame,
+            Some(Err(status)) => {
+                return Err(NodeError::Peer {
+                    peer: server.to_string(),
+                    message: status.message().to_string(),
+                })
+            }
+            None => {
+                return Err(NodeError::Peer {
+                    peer: server.to_string(),
+                    message: "ended the session early".into(),
+                })
+            }
+        };
+        match PsiMessage::from_bytes(&frame_in.payload) {
+            Ok(PsiMessage::EvaluatedChunk(chunk)) => {
+                evaluated += chunk.elements.len() as u64;
+                progress.progress("evaluated", evaluated, total);
+                exit_if_asked(PSI_CLIENT_EXIT_POINT);
+            }
+            // A server announcing more tags than this node would ever process is refused
+            // before it can stream them.
+            Ok(PsiMessage::HelloAck(ack)) if ack.server_set_size > ctx.config.limits.max_set_size => {
+                return Err(NodeError::Refused(format!(
+                    "{server} announces {} elements; this node takes at most {} (limits.max_set_size)",
+                    ack.server_set_size, ctx.config.limits.max_set_size
+                )));
+            }
+            _ => {}
+        }
+        let (next_state, out) = client.handle(&server, &frame_in.payload)?;
+        client = next_state;
+        for message in &out {
+            tx.send(frame(message)).await.map_err(|_| NodeError::Internal("psi stream closed".into()))?;
+        }
+    }
+    // End our side and wait for the server to end its own: it may still be reading our
+    // last message (the Both form's MatchReport), and dropping the call would reset it.
+    drop(tx);
+    match tokio::time::timeout(ctx.config.timeouts.round(), replies.next()).await {
+        Ok(None) => {}
+        Ok(Some(Ok(_))) => {
+            return Err(NodeError::Peer {
+                peer: server.to_string(),
+                message: "sent a message after the last".into(),
+            })
+        }
+        Ok(Some(Err(status))) => {
+            return Err(NodeError::Peer { peer: server.to_string(), message: status.message().to_string() })
+        }
+        Err(_) => return Err(NodeError::Timeout(format!("{server} to close the session"))),
+    }
+    client.into_output().ok_or_else(|| NodeError::Internal("psi client finished without output".into()))
+}
+
+fn client_report(
+    verified: &VerifiedContract,
+    dataset: &str,
+    rows: &[DatasetRow],
+    output: &ClientOutput,
+    wall_s: f64,
+) -> serde_json::Value {
+    let intersection: Option<Vec<&str>> = output
+        .intersection
+        .as_ref()
+        .map(|indices| indices.iter().filter_map(|&i| rows.get(i)).map(|r| r.key.as_str()).collect());
+    let labels: Option<BTreeMap<&str, serde_json::Value>> = output.labels.as_ref().map(|labels| {
+        labels
+            .iter()
+            .filter_map(|(i, label)| {
+                let text = String::from_utf8_lossy(label);
+                let value = serde_json::from_str(text.trim_end())
+                    .unwrap_or(serde_json::Value::String(text.into_owned()));
+                rows.get(*i).map(|r| (r.key.as_str(), value))
+            })
+            .collect()
+    });
+    serde_json::json!({
+        "computation": "psi",
+        "contract": verified.id().as_str(),
+        "dataset": dataset,
+        "output": output.form.to_string(),
+        "client_set_size": rows.len(),
+        "server_set_size": output.server_set_size,
+        "cardinality": output.cardinality,
+        "intersection": intersection,
+        "labels": labels,
+        "bytes_sent": output.bytes_sent,
+        "bytes_received": output.bytes_received,
+        "wall_s": wall_s,
+        "transcript_digest": hex::encode(output.transcript_digest),
+    })
+}
