@@ -354,16 +354,16 @@ fn kinds(messages: &[Vec<u8>]) -> Vec<u8> {
 fn psi_decoder_never_panics_on_random_bytes() {
     let kinds = kinds(&psi_session_messages());
     assert_eq!(kinds.len(), 7, "the session produced every PSI message kind");
-    let tally = feed_random::<Psi>(0xf022_0001, &kinds);
-    assert_eq!(tally.tried, RANDOM_INPUTS);
+    // The property (no panic; whatever decodes re-encodes to the same bytes) is checked
+    // on every input inside `feed_random`.
+    feed_random::<Psi>(0xf022_0001, &kinds);
 }
 
 #[test]
 fn secagg_decoder_never_panics_on_random_bytes() {
     let kinds = kinds(&secagg_session_messages());
     assert_eq!(kinds.len(), 7, "the session produced every SecAgg message kind");
-    let tally = feed_random::<SecAgg>(0xf022_0002, &kinds);
-    assert_eq!(tally.tried, RANDOM_INPUTS);
+    feed_random::<SecAgg>(0xf022_0002, &kinds);
 }
 
 #[test]
@@ -414,5 +414,4 @@ fn each_decoder_survives_the_other_protocols_messages() {
         as_secagg[1] = secagg_kinds[rng.gen_range(0..secagg_kinds.len())];
         tally.feed::<SecAgg>(&as_secagg, &|| format!("PSI body with a SecAgg kind {}", hex(&as_secagg)));
     }
-    assert!(tally.tried > 0);
 }

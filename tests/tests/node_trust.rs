@@ -213,7 +213,8 @@ async fn a_new_crl_applies_on_sighup_without_a_restart() -> Result<()> {
     let pid = pid_before.context("bank-a runs")?;
     let status = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status()?;
     assert!(status.success());
-    wait_for_log(bank_a, "reloaded certificates and revocation lists").await;
+    let log = wait_for_log(bank_a, "reloaded certificates and revocation lists").await;
+    assert!(log.contains("reloaded certificates and revocation lists"), "bank-a reloaded:\n{log}");
 
     let refused = match connect_as(&bank_b.config, &bank_a.address, "bank-a").await? {
         Ok(channel) => {

@@ -350,12 +350,21 @@ pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck
 /// copies. Copies are fetched first, then merged under the contract lock.
 pub async fn sync_signatures(ctx: &Arc<NodeContext>, id: &str) -> Result<StoredContract, NodeError> {
     let held = ctx.store.require_contract(id)?;
-    let mut copies = Vec::new();
+    // All parties at once: a run waits for one connect timeout at most, not one per
+    // unreachable party.
+    let mut fetches = tokio::task::JoinSet::new();
     for peer in other_parties(ctx, &held.signed) {
-        let Ok(channel) = ctx.channel(&peer).await else { continue };
+        let ctx = ctx.clone();
         let request = proto::ContractQuery { contract_id: id.to_string() };
-        let Ok(reply) = crate::service::peer_client(channel).fetch_contract(request).await else { continue };
-        let copy = reply.into_inner();
+        fetches.spawn(async move {
+            let channel = ctx.channel(&peer).await.ok()?;
+            let reply = crate::service::peer_client(channel).fetch_contract(request).await.ok()?;
+            Some((peer, reply.into_inner()))
+        });
+    }
+    let mut copies = Vec::new();
+    while let Some(joined) = fetches.join_next().await {
+        let Ok(Some((peer, copy))) = joined else { continue };
         if copy.canonical != held.signed.canonical_bytes() {
             tracing::warn!(peer = %peer, contract = id, "peer holds different contract bytes; ignored");
             continue;

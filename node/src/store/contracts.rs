@@ -120,11 +120,21 @@ impl Store {
         self.contract(id)?.ok_or_else(|| NodeError::NotFound { what: "contract", id: id.to_string() })
     }
 
+    /// Every stored contract that still decodes. One that does not (stored by an older
+    /// version whose rules have since tightened, or damaged) is logged and skipped, so
+    /// it cannot take `status` and `contract list` down with it; `contract show` on its
+    /// id names the reason.
     pub fn contracts(&self) -> Result<Vec<StoredContract>, NodeError> {
-        self.contracts
-            .iter()
-            .values()
-            .map(|v| from_json(&v.map_err(|e| NodeError::store("scan contracts", e))?, "contract"))
-            .collect()
+        let mut out = Vec::new();
+        for entry in self.contracts.iter() {
+            let (key, value) = entry.map_err(|e| NodeError::store("scan contracts", e))?;
+            match from_json(&value, "contract") {
+                Ok(contract) => out.push(contract),
+                Err(e) => {
+                    tracing::error!(contract = %String::from_utf8_lossy(&key), error = %e, "stored contract does not decode; skipped")
+                }
+            }
+        }
+        Ok(out)
     }
 }

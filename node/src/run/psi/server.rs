@@ -251,7 +251,18 @@ async fn run_server(
             return;
         }
     };
-    let result = drive_server(&ctx, &peer, &session, hello, incoming, &tx).instrument(span.clone()).await;
+    let deadline = ctx.config.timeouts.round() * super::SESSION_DEADLINE_ROUNDS;
+    let result = match tokio::time::timeout(
+        deadline,
+        drive_server(&ctx, &peer, &session, hello, incoming, &tx).instrument(span.clone()),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => {
+            Err(NodeError::Timeout(format!("the whole psi session with {peer} ({} s)", deadline.as_secs())))
+        }
+    };
     match result {
         Ok(output) => {
             let mut sizes = BTreeMap::new();
@@ -266,7 +277,7 @@ async fn run_server(
                         .collect();
                     codes.sort_unstable();
                     let digest = codes_digest(&codes);
-                    match save_output(&ctx, &session.binding, &codes) {
+                    match tokio::task::block_in_place(|| save_output(&ctx, &session.binding, &codes)) {
                         Ok(path) => format!(
                             "intersection of {} in {} (sha256 of sorted codes {digest})",
                             codes.len(),
