@@ -149,6 +149,11 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
     /// Refuses bytes after the last field.
     pub(crate) fn finish(self) -> Result<(), ProtocolError> {
         if !self.rest.is_empty() {

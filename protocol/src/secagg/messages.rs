@@ -36,9 +36,10 @@ use xmcredit_crypto::aead::TAG_LEN;
 use xmcredit_crypto::dh::DhPublic;
 use xmcredit_crypto::group::{decode_scalar, ELEMENT_LEN, SCALAR_LEN};
 use xmcredit_crypto::sign::{Signature, SIGNATURE_LEN};
-use xmcredit_crypto::{ContractId, CryptoError, Epoch, NodeId, SessionId};
+use xmcredit_crypto::{CryptoError, NodeId};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::wire;
 use crate::{ProtocolError, SessionBinding};
 
 /// Version byte that starts every secure-aggregation message.
@@ -309,125 +310,85 @@ impl SecAggMessage {
 
 // ---- Encoding ------------------------------------------------------------------------
 
-struct Writer(Vec<u8>);
+/// The shared length-checked writer (`crate::wire`) with SecAgg's own fields: one-byte
+/// node ids, two-byte list counts, signed keys and revealed shares.
+struct Writer(wire::Writer);
 
 impl Writer {
     fn new(kind: MessageKind, binding: &SessionBinding, capacity: usize) -> Self {
-        let binding = binding.to_bytes();
-        let mut out = Vec::with_capacity(2 + binding.len() + capacity);
-        out.push(WIRE_VERSION);
-        out.push(kind.code());
-        out.extend_from_slice(&binding);
-        Self(out)
+        Self(wire::Writer::new(WIRE_VERSION, kind.code(), binding, capacity))
     }
 
     fn id(&mut self, id: &NodeId) {
         // At most 63 bytes by NodeId's syntax.
-        self.0.push(id.as_str().len() as u8);
-        self.0.extend_from_slice(id.as_str().as_bytes());
+        self.0.u8(id.as_str().len() as u8);
+        self.0.bytes(id.as_str().as_bytes());
     }
 
     fn count(&mut self, count: usize) {
         // Lists are bounded by the roster (MAX_PARTIES < 2^16); a larger list is a
         // local bug that the receiver would refuse as a count mismatch.
-        self.0.extend_from_slice(&(count.min(u16::MAX as usize) as u16).to_be_bytes());
+        self.0.u16(count.min(u16::MAX as usize) as u16);
     }
 
     fn keys(&mut self, keys: &SignedKeys) {
         self.id(&keys.node);
-        self.0.extend_from_slice(&keys.encryption_key.to_bytes());
-        self.0.extend_from_slice(&keys.mask_key.to_bytes());
-        self.0.extend_from_slice(&keys.signature.0);
+        self.0.bytes(&keys.encryption_key.to_bytes());
+        self.0.bytes(&keys.mask_key.to_bytes());
+        self.0.bytes(&keys.signature.0);
     }
 
     fn revealed(&mut self, shares: &[RevealedShare]) {
         self.count(shares.len());
         for share in shares {
             self.id(&share.owner);
-            self.0.extend_from_slice(share.value.to_bytes().as_ref());
+            self.0.bytes(share.value.to_bytes().as_ref());
         }
     }
 }
 
-struct Reader<'a> {
-    rest: &'a [u8],
-    what: &'static str,
+/// The shared length-checked reader (`crate::wire`) with SecAgg's own fields.
+struct Reader<'a>(wire::Reader<'a>);
+
+impl<'a> std::ops::Deref for Reader<'a> {
+    type Target = wire::Reader<'a>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl<'a> Reader<'a> {
     /// Checks the header and reads the binding.
     fn open(bytes: &'a [u8], kind: MessageKind) -> Result<(Self, SessionBinding), ProtocolError> {
-        let mut reader = Self { rest: bytes, what: kind.name() };
-        let version = reader.u8()?;
-        if version != WIRE_VERSION {
-            return Err(reader.malformed(format!("version {version}, this node speaks {WIRE_VERSION}")));
-        }
+        let mut reader = wire::Reader::new(bytes, kind.name());
+        reader.version(WIRE_VERSION)?;
         let code = reader.u8()?;
         if code != kind.code() {
             return Err(reader.malformed(format!("kind 0x{code:02x}, expected 0x{:02x}", kind.code())));
         }
         let binding = reader.binding()?;
-        Ok((reader, binding))
-    }
-
-    fn malformed(&self, reason: String) -> ProtocolError {
-        ProtocolError::Malformed { what: self.what, reason }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
-        if self.rest.len() < n {
-            return Err(self.malformed(format!("truncated: {n} more bytes needed, {} left", self.rest.len())));
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], ProtocolError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, ProtocolError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, ProtocolError> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-
-    fn u32(&mut self) -> Result<u32, ProtocolError> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, ProtocolError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-
-    fn binding(&mut self) -> Result<SessionBinding, ProtocolError> {
-        let len = self.u16()? as usize;
-        let raw = self.take(len)?;
-        let text = std::str::from_utf8(raw).map_err(|_| self.malformed("contract id is not UTF-8".into()))?;
-        let contract = ContractId::new(text).map_err(|e| self.malformed(e.to_string()))?;
-        let epoch = Epoch(self.u64()?);
-        let session = SessionId(self.array()?);
-        Ok(SessionBinding { contract, epoch, session })
+        Ok((Self(reader), binding))
     }
 
     fn id(&mut self) -> Result<NodeId, ProtocolError> {
         let len = self.u8()? as usize;
         let raw = self.take(len)?;
-        let text = std::str::from_utf8(raw).map_err(|_| self.malformed("node id is not UTF-8".into()))?;
+        let text = std::str::from_utf8(raw).map_err(|_| self.malformed("node id is not UTF-8"))?;
         NodeId::new(text).map_err(|e| self.malformed(e.to_string()))
     }
 
-    /// A list count, refused if the bytes left cannot hold that many entries of at
-    /// least `min_entry` bytes (so a forged count cannot make us allocate).
+    /// A two-byte list count, refused if the bytes left cannot hold that many entries of
+    /// at least `min_entry` bytes (so a forged count cannot make us allocate).
     fn count(&mut self, min_entry: usize) -> Result<usize, ProtocolError> {
         let count = self.u16()? as usize;
-        if count * min_entry > self.rest.len() {
-            return Err(self.malformed(format!("{count} entries cannot fit in {} bytes", self.rest.len())));
+        if count * min_entry > self.remaining() {
+            return Err(self.malformed(format!("{count} entries cannot fit in {} bytes", self.remaining())));
         }
         Ok(count)
     }
@@ -463,10 +424,7 @@ impl<'a> Reader<'a> {
     }
 
     fn finish(self) -> Result<(), ProtocolError> {
-        if !self.rest.is_empty() {
-            return Err(self.malformed(format!("{} trailing bytes", self.rest.len())));
-        }
-        Ok(())
+        self.0.finish()
     }
 }
 
@@ -479,7 +437,7 @@ impl AdvertiseKeys {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new(MessageKind::AdvertiseKeys, &self.binding, MIN_KEYS_LEN + 63);
         w.keys(&self.keys);
-        w.0
+        w.0.into_bytes()
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
@@ -498,7 +456,7 @@ impl KeyList {
         for entry in &self.entries {
             w.keys(entry);
         }
-        w.0
+        w.0.into_bytes()
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
@@ -518,9 +476,9 @@ impl EncryptedShares {
         w.count(self.shares.len());
         for entry in &self.shares {
             w.id(&entry.to);
-            w.0.extend_from_slice(&entry.sealed.0);
+            w.0.bytes(&entry.sealed.0);
         }
-        w.0
+        w.0.into_bytes()
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
@@ -546,9 +504,9 @@ impl ShareRelay {
         w.count(self.shares.len());
         for entry in &self.shares {
             w.id(&entry.from);
-            w.0.extend_from_slice(&entry.sealed.0);
+            w.0.bytes(&entry.sealed.0);
         }
-        w.0
+        w.0.into_bytes()
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
@@ -572,11 +530,11 @@ impl MaskedInput {
         w.id(&self.sender);
         // Setup caps vectors at MAX_VECTOR_LEN < 2^32; a longer one is a local bug the
         // receiver refuses as a length mismatch.
-        w.0.extend_from_slice(&(self.masked.len().min(u32::MAX as usize) as u32).to_be_bytes());
+        w.0.u32(self.masked.len().min(u32::MAX as usize) as u32);
         for value in &self.masked {
-            w.0.extend_from_slice(&value.to_be_bytes());
+            w.0.u64(*value);
         }
-        w.0
+        w.0.into_bytes()
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
@@ -584,8 +542,8 @@ impl MaskedInput {
         let sender = r.id()?;
         let len = r.u32()? as usize;
         // Exact length check before allocating: the count must match the bytes sent.
-        if len.checked_mul(8) != Some(r.rest.len()) {
-            return Err(r.malformed(format!("{len} elements declared, {} bytes follow", r.rest.len())));
+        if len.checked_mul(8) != Some(r.remaining()) {
+            return Err(r.malformed(format!("{len} elements declared, {} bytes follow", r.remaining())));
         }
         let body = r.take(len * 8)?;
         let masked = body
@@ -611,7 +569,7 @@ impl UnmaskRequest {
                 w.id(id);
             }
         }
-        w.0
+        w.0.into_bytes()
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
@@ -635,7 +593,7 @@ impl UnmaskResponse {
         w.id(&self.sender);
         w.revealed(&self.self_mask_shares);
         w.revealed(&self.mask_key_shares);
-        w.0
+        w.0.into_bytes()
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
