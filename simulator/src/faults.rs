@@ -7,6 +7,7 @@ use serde::Serialize;
 use xmcredit_crypto::NodeId;
 use xmcredit_node::config::NodeConfig;
 use xmcredit_node::proto;
+use xmcredit_node::run::fault;
 
 use crate::alliance::{Alliance, NodeProgram};
 
@@ -147,14 +148,14 @@ pub async fn malformed_messages(alliance: &Alliance) -> Result<FaultResult> {
 pub async fn bank_killed(alliance: &mut Alliance, bank: &str, contract: &str) -> Result<FaultResult> {
     let node = alliance.node_mut(bank)?;
     node.stop()?;
-    node.set_env("XMCREDIT_TEST_EXIT_AT", "psi-client-after-first-reply");
+    node.set_env(fault::EXIT_AT_VAR, fault::PSI_CLIENT_AFTER_FIRST_REPLY);
     node.start().await?;
     let run_result = alliance.node(bank)?.run("psi", contract).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let node = alliance.node_mut(bank)?;
     let died = !node.is_running();
     node.stop()?;
-    node.set_env("XMCREDIT_TEST_EXIT_AT", "");
+    node.set_env(fault::EXIT_AT_VAR, "");
     node.start().await?;
     let node = alliance.node(bank)?;
     let status = node.status().await?;

@@ -2,6 +2,7 @@
 //! checks the contract and its limits before it sends anything, records a job, moves
 //! protocol messages over gRPC frames, and audits the outcome.
 
+pub mod fault;
 pub mod psi;
 pub mod secagg;
 

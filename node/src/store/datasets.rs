@@ -185,18 +185,7 @@ impl Store {
             let values: Vec<Value> = from_json(&value, "dataset row")?;
             rows.push(DatasetRow { key: String::from_utf8_lossy(&key[prefix.len()..]).into_owned(), values });
         }
-        if rows.len() as u64 != meta.rows {
-            return Err(NodeError::Corrupt {
-                what: "dataset",
-                reason: format!(
-                    "{} v{} has {} rows, meta says {}",
-                    meta.name,
-                    meta.version,
-                    rows.len(),
-                    meta.rows
-                ),
-            });
-        }
+        check_row_count(meta, rows.len())?;
         Ok(rows)
     }
 
@@ -209,18 +198,7 @@ impl Store {
             let key = key.map_err(|e| NodeError::store("read keys", e))?;
             keys.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
         }
-        if keys.len() as u64 != meta.rows {
-            return Err(NodeError::Corrupt {
-                what: "dataset",
-                reason: format!(
-                    "{} v{} has {} rows, meta says {}",
-                    meta.name,
-                    meta.version,
-                    keys.len(),
-                    meta.rows
-                ),
-            });
-        }
+        check_row_count(meta, keys.len())?;
         Ok(keys)
     }
 
@@ -254,6 +232,17 @@ impl Store {
         self.flush()?;
         Ok(removed)
     }
+}
+
+/// A version whose stored rows differ in number from its meta record was damaged.
+fn check_row_count(meta: &DatasetVersion, found: usize) -> Result<(), NodeError> {
+    if found as u64 != meta.rows {
+        return Err(NodeError::Corrupt {
+            what: "dataset",
+            reason: format!("{} v{} has {found} rows, meta says {}", meta.name, meta.version, meta.rows),
+        });
+    }
+    Ok(())
 }
 
 fn version_from_key(bytes: &[u8]) -> Result<u64, NodeError> {

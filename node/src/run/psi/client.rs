@@ -15,8 +15,7 @@ use xmcredit_protocol::psi::{ClientConfig, ClientOutput, ClientPolicy, PsiClient
 use xmcredit_protocol::SessionBinding;
 
 use super::{
-    exit_if_asked, form_of, frame, min_set_size, psi_parameters, receiver_form, CHUNK_SIZE,
-    PSI_CLIENT_EXIT_POINT, SESSION_DEADLINE_ROUNDS,
+    form_of, frame, min_set_size, psi_parameters, receiver_form, CHUNK_SIZE, SESSION_DEADLINE_ROUNDS,
 };
 use crate::context::NodeContext;
 use crate::proto;
@@ -189,7 +188,7 @@ async fn drive_client(
             Ok(PsiMessage::EvaluatedChunk(chunk)) => {
                 evaluated += chunk.elements.len() as u64;
                 progress.progress("evaluated", evaluated, total);
-                exit_if_asked(PSI_CLIENT_EXIT_POINT);
+                crate::run::fault::exit_if_asked(crate::run::fault::PSI_CLIENT_AFTER_FIRST_REPLY);
             }
             // A server announcing more tags than this node would ever process is refused
             // before it can stream them.

@@ -29,18 +29,6 @@ pub(super) const SESSION_DEADLINE_ROUNDS: u32 = 30;
 /// Elements per chunk on the wire: 8192 × 32 bytes = 256 KiB frames.
 pub(super) const CHUNK_SIZE: u32 = 8192;
 
-/// Fault injection (tests and the simulator; see `run::secagg::fault`): with
-/// `XMCREDIT_TEST_EXIT_AT=psi-client-after-first-reply` a client process exits, as a
-/// crash would, once the server has answered its first chunk: mid-protocol, exactly.
-pub(super) const PSI_CLIENT_EXIT_POINT: &str = "psi-client-after-first-reply";
-
-pub(super) fn exit_if_asked(point: &str) {
-    if std::env::var("XMCREDIT_TEST_EXIT_AT").is_ok_and(|v| v.trim() == point) {
-        tracing::warn!(point, "XMCREDIT_TEST_EXIT_AT: exiting the process (fault injection)");
-        std::process::exit(86);
-    }
-}
-
 /// The cache key of an evaluated server set: (contract, epoch, dataset name, version).
 pub type ServerSetKey = (ContractId, Epoch, String, u64);
 /// An evaluated server set and the rows it was built from (to name the both form's

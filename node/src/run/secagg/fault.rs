@@ -1,14 +1,8 @@
-//! Fault injection for tests and the simulator, not a feature: a contributor node whose
-//! process environment has `XMCREDIT_TEST_EXIT_AT=<point>` exits the whole process with
-//! status [`EXIT_STATUS`] when its session reaches that point, with no cleanup, as a
-//! crash or a kill would. It makes "a bank drops out at round r" exact and repeatable.
-//! Anyone who can set a node's environment can stop it anyway, so the hook gives no one
-//! a new power; it only ever ends the process.
+//! The SecAgg contributor's fault points (the mechanism is `run::fault`): with
+//! `XMCREDIT_TEST_EXIT_AT=<point>` a contributor exits at that point of a session, which
+//! makes "a bank drops out at round r" exact and repeatable.
 
-/// The environment variable read at each point.
-pub const EXIT_AT_VAR: &str = "XMCREDIT_TEST_EXIT_AT";
-/// The process exit status at a fault point.
-pub const EXIT_STATUS: i32 = 86;
+pub use crate::run::fault::{EXIT_AT_VAR, EXIT_STATUS};
 
 /// Where a contributor can be made to exit, in session order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,8 +48,5 @@ impl ExitPoint {
 
 /// Exits the process if [`EXIT_AT_VAR`] names `point`.
 pub(crate) fn exit_if_asked(point: ExitPoint) {
-    if std::env::var(EXIT_AT_VAR).is_ok_and(|v| v.trim() == point.name()) {
-        tracing::warn!(point = point.name(), "{EXIT_AT_VAR}: exiting the process (fault injection)");
-        std::process::exit(EXIT_STATUS);
-    }
+    crate::run::fault::exit_if_asked(point.name());
 }
