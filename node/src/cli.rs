@@ -170,7 +170,14 @@ pub enum AuditCommand {
         last: u64,
     },
     /// Verify the hash chain; names the first altered, removed or re-ordered record.
-    Verify(ConfigArg),
+    /// With --witnesses, also compares it with the signed heads this node's witnesses
+    /// hold, which catches a chain rewritten with every later hash recomputed, or cut.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        witnesses: bool,
+    },
 }
 
 /// Entry point of the `xmcredit-node` binary (and of the simulator's node processes).
@@ -237,10 +244,19 @@ async fn run(command: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Audit(AuditCommand::Verify(config)) => {
-            let reply =
-                admin(&config.config).await?.audit_verify(proto::AuditVerifyRequest {}).await?.into_inner();
-            if reply.ok {
+        Command::Audit(AuditCommand::Verify { config, witnesses }) => {
+            let reply = admin(&config.config)
+                .await?
+                .audit_verify(proto::AuditVerifyRequest { witnesses })
+                .await?
+                .into_inner();
+            for line in &reply.witness_reports {
+                println!("witness {line}");
+            }
+            if reply.ok && witnesses {
+                println!("audit log intact: {} records; {}", reply.records, reply.detail);
+                Ok(())
+            } else if reply.ok {
                 println!("audit log intact: {} records", reply.records);
                 Ok(())
             } else {
@@ -377,6 +393,7 @@ fn ca(command: CaCommand) -> Result<()> {
 
 async fn serve(config_path: &Path) -> Result<()> {
     let config = NodeConfig::load(config_path)?;
+    crate::server::check_data_dir(&config.data_dir)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -413,24 +430,12 @@ async fn serve(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A client for this node's admin service, authenticated by the node's own certificate.
+/// A client for this node's admin service, over the Unix socket in its data directory.
 pub async fn admin(
     config_path: &Path,
 ) -> Result<proto::admin_client::AdminClient<tonic::transport::Channel>> {
     let config = NodeConfig::load(config_path)?;
-    let tls = crate::server::load_tls(&config)?;
-    let mut address = config.listen;
-    if address.ip().is_unspecified() {
-        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let channel = crate::transport::connect(
-        &address.to_string(),
-        &config.node_id,
-        tls.client_config()?,
-        config.timeouts.connect(),
-    )
-    .await
-    .with_context(|| format!("connecting to this node at {address}; is `serve` running?"))?;
+    let channel = crate::admin_socket::connect(&config.data_dir).await?;
     Ok(crate::service::admin_client(channel))
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use xmcredit_crypto::sign::IdentityPublicKey;
 use xmcredit_crypto::NodeId;
 
 use crate::NodeError;
@@ -29,6 +30,8 @@ pub struct NodeConfig {
     pub policy: Policy,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The other nodes of the alliance this node talks to.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -47,6 +50,20 @@ pub struct TlsPaths {
     pub key: PathBuf,
     #[serde(default = "default_crl")]
     pub crl: PathBuf,
+    /// The peer that runs the alliance CA and serves its CRL over gRPC (`FetchCrl`).
+    /// When set, the node fetches the CRL every `crl_refresh_secs` and on SIGHUP,
+    /// installs it if it verifies under `ca_cert` and is not older than the one in
+    /// force, and closes live connections of every peer it revokes. Default: none (the
+    /// CRL file is still re-read every period, so copying `crl.der` by hand works).
+    #[serde(default)]
+    pub crl_source: Option<NodeId>,
+    /// Seconds between CRL refreshes. Default 300.
+    #[serde(default = "default_crl_refresh_secs")]
+    pub crl_refresh_secs: u64,
+}
+
+fn default_crl_refresh_secs() -> u64 {
+    300
 }
 
 fn default_ca_cert() -> PathBuf {
@@ -64,7 +81,14 @@ fn default_crl() -> PathBuf {
 
 impl Default for TlsPaths {
     fn default() -> Self {
-        Self { ca_cert: default_ca_cert(), cert: default_cert(), key: default_key(), crl: default_crl() }
+        Self {
+            ca_cert: default_ca_cert(),
+            cert: default_cert(),
+            key: default_key(),
+            crl: default_crl(),
+            crl_source: None,
+            crl_refresh_secs: default_crl_refresh_secs(),
+        }
     }
 }
 
@@ -139,12 +163,48 @@ impl Default for Limits {
     }
 }
 
-/// A peer node: its id (which its certificate must name) and address.
+/// Who vouches for this node's audit chain. After each job and every
+/// `head_period_secs`, the node sends its signed chain head to each witness; `audit
+/// verify --witnesses` fetches them back. Default witnesses: the peer `credit-center`
+/// (if configured and not this node) and the first other configured peer by id.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default)]
+    pub witnesses: Option<Vec<NodeId>>,
+    /// Default 300.
+    #[serde(default = "default_head_period_secs")]
+    pub head_period_secs: u64,
+}
+
+fn default_head_period_secs() -> u64 {
+    300
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { witnesses: None, head_period_secs: default_head_period_secs() }
+    }
+}
+
+/// A peer node: its id (which its certificate must name), address, and the Ed25519
+/// identity key it must prove on every connection (hex, as its `identity.pub`). Without
+/// `identity_key`, the first key the peer proves is pinned in the store and any other
+/// key is refused later (trust on first use); contracts always pin their own keys.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     pub id: NodeId,
     pub address: String,
+    #[serde(default)]
+    pub identity_key: Option<String>,
+}
+
+impl PeerConfig {
+    /// The configured identity key (checked to parse when the file was loaded).
+    pub fn identity_key(&self) -> Option<IdentityPublicKey> {
+        self.identity_key.as_deref().and_then(|hex| IdentityPublicKey::from_hex(hex).ok())
+    }
 }
 
 impl NodeConfig {
@@ -170,6 +230,22 @@ impl NodeConfig {
             if self.peers[..i].iter().any(|p| p.id == peer.id) {
                 return Err(format!("peers[{i}].id: {} is listed twice", peer.id));
             }
+            if let Some(key) = &peer.identity_key {
+                IdentityPublicKey::from_hex(key).map_err(|e| format!("peers[{i}].identity_key: {e}"))?;
+            }
+        }
+        for (i, witness) in self.audit.witnesses.iter().flatten().enumerate() {
+            if self.peer(witness).is_none() {
+                return Err(format!("audit.witnesses[{i}]: {witness} is not a configured peer"));
+            }
+        }
+        if let Some(source) = &self.tls.crl_source {
+            if self.peer(source).is_none() {
+                return Err(format!("tls.crl_source: {source} is not a configured peer"));
+            }
+        }
+        if self.tls.crl_refresh_secs == 0 || self.audit.head_period_secs == 0 {
+            return Err("tls.crl_refresh_secs and audit.head_period_secs must be at least 1".into());
         }
         if self.timeouts.round_secs == 0 || self.timeouts.connect_secs == 0 {
             return Err("timeouts: must be at least 1 second".into());
@@ -188,6 +264,23 @@ impl NodeConfig {
 
     pub fn peer(&self, id: &NodeId) -> Option<&PeerConfig> {
         self.peers.iter().find(|p| &p.id == id)
+    }
+
+    /// The witnesses of this node's audit chain (see [`AuditConfig`]).
+    pub fn witnesses(&self) -> Vec<NodeId> {
+        if let Some(witnesses) = &self.audit.witnesses {
+            return witnesses.clone();
+        }
+        let mut ids: Vec<&NodeId> = self.peers.iter().map(|p| &p.id).collect();
+        ids.sort();
+        let mut chosen = Vec::new();
+        if let Some(cc) = ids.iter().find(|id| id.as_str() == "credit-center") {
+            chosen.push((*cc).clone());
+        }
+        if let Some(other) = ids.iter().find(|id| id.as_str() != "credit-center") {
+            chosen.push((*other).clone());
+        }
+        chosen
     }
 }
 

@@ -10,9 +10,13 @@ use xmcredit_contracts::audit::{AuditEntry, Outcome};
 use xmcredit_contracts::ComputationKind;
 use xmcredit_crypto::{ContractId, NodeId};
 
+use xmcredit_crypto::sign::IdentityPublicKey;
+
 use crate::config::NodeConfig;
 use crate::identity::NodeSecrets;
+use crate::store::Pin;
 use crate::store::{AuditLog, Store};
+use crate::transport::{ClientAuth, LiveConnections, LocalIdentity, PeerIdentity};
 use crate::NodeError;
 
 /// Shared state of a running node.
@@ -26,6 +30,69 @@ pub struct NodeContext {
     /// The PSI server's evaluated sets with the rows they were built from, per
     /// (contract, epoch, dataset version); one entry per contract.
     pub psi_sets: Mutex<HashMap<crate::run::psi::ServerSetKey, crate::run::psi::CachedServerSet>>,
+    /// Every authenticated connection, served or dialled, so a new CRL can close those
+    /// of a revoked peer.
+    pub live: Arc<LiveConnections>,
+    /// Refusals already audited this minute, by (peer, kind): the rest are counted into
+    /// the next record instead of one record each.
+    pub refusal_window: Mutex<RefusalWindow>,
+    /// SHA-256 of the CRL file the TLS configurations were last built with.
+    pub crl_digest: Mutex<Option<[u8; 32]>>,
+    /// Signalled when a job ends, so the audit head reaches the witnesses right away.
+    pub head_due: tokio::sync::Notify,
+}
+
+/// Coalesces audit records of repeated refusals (issue 9: a flood of bad calls must not
+/// flood the audit log). Keyed by (peer, kind of refusal), one record per minute; the
+/// next record says how many were folded into it.
+#[derive(Debug, Default)]
+pub struct RefusalWindow {
+    seen: HashMap<(String, String), (u64, u64)>,
+}
+
+impl RefusalWindow {
+    /// Counts of repeats suppressed in minutes before `minute`, taken out of the window
+    /// so a summary record can be written for them.
+    pub fn take_finished(&mut self, minute: u64) -> Vec<(String, String, u64)> {
+        let mut finished = Vec::new();
+        for ((peer, kind), (last, suppressed)) in self.seen.iter_mut() {
+            if *last < minute && *suppressed > 0 {
+                finished.push((peer.clone(), kind.clone(), *suppressed));
+                *suppressed = 0;
+            }
+        }
+        finished
+    }
+
+    /// Whether a refusal at `minute` should be audited, and how many earlier ones of the
+    /// same kind were suppressed since the last record.
+    fn admit(&mut self, peer: &str, kind: &str, minute: u64) -> Option<u64> {
+        if self.seen.len() > 10_000 {
+            self.seen.retain(|_, (last, _)| *last + 1 >= minute);
+        }
+        let entry = self.seen.entry((peer.to_string(), kind.to_string())).or_insert((u64::MAX, 0));
+        if entry.0 == minute {
+            entry.1 += 1;
+            None
+        } else {
+            let suppressed = if entry.0 == u64::MAX { 0 } else { entry.1 };
+            *entry = (minute, 0);
+            Some(suppressed)
+        }
+    }
+}
+
+/// Longest refusal reason written to the audit log or the text log: a peer controls
+/// much of a reason (ids, names), and it must not grow the store (issue 9).
+pub const MAX_REASON_CHARS: usize = 512;
+
+/// `text` cut to [`MAX_REASON_CHARS`] characters, saying how much was cut.
+pub fn bounded(text: &str) -> String {
+    if text.chars().count() <= MAX_REASON_CHARS {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(MAX_REASON_CHARS).collect();
+    format!("{head}… ({} bytes in all)", text.len())
 }
 
 impl std::fmt::Debug for NodeContext {
@@ -55,17 +122,120 @@ impl NodeContext {
         }
     }
 
+    /// This node's transport identity: its node id and identity key.
+    pub fn local_identity(&self) -> LocalIdentity {
+        LocalIdentity { node_id: self.node_id().clone(), key: self.secrets.identity.clone() }
+    }
+
+    /// The key pinned for `peer` outside any contract: the configuration's
+    /// `identity_key`, else the key pinned on first sight.
+    pub fn pinned_key(&self, peer: &NodeId) -> Result<Option<(IdentityPublicKey, &'static str)>, NodeError> {
+        if let Some(key) = self.config.peer(peer).and_then(|p| p.identity_key()) {
+            return Ok(Some((key, "this node's configuration")));
+        }
+        Ok(self.store.pinned_peer_key(peer)?.map(|key| (key, "the key first seen for it")))
+    }
+
+    /// Checks a caller outside any contract: a configured peer whose proven key is the
+    /// pinned one (pinning it on first sight when the configuration names none).
+    pub fn check_caller(&self, caller: &PeerIdentity) -> Result<(), NodeError> {
+        let peer = &caller.node_id;
+        let Some(config) = self.config.peer(peer) else {
+            return Err(NodeError::UnknownPeer(peer.clone()));
+        };
+        let mismatch = |pinned: IdentityPublicKey, pinned_by: &str| NodeError::IdentityMismatch {
+            peer: peer.clone(),
+            proven: caller.identity_key.to_string(),
+            pinned: pinned.to_string(),
+            pinned_by: pinned_by.to_string(),
+        };
+        if let Some(pinned) = config.identity_key() {
+            return if pinned == caller.identity_key {
+                Ok(())
+            } else {
+                Err(mismatch(pinned, "this node's configuration"))
+            };
+        }
+        match self.store.pin_peer_key(peer, &caller.identity_key)? {
+            Pin::New => {
+                tracing::warn!(%peer, key = %caller.identity_key, "pinned a peer's identity key on first sight; name it in [[peers]] identity_key to pin it explicitly");
+                Ok(())
+            }
+            Pin::Same => Ok(()),
+            Pin::Other(pinned) => Err(mismatch(pinned, "the key first seen for it")),
+        }
+    }
+
+    /// Checks that a caller proved the key a contract pins for it.
+    pub fn check_contract_key(
+        &self,
+        caller: &PeerIdentity,
+        contract: &xmcredit_contracts::Contract,
+    ) -> Result<(), NodeError> {
+        let pinned = contract
+            .parties
+            .iter()
+            .find(|p| p.node == caller.node_id)
+            .map(|p| p.public_key)
+            .ok_or_else(|| NodeError::NotFound { what: "contract", id: contract.id.to_string() })?;
+        if pinned != caller.identity_key {
+            return Err(NodeError::IdentityMismatch {
+                peer: caller.node_id.clone(),
+                proven: caller.identity_key.to_string(),
+                pinned: pinned.to_string(),
+                pinned_by: format!("contract {}", contract.id),
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Self::check_contract_key`] for the stored contract `id`; an unknown contract and
+    /// one the caller is not a party to get the same answer.
+    pub fn check_contract_key_for(&self, caller: &PeerIdentity, id: &str) -> Result<(), NodeError> {
+        let stored = self
+            .store
+            .contract(id)?
+            .filter(|stored| stored.signed.contract().party(&caller.node_id).is_some())
+            .ok_or_else(|| NodeError::NotFound { what: "contract", id: bounded(id) })?;
+        self.check_contract_key(caller, stored.signed.contract())
+    }
+
     /// A gRPC channel to a configured peer over mutual TLS, checking that the peer's
-    /// certificate names `peer`.
+    /// certificate names `peer` and that it proves the key pinned for it (configuration
+    /// or first sight; a first sight pins the key it proves).
     pub async fn channel(&self, peer: &NodeId) -> Result<Channel, NodeError> {
+        let pinned = self.pinned_key(peer)?.map(|(key, _)| key);
+        let channel = self.channel_expecting(peer, pinned).await?;
+        Ok(channel)
+    }
+
+    /// A gRPC channel to `peer` that must prove the key contract `id` pins for it.
+    pub async fn channel_for_contract(&self, peer: &NodeId, id: &str) -> Result<Channel, NodeError> {
+        let stored = self.store.require_contract(id)?;
+        let key = stored
+            .signed
+            .contract()
+            .party(peer)
+            .map(|p| p.public_key)
+            .ok_or_else(|| NodeError::Refused(format!("{peer} is not a party to contract {id}")))?;
+        self.channel_expecting(peer, Some(key)).await
+    }
+
+    /// A gRPC channel to `peer` whose server must prove `expected` (a contract's key).
+    pub async fn channel_expecting(
+        &self,
+        peer: &NodeId,
+        expected: Option<IdentityPublicKey>,
+    ) -> Result<Channel, NodeError> {
         let config = self.config.peer(peer).ok_or_else(|| NodeError::UnknownPeer(peer.clone()))?;
-        let channel = crate::transport::connect(
-            &config.address,
-            peer,
-            self.client_tls(),
-            self.config.timeouts.connect(),
-        )
-        .await?;
+        let auth = ClientAuth {
+            tls: self.client_tls(),
+            local: self.local_identity(),
+            expected_key: expected,
+            live: Some(self.live.clone()),
+        };
+        let channel =
+            crate::transport::connect(&config.address, peer, auth, self.config.timeouts.connect()).await?;
         Ok(channel)
     }
 
@@ -94,6 +264,31 @@ impl NodeContext {
         }
     }
 
+    /// Writes one summary record per (peer, kind) whose repeated refusals were
+    /// suppressed in a minute that has ended (called every minute by `serve`).
+    pub fn audit_suppressed_refusals(&self) {
+        let minute = self.now_unix() / 60;
+        let finished = match self.refusal_window.lock() {
+            Ok(mut window) => window.take_finished(minute),
+            Err(_) => return,
+        };
+        for (peer, kind, count) in finished {
+            let peers = NodeId::new(peer.clone()).ok().into_iter().collect();
+            self.audit(
+                None,
+                None,
+                peers,
+                Default::default(),
+                Outcome::Refused {
+                    reason: format!(
+                        "{count} more refusals of kind {kind} from {peer} (counted, not recorded one by one)"
+                    ),
+                },
+                None,
+            );
+        }
+    }
+
     /// Audits a refusal and returns the error to send back.
     pub fn refuse(
         &self,
@@ -101,15 +296,44 @@ impl NodeContext {
         peer: Option<&NodeId>,
         error: NodeError,
     ) -> NodeError {
-        tracing::warn!(contract = ?contract.map(ContractId::as_str), peer = ?peer.map(NodeId::as_str), reason = %error, "refused");
+        let reason = bounded(&error.to_string());
+        let kind = refusal_kind(&error);
+        let kind = kind.as_str();
+        let minute = self.now_unix() / 60;
+        let peer_name = peer.map(NodeId::as_str).unwrap_or("-");
+        let admitted = match self.refusal_window.lock() {
+            Ok(mut window) => window.admit(peer_name, kind, minute),
+            Err(_) => Some(0),
+        };
+        let Some(suppressed) = admitted else {
+            tracing::debug!(
+                peer = peer_name,
+                kind,
+                "refused again (counted into this minute's audit record)"
+            );
+            return error;
+        };
+        tracing::warn!(contract = contract.map(ContractId::as_str).unwrap_or("-"), peer = peer_name, %reason, "refused");
+        let reason = if suppressed > 0 {
+            format!("{reason} (and {suppressed} more refusals of this kind from {peer_name} in the previous minute)")
+        } else {
+            reason
+        };
         self.audit(
             contract,
             None,
             peer.into_iter().cloned().collect(),
             Default::default(),
-            Outcome::Refused { reason: error.to_string() },
+            Outcome::Refused { reason },
             None,
         );
         error
     }
+}
+
+/// The kind of a refusal, for coalescing: the error variant (and the contract or
+/// protocol error's own variant), not its details.
+fn refusal_kind(error: &NodeError) -> String {
+    let debug = format!("{error:?}");
+    debug.split([' ', '{']).next().unwrap_or_default().chars().take(64).collect()
 }

@@ -46,9 +46,11 @@ pub enum NodeError {
     /// A caller whose certificate names a node that is not a configured peer.
     #[error("node {0} is not a configured peer")]
     UnknownPeer(NodeId),
-    /// An operator call from a certificate that is not this node's own.
-    #[error("admin calls are accepted only from this node's own certificate, not {0}")]
-    NotOperator(NodeId),
+    /// A peer whose certificate names it but whose proven identity key is not the key
+    /// pinned for that name (by a contract or the configuration): a certificate without
+    /// the node's identity key opens no door.
+    #[error("{peer} proved identity key {proven} on this connection, but {pinned_by} pins {pinned} for {peer}: refused")]
+    IdentityMismatch { peer: NodeId, proven: String, pinned: String, pinned_by: String },
     /// A session id seen before: a replayed session.
     #[error("session {session} was already used: replay refused")]
     Replay { session: String },
@@ -89,7 +91,9 @@ impl From<NodeError> for tonic::Status {
             | NodeError::Import(_)
             | NodeError::BadFrame { .. } => Status::invalid_argument(message),
             NodeError::NotFound { .. } => Status::not_found(message),
-            NodeError::UnknownPeer(_) | NodeError::NotOperator(_) => Status::permission_denied(message),
+            NodeError::UnknownPeer(_) | NodeError::IdentityMismatch { .. } => {
+                Status::permission_denied(message)
+            }
             NodeError::Replay { .. } => Status::already_exists(message),
             NodeError::Timeout(_) => Status::deadline_exceeded(message),
             NodeError::Transport(_) | NodeError::Peer { .. } => Status::unavailable(message),

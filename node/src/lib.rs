@@ -13,6 +13,7 @@
 // our helpers would only add conversions at every call site.
 #![allow(clippy::result_large_err)]
 
+pub mod admin_socket;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -21,11 +22,13 @@ pub mod identity;
 pub mod import;
 pub mod logging;
 pub mod pki;
+pub mod revocation;
 pub mod run;
 pub mod server;
 pub mod service;
 pub mod store;
 pub mod transport;
+pub mod witness;
 
 pub use error::NodeError;
 

@@ -42,6 +42,23 @@ pub fn load_tls(config: &NodeConfig) -> Result<TlsIdentity, NodeError> {
     Ok(identity)
 }
 
+/// How a process holding this node's data directory authenticates as the node when it
+/// dials a peer (tools, the simulator's fault injection, tests): the node's certificate
+/// and its identity key. Accepts any key the server proves (`expected_key = None`).
+pub fn client_auth(config: &NodeConfig) -> Result<crate::transport::ClientAuth, NodeError> {
+    let tls = load_tls(config)?;
+    let secrets = NodeSecrets::load(&config.data_dir)?;
+    Ok(crate::transport::ClientAuth {
+        tls: tls.client_config()?,
+        local: crate::transport::LocalIdentity {
+            node_id: config.node_id.clone(),
+            key: secrets.identity.clone(),
+        },
+        expected_key: None,
+        live: None,
+    })
+}
+
 /// Builds the shared context: secrets, store (repaired), TLS client configuration.
 pub fn open(config: NodeConfig) -> Result<(Arc<NodeContext>, TlsIdentity), NodeError> {
     let secrets = NodeSecrets::load(&config.data_dir)?;
@@ -53,14 +70,35 @@ pub fn open(config: NodeConfig) -> Result<(Arc<NodeContext>, TlsIdentity), NodeE
         secrets,
         config,
         psi_sets: Mutex::new(Default::default()),
+        live: Arc::new(crate::transport::LiveConnections::default()),
+        refusal_window: Mutex::new(Default::default()),
+        crl_digest: Mutex::new(None),
+        head_due: tokio::sync::Notify::new(),
     });
+    crate::revocation::note_loaded(&ctx);
     recover(&ctx)?;
     Ok((ctx, tls))
 }
 
+/// Refuses a data directory that group or others can read, write or enter: it holds the
+/// store (raw records), the keys and the operator's socket.
+pub fn check_data_dir(data_dir: &std::path::Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        std::fs::metadata(data_dir).map_err(|e| NodeError::file(data_dir, e))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(NodeError::Refused(format!(
+            "the data directory {} has mode {mode:04o}, so group or others can reach the store, keys and operator socket; run `chmod 700 {}`",
+            data_dir.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Re-reads the TLS files and swaps the server and client configurations; a file that
 /// does not load (or a certificate that no longer names this node) changes nothing.
-fn reload_tls(ctx: &NodeContext, server_tls: &ServerTls) -> Result<usize, NodeError> {
+pub(crate) fn reload_tls(ctx: &NodeContext, server_tls: &ServerTls) -> Result<usize, NodeError> {
     let identity = load_tls(&ctx.config)?;
     let server = identity.server_config()?;
     let client = identity.client_config()?;
@@ -103,10 +141,12 @@ fn recover(ctx: &NodeContext) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Serves peers and the operator on `listener` until `shutdown` resolves; running jobs
-/// are then marked interrupted and audited. Each message on `reload` re-reads the
-/// certificate, key, CA and CRL files (`serve` sends one on SIGHUP): a CRL the credit
-/// center just issued applies to every connection from then on, without a restart.
+/// Serves peers on `listener` (mutual TLS) and the operator on the Unix socket in the
+/// data directory until `shutdown` resolves; running jobs are then marked interrupted
+/// and audited. Each message on `reload` re-reads the certificate, key, CA and CRL files
+/// and, with `tls.crl_source`, fetches the CA's CRL (`serve` sends one on SIGHUP); the
+/// same happens every `tls.crl_refresh_secs`. Live connections of a peer the new CRL
+/// revokes are closed.
 pub async fn serve(
     ctx: Arc<NodeContext>,
     tls: &TlsIdentity,
@@ -114,33 +154,83 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     mut reload: tokio::sync::mpsc::Receiver<()>,
 ) -> Result<(), NodeError> {
+    check_data_dir(&ctx.config.data_dir)?;
     let peer = NodeServer::new(PeerService::new(ctx.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServer::new(AdminService::new(ctx.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let router = crate::transport::server_builder().add_service(peer).add_service(admin);
-    tracing::info!(node = %ctx.node_id(), address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
+    let peer_router = crate::transport::server_builder().add_service(peer);
+    let admin_router = tonic::transport::Server::builder().add_service(admin);
+    let admin_listener = crate::admin_socket::bind(&ctx.config.data_dir)?;
+    tracing::info!(node = %ctx.node_id(), address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), admin = %crate::admin_socket::socket_path(&ctx.config.data_dir).display(), "serving");
+
+    // One shutdown signal, fanned out to both servers and the background tasks.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
     let server_tls = Arc::new(ServerTls::new(tls.server_config()?));
-    let reloader = {
+    let refresher = {
         let ctx = ctx.clone();
         let server_tls = server_tls.clone();
         tokio::spawn(async move {
-            while reload.recv().await.is_some() {
-                match reload_tls(&ctx, &server_tls) {
-                    Ok(crls) => {
-                        tracing::info!(node = %ctx.node_id(), crls, "reloaded certificates and revocation lists")
-                    }
-                    Err(e) => {
-                        tracing::error!(node = %ctx.node_id(), error = %e, "reload refused; keeping the previous TLS configuration")
-                    }
-                }
+            let period = std::time::Duration::from_secs(ctx.config.tls.crl_refresh_secs);
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                let forced = tokio::select! {
+                    _ = ticker.tick() => false,
+                    signal = reload.recv() => match signal { Some(()) => true, None => return },
+                };
+                crate::revocation::refresh(&ctx, &server_tls, forced).await;
             }
         })
     };
-    let served = crate::transport::serve_reloadable(listener, server_tls, router, shutdown).await;
-    reloader.abort();
+    let heads = tokio::spawn(crate::witness::publish_periodically(ctx.clone()));
+    let refusal_summaries = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                ticker.tick().await;
+                ctx.audit_suppressed_refusals();
+            }
+        })
+    };
+    let admin_task = {
+        let data_dir = ctx.config.data_dir.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            crate::admin_socket::serve(admin_listener, &data_dir, admin_router, stop).await
+        })
+    };
+    let served = crate::transport::serve_reloadable(
+        listener,
+        server_tls,
+        ctx.local_identity(),
+        ctx.live.clone(),
+        peer_router,
+        stopped(stop_rx.clone()),
+    )
+    .await;
+    refresher.abort();
+    heads.abort();
+    refusal_summaries.abort();
+    ctx.audit_suppressed_refusals();
+    match admin_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "the admin socket server failed"),
+        Err(e) => tracing::error!(error = %e, "the admin socket server panicked"),
+        Ok(Ok(())) => {}
+    }
+    let _ = std::fs::remove_file(crate::admin_socket::socket_path(&ctx.config.data_dir));
     served?;
     let stopped = ctx.store.interrupt_running_jobs(ctx.now_unix())?;
     for job in stopped {

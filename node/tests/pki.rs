@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
+use xmcredit_crypto::sign::IdentityKey;
 use xmcredit_crypto::NodeId;
 use xmcredit_node::pki::tls::{client_config, server_config, TlsFiles, TlsIdentity};
 use xmcredit_node::pki::{
@@ -28,7 +29,7 @@ use xmcredit_node::proto::{
     ContractAck, ContractQuery, ContractSignatureMsg, Frame, HealthReply, HealthRequest, RevocationMsg,
     SignedContractMsg,
 };
-use xmcredit_node::transport::{self, peer_of, TransportError, MAX_MESSAGE_BYTES};
+use xmcredit_node::transport::{self, peer_of, ClientAuth, LocalIdentity, TransportError, MAX_MESSAGE_BYTES};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const DAYS: u32 = 30;
@@ -44,7 +45,11 @@ type FrameStream = tokio_stream::Empty<Result<Frame, Status>>;
 impl Node for EchoPeer {
     async fn health(&self, request: Request<HealthRequest>) -> Result<Response<HealthReply>, Status> {
         let caller = peer_of(&request)?;
-        Ok(Response::new(HealthReply { node_id: caller.to_string(), version: "test".into(), contracts: 0 }))
+        Ok(Response::new(HealthReply {
+            node_id: caller.node_id.to_string(),
+            version: "test".into(),
+            contracts: 0,
+        }))
     }
 
     async fn propose_contract(&self, _: Request<SignedContractMsg>) -> Result<Response<ContractAck>, Status> {
@@ -77,6 +82,27 @@ impl Node for EchoPeer {
     async fn sec_agg(&self, _: Request<Streaming<Frame>>) -> Result<Response<Self::SecAggStream>, Status> {
         Err(Status::unimplemented("test service"))
     }
+
+    async fn fetch_crl(
+        &self,
+        _: Request<xmcredit_node::proto::CrlRequest>,
+    ) -> Result<Response<xmcredit_node::proto::CrlReply>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
+    async fn witness_head(
+        &self,
+        _: Request<xmcredit_node::proto::AuditHead>,
+    ) -> Result<Response<xmcredit_node::proto::WitnessAck>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
+    async fn fetch_witnessed_heads(
+        &self,
+        _: Request<xmcredit_node::proto::WitnessedHeadsRequest>,
+    ) -> Result<Response<xmcredit_node::proto::AuditHeads>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
 }
 
 // ---- Fixtures ------------------------------------------------------------------------
@@ -89,13 +115,22 @@ fn id(name: &str) -> NodeId {
 struct Member {
     key: NodeKey,
     cert: IssuedCert,
+    name: NodeId,
+}
+
+/// A fixed identity key per node name (these tests are about certificates; the identity
+/// proof runs on every connection all the same).
+fn identity(name: &NodeId) -> LocalIdentity {
+    use sha2::Digest;
+    let seed: [u8; 32] = sha2::Sha256::digest(name.as_str().as_bytes()).into();
+    LocalIdentity { node_id: name.clone(), key: IdentityKey::from_seed(&seed).expect("seed") }
 }
 
 fn enroll(ca: &AllianceCa, name: &str, serial: u64) -> Member {
     let key = NodeKey::generate().expect("key");
     let csr = certificate_request(&key, &id(name)).expect("csr");
     let cert = ca.issue(&csr, Some(&id(name)), DAYS, serial).expect("issue");
-    Member { key, cert }
+    Member { key, cert, name: id(name) }
 }
 
 fn server_tls(
@@ -107,9 +142,21 @@ fn server_tls(
         .expect("server config")
 }
 
-fn client_tls(trusted: &CertificateDer<'static>, member: &Member) -> Arc<ClientConfig> {
-    client_config(trusted.clone(), vec![member.cert.der.clone()], member.key.private_key_der(), Vec::new())
-        .expect("client config")
+fn client_tls(trusted: &CertificateDer<'static>, member: &Member) -> ClientAuth {
+    auth(
+        client_config(
+            trusted.clone(),
+            vec![member.cert.der.clone()],
+            member.key.private_key_der(),
+            Vec::new(),
+        )
+        .expect("client config"),
+        member,
+    )
+}
+
+fn auth(tls: Arc<ClientConfig>, member: &Member) -> ClientAuth {
+    ClientAuth { tls, local: identity(&member.name), expected_key: None, live: None }
 }
 
 struct Running {
@@ -126,7 +173,7 @@ impl Running {
     }
 }
 
-async fn start(tls: Arc<ServerConfig>) -> Running {
+async fn start(tls: Arc<ServerConfig>, name: &str) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -134,7 +181,7 @@ async fn start(tls: Arc<ServerConfig>) -> Running {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let router = transport::server_builder().add_service(service);
-    let task = tokio::spawn(transport::serve(listener, tls, router, async {
+    let task = tokio::spawn(transport::serve(listener, tls, identity(&id(name)), router, async {
         let _ = stopped.await;
     }));
     Running { address, stop, task }
@@ -203,7 +250,7 @@ async fn nodes_of_one_ca_connect_and_the_server_sees_the_caller() {
     let ca = AllianceCa::create("xmcredit test alliance").expect("ca");
     let center = enroll(&ca, "credit-center", 1);
     let bank = enroll(&ca, "bank-a", 2);
-    let server = start(server_tls(&ca, &center, Vec::new())).await;
+    let server = start(server_tls(&ca, &center, Vec::new()), "credit-center").await;
 
     let channel = transport::connect(
         &server.address.to_string(),
@@ -236,7 +283,7 @@ async fn client_certificate_from_another_ca_is_refused_and_logged() {
     let rogue_ca = AllianceCa::create("rogue alliance").expect("rogue ca");
     let center = enroll(&ca, "credit-center", 1);
     let impostor = enroll(&rogue_ca, "bank-a", 1);
-    let server = start(server_tls(&ca, &center, Vec::new())).await;
+    let server = start(server_tls(&ca, &center, Vec::new()), "credit-center").await;
 
     // The impostor trusts the real CA, so only the server's check can stop it.
     let err = transport::connect(
@@ -307,7 +354,7 @@ async fn revoked_client_certificate_is_refused() {
     let member = enroll(&ca, "bank-b", index.next_serial());
     index.record(&member.cert).expect("record");
     assert_eq!(index.revoke_node(&id("bank-a"), SystemTime::now()), vec![revoked.cert.serial]);
-    let server = start(server_tls(&ca, &center, vec![crl_der(&ca, &mut index)])).await;
+    let server = start(server_tls(&ca, &center, vec![crl_der(&ca, &mut index)]), "credit-center").await;
 
     let err = transport::connect(
         &server.address.to_string(),
@@ -350,7 +397,7 @@ async fn server_with_another_nodes_name_is_refused() {
     // A real member of the alliance, listening where the client expects the credit center.
     let bank_b = enroll(&ca, "bank-b", 1);
     let bank_a = enroll(&ca, "bank-a", 2);
-    let server = start(server_tls(&ca, &bank_b, Vec::new())).await;
+    let server = start(server_tls(&ca, &bank_b, Vec::new()), "bank-b").await;
 
     let err = transport::connect(
         &server.address.to_string(),
@@ -396,7 +443,7 @@ async fn client_refuses_a_server_from_another_ca() {
         Vec::new(),
     )
     .expect("server config");
-    let server = start(tls).await;
+    let server = start(tls, "credit-center").await;
 
     let err = transport::connect(
         &server.address.to_string(),
@@ -512,7 +559,7 @@ async fn ca_reloaded_from_pem_keeps_issuing_for_the_same_alliance() {
 
     let center = enroll(&ca, "credit-center", 1);
     let bank = enroll(&reloaded, "bank-a", 2);
-    let server = start(server_tls(&ca, &center, Vec::new())).await;
+    let server = start(server_tls(&ca, &center, Vec::new()), "credit-center").await;
     let channel = transport::connect(
         &server.address.to_string(),
         &id("credit-center"),
@@ -689,7 +736,7 @@ async fn oversized_message_is_refused_by_the_server() {
     let ca = AllianceCa::create("xmcredit test alliance").expect("ca");
     let center = enroll(&ca, "credit-center", 1);
     let bank = enroll(&ca, "bank-a", 2);
-    let server = start(server_tls(&ca, &center, Vec::new())).await;
+    let server = start(server_tls(&ca, &center, Vec::new()), "credit-center").await;
     let channel = transport::connect(
         &server.address.to_string(),
         &id("credit-center"),

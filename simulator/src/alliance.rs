@@ -362,10 +362,18 @@ impl Alliance {
                 node.address,
                 std::fs::canonicalize(&node.dir)?.display()
             );
+            // Revocation and witnessing on the simulator's short clock: CRLs are
+            // re-read (and fetched from the CA node) every 2 s, audit heads sent every 2 s.
+            let ca_node = &self.nodes[0].id;
+            text.push_str("\n[tls]\ncrl_refresh_secs = 2\n");
+            if &node.id != ca_node {
+                text.push_str(&format!("crl_source = \"{ca_node}\"\n"));
+            }
+            text.push_str("\n[audit]\nhead_period_secs = 2\n");
             for peer in self.nodes.iter().filter(|p| p.id != node.id) {
                 text.push_str(&format!(
-                    "\n[[peers]]\nid = \"{}\"\naddress = \"{}\"\n",
-                    peer.id, peer.address
+                    "\n[[peers]]\nid = \"{}\"\naddress = \"{}\"\nidentity_key = \"{}\"\n",
+                    peer.id, peer.address, peer.public_key
                 ));
             }
             std::fs::write(&node.config, text)?;

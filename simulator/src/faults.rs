@@ -11,8 +11,10 @@ use xmcredit_node::run::fault;
 
 use crate::alliance::{Alliance, NodeProgram};
 
+/// One injected fault. `id` is stable (scripts key on it); `name` is for people.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultResult {
+    pub id: String,
     pub name: String,
     pub expected: String,
     pub observed: String,
@@ -44,12 +46,12 @@ pub async fn foreign_certificate(alliance: &Alliance, program: &NodeProgram) -> 
         &dir.join("issue.log"),
     )?;
     let config = NodeConfig::load(&dir.join("node.toml"))?;
-    let tls = xmcredit_node::server::load_tls(&config)?;
+    let auth = xmcredit_node::server::client_auth(&config)?;
     let center = alliance.node("credit-center")?;
     let outcome = match xmcredit_node::transport::connect(
         &center.address,
         &center.id,
-        tls.client_config()?,
+        auth.clone(),
         Duration::from_secs(5),
     )
     .await
@@ -71,6 +73,7 @@ pub async fn foreign_certificate(alliance: &Alliance, program: &NodeProgram) -> 
         }
     };
     Ok(FaultResult {
+        id: "foreign-ca-certificate".into(),
         name: "peer with a certificate from another CA".into(),
         expected: "the TLS handshake fails; the credit center logs the refusal".into(),
         observed,
@@ -83,17 +86,14 @@ pub async fn wrong_name(alliance: &Alliance) -> Result<FaultResult> {
     let bank = alliance.node("bank-a")?;
     let center = alliance.node("credit-center")?;
     let config = NodeConfig::load(&bank.config)?;
-    let tls = xmcredit_node::server::load_tls(&config)?;
+    let auth = xmcredit_node::server::client_auth(&config)?;
     let claimed = NodeId::new("bank-b")?;
-    let result = xmcredit_node::transport::connect(
-        &center.address,
-        &claimed,
-        tls.client_config()?,
-        Duration::from_secs(5),
-    )
-    .await;
+    let result =
+        xmcredit_node::transport::connect(&center.address, &claimed, auth.clone(), Duration::from_secs(5))
+            .await;
     let passed = matches!(&result, Err(e) if e.to_string().contains("not valid for name \"bank-b\""));
     Ok(FaultResult {
+        id: "wrong-node-name".into(),
         name: "a node presenting another node's name".into(),
         expected: "bank-a, expecting bank-b at the credit center's address, refuses the certificate".into(),
         observed: match result {
@@ -109,7 +109,7 @@ pub async fn malformed_messages(alliance: &Alliance) -> Result<FaultResult> {
     let bank = alliance.node("bank-a")?;
     let center = alliance.node("credit-center")?;
     let config = NodeConfig::load(&bank.config)?;
-    let tls = xmcredit_node::server::load_tls(&config)?;
+    let auth = xmcredit_node::server::client_auth(&config)?;
     let mut observed = Vec::new();
     let mut passed = true;
     for (what, payload) in [("random bytes", vec![0x42u8; 77]), ("a truncated hello", vec![0x01, 0x81, 0x00])]
@@ -117,7 +117,7 @@ pub async fn malformed_messages(alliance: &Alliance) -> Result<FaultResult> {
         let channel = xmcredit_node::transport::connect(
             &center.address,
             &center.id,
-            tls.client_config()?,
+            auth.clone(),
             Duration::from_secs(5),
         )
         .await?;
@@ -136,6 +136,7 @@ pub async fn malformed_messages(alliance: &Alliance) -> Result<FaultResult> {
     passed &= alive;
     observed.push(format!("credit center still serving: {alive}"));
     Ok(FaultResult {
+        id: "malformed-messages".into(),
         name: "malformed protocol messages".into(),
         expected: "refused with InvalidArgument and a reason; the node keeps serving".into(),
         observed: observed.join("; "),
@@ -162,7 +163,8 @@ pub async fn bank_killed(alliance: &mut Alliance, bank: &str, contract: &str) ->
     let interrupted =
         status.jobs.iter().filter(|j| j.contract_id == contract && j.state == "interrupted").count();
     let running = status.jobs.iter().filter(|j| j.state == "running").count();
-    let verify = node.admin().await?.audit_verify(proto::AuditVerifyRequest {}).await?.into_inner();
+    let verify =
+        node.admin().await?.audit_verify(proto::AuditVerifyRequest { witnesses: false }).await?.into_inner();
     // The server notices the broken stream and ends its side of the session.
     let mut center_running = usize::MAX;
     for _ in 0..50 {
@@ -176,6 +178,7 @@ pub async fn bank_killed(alliance: &mut Alliance, bank: &str, contract: &str) ->
     let passed =
         died && run_result.is_err() && interrupted == 1 && running == 0 && verify.ok && center_running == 0;
     Ok(FaultResult {
+        id: "psi-client-killed".into(),
         name: format!("{bank} dies during a PSI run"),
         expected: "the bank's job is marked interrupted at restart, nothing left running on either side, audit chain intact".into(),
         observed: format!(

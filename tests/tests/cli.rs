@@ -185,7 +185,10 @@ fn an_operator_sets_up_a_node_imports_and_verifies() -> Result<()> {
 
     // Nothing answers yet.
     let down = fails(node(&["status", "--config", &config]), 1);
-    assert_contains(&down, &[&format!("connecting to this node at {listen}; is `serve` running?")]);
+    assert_contains(
+        &down,
+        &[&format!("no admin socket at {d}/admin.sock: is `xmcredit-node serve` running")],
+    );
 
     // serve
     let log = std::fs::File::create(base.path().join("serve.log"))?;
@@ -304,6 +307,6 @@ fn an_operator_sets_up_a_node_imports_and_verifies() -> Result<()> {
     let log = std::fs::read_to_string(base.path().join("serve.log"))?;
     assert_contains(&log, &["SIGTERM: shutting down", "stopped"]);
     let down = fails(node(&["audit", "verify", "--config", &config]), 1);
-    assert_contains(&down, &["is `serve` running?"]);
+    assert_contains(&down, &["is `xmcredit-node serve` running"]);
     Ok(())
 }

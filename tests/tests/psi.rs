@@ -638,7 +638,9 @@ async fn a_daily_quota_is_enforced_by_the_server() -> Result<()> {
             r["contract"] == id && r["outcome"]["reason"].as_str().is_some_and(|t| t.contains("a day"))
         })
         .count();
-    assert_eq!(refusals, 3, "each refusal is audited");
+    // The first refusal of a kind from one peer in a minute is audited; repeats within
+    // the minute are counted into a later summary record (a flood must not flood the log).
+    assert!((1..=3).contains(&refusals), "refusals are audited ({refusals})");
 
     // The next day (both clocks a day on, so both are in the contract's next epoch) the
     // quota is fresh.

@@ -15,6 +15,7 @@
 //! others could read.
 
 mod ca;
+mod crl;
 mod csr;
 mod index;
 mod names;
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use xmcredit_crypto::{CryptoError, NodeId};
 
 pub use ca::{AllianceCa, IssuedCert};
+pub use crl::{certificate_serial, check_crl, first_certificate_der, CheckedCrl};
 pub use csr::{certificate_request, NodeKey};
 pub use index::{Index, IssuedEntry};
 pub use names::node_id_from_certificate;

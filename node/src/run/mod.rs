@@ -119,6 +119,8 @@ pub fn finish_job(ctx: &NodeContext, job: &mut JobRecord, contract: &VerifiedCon
         outcome.outcome,
         outcome.transcript_digest,
     );
+    // Witnesses get the new head now, not at the next period.
+    ctx.head_due.notify_one();
 }
 
 /// The outcome of a run that ended with an error.

@@ -15,6 +15,7 @@ use xmcredit_crypto::NodeId;
 use crate::context::NodeContext;
 use crate::proto::{self, node_client::NodeClient};
 use crate::store::StoredContract;
+use crate::transport::PeerIdentity;
 use crate::NodeError;
 
 /// The computations this node can run; contracts for others are refused at proposal,
@@ -98,14 +99,18 @@ fn merge_revocations(stored: &mut StoredContract, incoming: &[Vec<u8>]) -> Resul
 /// signature must verify; the result is merged with what is stored.
 pub fn receive_proposal(
     ctx: &NodeContext,
-    from: &NodeId,
+    caller: &PeerIdentity,
     message: proto::SignedContractMsg,
 ) -> Result<proto::ContractAck, NodeError> {
+    let from = &caller.node_id;
     let mut incoming = SignedContract::from_parts(message.canonical, Vec::new())?;
     let document = incoming.contract().clone();
     document
         .party(from)
         .ok_or_else(|| NodeError::Refused(format!("{from} is not a party to contract {}", document.id)))?;
+    // The sender must hold the identity key the contract pins for it, not only a
+    // certificate for its name.
+    ctx.check_contract_key(caller, &document)?;
     document
         .party(ctx.node_id())
         .ok_or_else(|| NodeError::Refused(format!("this node is not a party to contract {}", document.id)))?;
@@ -159,9 +164,10 @@ pub fn receive_proposal(
 /// A peer sends its own signature over a contract this node holds.
 pub fn receive_signature(
     ctx: &NodeContext,
-    from: &NodeId,
+    caller: &PeerIdentity,
     message: proto::ContractSignatureMsg,
 ) -> Result<proto::ContractAck, NodeError> {
+    let from = &caller.node_id;
     let signature = message.signature.ok_or_else(|| NodeError::Refused("no signature in message".into()))?;
     let (node, signature) = parse_signature(&signature)?;
     if &node != from {
@@ -169,7 +175,9 @@ pub fn receive_signature(
     }
     let stored = ctx.store.update_contract(&message.contract_id, |existing| {
         let mut stored = existing
+            .filter(|stored| stored.signed.contract().party(from).is_some())
             .ok_or_else(|| NodeError::NotFound { what: "contract", id: message.contract_id.clone() })?;
+        ctx.check_contract_key(caller, stored.signed.contract())?;
         if message.contract_digest != stored.signed.digest() {
             return Err(NodeError::Refused(format!(
                 "signature is for contract digest {}, this node holds {}",
@@ -187,30 +195,41 @@ pub fn receive_signature(
 }
 
 /// A party asks for this node's copy (to pick up signatures or revocations it missed).
-pub fn fetch(ctx: &NodeContext, from: &NodeId, id: &str) -> Result<proto::SignedContractMsg, NodeError> {
-    let stored = ctx.store.require_contract(id)?;
-    if stored.signed.contract().party(from).is_none() {
-        return Err(NodeError::Refused(format!("{from} is not a party to contract {id}")));
-    }
+/// An unknown id and a contract the caller is not a party to get the same answer, so a
+/// peer cannot probe which contracts exist (issue 9).
+pub fn fetch(
+    ctx: &NodeContext,
+    caller: &PeerIdentity,
+    id: &str,
+) -> Result<proto::SignedContractMsg, NodeError> {
+    let not_found = || NodeError::NotFound { what: "contract", id: crate::context::bounded(id) };
+    let stored = ctx
+        .store
+        .contract(id)?
+        .filter(|stored| stored.signed.contract().party(&caller.node_id).is_some())
+        .ok_or_else(not_found)?;
+    ctx.check_contract_key(caller, stored.signed.contract())?;
     Ok(to_message(&stored))
 }
 
 /// A party revokes a contract: the revocation must be signed by the caller.
 pub fn receive_revocation(
     ctx: &NodeContext,
-    from: &NodeId,
+    caller: &PeerIdentity,
     message: proto::RevocationMsg,
 ) -> Result<proto::ContractAck, NodeError> {
+    let from = &caller.node_id;
     let revocation: Revocation = serde_json::from_slice(&message.revocation_json)
         .map_err(|e| NodeError::Refused(format!("malformed revocation: {e}")))?;
     if &revocation.by != from {
         return Err(NodeError::Refused(format!("{from} sent a revocation signed by {}", revocation.by)));
     }
     let stored = ctx.store.update_contract(revocation.contract_id.as_str(), |existing| {
-        let mut stored = existing.ok_or_else(|| NodeError::NotFound {
-            what: "contract",
-            id: revocation.contract_id.to_string(),
-        })?;
+        let mut stored =
+            existing.filter(|stored| stored.signed.contract().party(from).is_some()).ok_or_else(|| {
+                NodeError::NotFound { what: "contract", id: revocation.contract_id.to_string() }
+            })?;
+        ctx.check_contract_key(caller, stored.signed.contract())?;
         merge_revocations(&mut stored, std::slice::from_ref(&message.revocation_json))?;
         Ok(stored)
     })?;

@@ -8,7 +8,7 @@ use xmcredit_crypto::NodeId;
 use super::{contracts, ResponseStream};
 use crate::context::NodeContext;
 use crate::proto::{self, node_server::Node};
-use crate::transport::peer_of;
+use crate::transport::{peer_of, PeerIdentity};
 use crate::NodeError;
 
 /// Answers the alliance's other nodes.
@@ -22,11 +22,12 @@ impl PeerService {
         Self { ctx }
     }
 
-    /// The caller's node id, which must be a configured peer.
-    fn caller<T>(&self, request: &Request<T>) -> Result<NodeId, Status> {
+    /// The caller: a configured peer that proved the identity key pinned for it.
+    /// Calls under a contract check the contract's key on top.
+    fn caller<T>(&self, request: &Request<T>) -> Result<PeerIdentity, Status> {
         let peer = peer_of(request)?;
-        if self.ctx.config.peer(&peer).is_none() {
-            return Err(self.ctx.refuse(None, Some(&peer), NodeError::UnknownPeer(peer.clone())).into());
+        if let Err(e) = self.ctx.check_caller(&peer) {
+            return Err(self.ctx.refuse(None, Some(&peer.node_id), e).into());
         }
         Ok(peer)
     }
@@ -42,8 +43,8 @@ impl Node for PeerService {
         &self,
         request: Request<proto::HealthRequest>,
     ) -> Result<Response<proto::HealthReply>, Status> {
-        // Health answers any certificate of the alliance, peer or not (monitoring).
-        let _ = peer_of(&request)?;
+        // Only configured peers that proved their key get an answer (issue 9: no probing).
+        let _ = self.caller(&request)?;
         let contracts = self.ctx.store.contracts().map(|c| c.len() as u64).unwrap_or(0);
         Ok(Response::new(proto::HealthReply {
             node_id: self.ctx.node_id().to_string(),
@@ -59,7 +60,7 @@ impl Node for PeerService {
         let peer = self.caller(&request)?;
         contracts::receive_proposal(&self.ctx, &peer, request.into_inner())
             .map(Response::new)
-            .map_err(|e| self.refused(&peer, e))
+            .map_err(|e| self.refused(&peer.node_id, e))
     }
 
     async fn submit_signature(
@@ -69,7 +70,7 @@ impl Node for PeerService {
         let peer = self.caller(&request)?;
         contracts::receive_signature(&self.ctx, &peer, request.into_inner())
             .map(Response::new)
-            .map_err(|e| self.refused(&peer, e))
+            .map_err(|e| self.refused(&peer.node_id, e))
     }
 
     async fn fetch_contract(
@@ -79,7 +80,7 @@ impl Node for PeerService {
         let peer = self.caller(&request)?;
         contracts::fetch(&self.ctx, &peer, &request.get_ref().contract_id)
             .map(Response::new)
-            .map_err(|e| self.refused(&peer, e))
+            .map_err(|e| self.refused(&peer.node_id, e))
     }
 
     async fn revoke_contract(
@@ -89,7 +90,7 @@ impl Node for PeerService {
         let peer = self.caller(&request)?;
         contracts::receive_revocation(&self.ctx, &peer, request.into_inner())
             .map(Response::new)
-            .map_err(|e| self.refused(&peer, e))
+            .map_err(|e| self.refused(&peer.node_id, e))
     }
 
     type PsiStream = ResponseStream<proto::Frame>;
@@ -110,5 +111,36 @@ impl Node for PeerService {
     ) -> Result<Response<Self::SecAggStream>, Status> {
         let peer = self.caller(&request)?;
         crate::run::secagg::serve_session(self.ctx.clone(), peer, request.into_inner()).await
+    }
+
+    async fn fetch_crl(
+        &self,
+        request: Request<proto::CrlRequest>,
+    ) -> Result<Response<proto::CrlReply>, Status> {
+        let peer = self.caller(&request)?;
+        crate::revocation::served_crl(&self.ctx)
+            .map(|crl_der| Response::new(proto::CrlReply { crl_der }))
+            .map_err(|e| self.refused(&peer.node_id, e))
+    }
+
+    async fn witness_head(
+        &self,
+        request: Request<proto::AuditHead>,
+    ) -> Result<Response<proto::WitnessAck>, Status> {
+        let peer = self.caller(&request)?;
+        crate::witness::receive_head(&self.ctx, &peer, &request.get_ref().head_json)
+            .map(|outcome| Response::new(proto::WitnessAck { outcome: outcome.to_string() }))
+            .map_err(|e| self.refused(&peer.node_id, e))
+    }
+
+    async fn fetch_witnessed_heads(
+        &self,
+        request: Request<proto::WitnessedHeadsRequest>,
+    ) -> Result<Response<proto::AuditHeads>, Status> {
+        let peer = self.caller(&request)?;
+        let heads =
+            self.ctx.store.witnessed_heads(&peer.node_id).map_err(|e| self.refused(&peer.node_id, e))?;
+        let heads_json = heads.iter().filter_map(|h| serde_json::to_string(h).ok()).collect();
+        Ok(Response::new(proto::AuditHeads { heads_json }))
     }
 }

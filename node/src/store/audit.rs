@@ -14,6 +14,8 @@ pub trait AuditLog {
     fn audit_records(&self) -> Result<Vec<AuditRecord>, NodeError>;
     /// Verifies the chain; the error names the first bad record.
     fn audit_verify(&self) -> Result<u64, NodeError>;
+    /// The last record, if any.
+    fn audit_last(&self) -> Result<Option<AuditRecord>, NodeError>;
 }
 
 impl AuditLog for Store {
@@ -38,6 +40,13 @@ impl AuditLog for Store {
             .values()
             .map(|v| from_json(&v.map_err(|e| NodeError::store("scan audit", e))?, "audit record"))
             .collect()
+    }
+
+    fn audit_last(&self) -> Result<Option<AuditRecord>, NodeError> {
+        match self.audit.last().map_err(|e| NodeError::store("read audit", e))? {
+            Some((_, value)) => Ok(Some(from_json(&value, "audit record")?)),
+            None => Ok(None),
+        }
     }
 
     fn audit_verify(&self) -> Result<u64, NodeError> {

@@ -14,6 +14,8 @@
 //! | `sessions` | session id (16 bytes) | contract id (replay refusal) |
 //! | `audit` | seq u64 | JSON audit record |
 //! | `secagg_inputs` | contract ‖ 0x00 ‖ epoch u64 | session id that got this node's masked input |
+//! | `peer_keys` | node id | Ed25519 key pinned on first sight (peers configured without `identity_key`) |
+//! | `witnessed_heads` | node id ‖ 0x00 ‖ seq u64 | JSON [`SignedHead`] another node sent this witness |
 //!
 //! Consistency after a crash: a dataset version becomes visible only when its meta
 //! record turns `committed` and `dataset_current` points at it, in one sled batch;
@@ -24,13 +26,17 @@ mod audit;
 mod contracts;
 mod datasets;
 mod jobs;
+mod peers;
 mod quotas;
 mod secagg;
+mod witness;
 
 pub use audit::AuditLog;
 pub use contracts::{ContractState, StoredContract};
 pub use datasets::{DatasetRow, DatasetVersion, VersionState};
 pub use jobs::{JobRecord, JobState};
+pub use peers::Pin;
+pub use witness::{SignedHead, Witnessed, HEADS_KEPT_PER_NODE};
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -52,6 +58,8 @@ pub struct Store {
     jobs: sled::Tree,
     sessions: sled::Tree,
     audit: sled::Tree,
+    peer_keys: sled::Tree,
+    witnessed_heads: sled::Tree,
     /// Serializes audit appends so sequence numbers and hash links never fork.
     audit_lock: Mutex<()>,
     /// Serializes contract read-modify-writes (see `update_contract`).
@@ -81,6 +89,8 @@ impl Store {
             jobs: tree("jobs")?,
             sessions: tree("sessions")?,
             audit: tree("audit")?,
+            peer_keys: tree("peer_keys")?,
+            witnessed_heads: tree("witnessed_heads")?,
             audit_lock: Mutex::new(()),
             contract_lock: Mutex::new(()),
             import_lock: Mutex::new(()),

@@ -226,14 +226,9 @@ pub async fn connect_as(
     expected: &str,
 ) -> Result<std::result::Result<Channel, TransportError>> {
     let config = NodeConfig::load(from)?;
-    let tls = xmcredit_node::server::load_tls(&config)?;
-    Ok(xmcredit_node::transport::connect(
-        address,
-        &NodeId::new(expected)?,
-        tls.client_config()?,
-        CONNECT_TIMEOUT,
-    )
-    .await)
+    let auth = xmcredit_node::server::client_auth(&config)?;
+    Ok(xmcredit_node::transport::connect(address, &NodeId::new(expected)?, auth.clone(), CONNECT_TIMEOUT)
+        .await)
 }
 
 /// A channel from `from` to `to` that must connect.
@@ -251,7 +246,8 @@ pub async fn audit_records(node: &NodeHandle) -> Result<Vec<serde_json::Value>> 
 
 /// The audit chain verifies; returns the number of records.
 pub async fn audit_verifies(node: &NodeHandle) -> Result<u64> {
-    let reply = node.admin().await?.audit_verify(proto::AuditVerifyRequest {}).await?.into_inner();
+    let reply =
+        node.admin().await?.audit_verify(proto::AuditVerifyRequest { witnesses: false }).await?.into_inner();
     if !reply.ok {
         bail!("the audit log of {} does not verify: {}", node.id, reply.detail);
     }

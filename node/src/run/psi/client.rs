@@ -148,6 +148,7 @@ async fn drive_client(
     progress: &ProgressSender,
 ) -> Result<ClientOutput, NodeError> {
     let server = config.server.clone();
+    let contract = config.binding.contract.clone();
     let inputs: Vec<Vec<u8>> = rows.iter().map(|r| r.key.as_bytes().to_vec()).collect();
     let total = inputs.len() as u64;
     let (mut client, first) = PsiClient::start(config, inputs, &mut rand::rngs::OsRng)?;
@@ -155,7 +156,7 @@ async fn drive_client(
     for message in &first {
         tx.send(frame(message)).await.map_err(|_| NodeError::Internal("psi stream closed".into()))?;
     }
-    let channel = ctx.channel(&server).await?;
+    let channel = ctx.channel_for_contract(&server, contract.as_str()).await?;
     let mut replies = crate::service::peer_client(channel)
         .psi(ReceiverStream::new(rx))
         .await

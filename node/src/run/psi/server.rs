@@ -26,6 +26,7 @@ use crate::proto;
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
 use crate::store::{DatasetRow, JobState};
+use crate::transport::PeerIdentity;
 use crate::NodeError;
 
 /// Everything the server checks before it answers a Hello.
@@ -211,14 +212,21 @@ fn fixed_width_labels(
 /// Answers one PSI session opened by `peer` (the server role).
 pub async fn serve_session(
     ctx: Arc<NodeContext>,
-    peer: NodeId,
+    caller: PeerIdentity,
     mut incoming: Streaming<proto::Frame>,
 ) -> Result<Response<ResponseStream<proto::Frame>>, Status> {
+    let peer = caller.node_id.clone();
     let first = tokio::time::timeout(ctx.config.timeouts.round(), incoming.next())
         .await
         .map_err(|_| Status::deadline_exceeded("no hello"))?
         .ok_or_else(|| Status::invalid_argument("empty psi stream"))??;
     let contract_hint = PsiMessage::from_bytes(&first.payload).ok().map(|m| m.binding().contract.clone());
+    // Before any work or quota: the caller must hold the key the contract pins for it.
+    if let Some(contract) = &contract_hint {
+        if let Err(error) = ctx.check_contract_key_for(&caller, contract.as_str()) {
+            return Err(ctx.refuse(Some(contract), Some(&peer), error).into());
+        }
+    }
     let session = match tokio::task::block_in_place(|| prepare_server(&ctx, &peer, &first.payload)) {
         Ok(session) => session,
         Err(error) => return Err(ctx.refuse(contract_hint.as_ref(), Some(&peer), error).into()),

@@ -25,6 +25,7 @@ use crate::proto;
 use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
 use crate::store::JobState;
+use crate::transport::PeerIdentity;
 use crate::NodeError;
 
 /// Frames queued towards the coordinator.
@@ -80,9 +81,10 @@ fn wait(ctx: &NodeContext) -> Duration {
 /// Answers one secure-aggregation session opened by `peer` (the contributor role).
 pub async fn serve_session(
     ctx: Arc<NodeContext>,
-    peer: NodeId,
+    caller: PeerIdentity,
     mut incoming: Streaming<proto::Frame>,
 ) -> Result<Response<ResponseStream<proto::Frame>>, Status> {
+    let peer = caller.node_id.clone();
     let cap = SMALL_MESSAGE_BYTES.saturating_add(max_universe(&ctx).saturating_mul(OPEN_BYTES_PER_CODE));
     let mut reassembler = Reassembler::new(cap);
     let first = match receive_open(&ctx, &peer, &mut incoming, &mut reassembler).await {
@@ -94,6 +96,10 @@ pub async fn serve_session(
         Err(error) => return Err(ctx.refuse(None, Some(&peer), error).into()),
     };
     let contract: ContractId = open.contract.clone();
+    // The coordinator must hold the key the contract pins for it, not only a certificate.
+    if let Err(error) = ctx.check_contract_key_for(&caller, contract.as_str()) {
+        return Err(ctx.refuse(Some(&contract), Some(&peer), error).into());
+    }
     if let Err(error) = crate::service::contracts::sync_signatures(&ctx, contract.as_str()).await {
         return Err(ctx.refuse(Some(&contract), Some(&peer), error).into());
     }

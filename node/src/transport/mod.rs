@@ -17,6 +17,14 @@
 //!   (which TLS 1.3 reports only after the client's handshake has finished) is reported by
 //!   `connect` as a typed [`TransportError::Handshake`], not by the first call.
 //!
+//! - **Identity** ([`identity`]): right after TLS, before HTTP/2, both sides prove
+//!   possession of their Ed25519 identity key over this TLS session's exporter value.
+//!   The proven key travels with every request ([`PeerIdentity::identity_key`]); a
+//!   handler compares it with the key the contract or the configuration pins, so a
+//!   certificate alone (a second one the CA minted for a name, say) opens no door.
+//! - **Revocation** ([`live`]): every authenticated connection registers with the
+//!   certificate serial of its peer, so a CRL that arrives later closes it.
+//!
 //! Message sizes: every service and client is built with [`MAX_MESSAGE_BYTES`] as its
 //! decoding and encoding limit (tonic sets these per service, so the callers set them),
 //! so an oversized message is refused by tonic before it is decoded.
@@ -33,7 +41,7 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
@@ -44,7 +52,30 @@ use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Status};
 use xmcredit_crypto::NodeId;
 
-use crate::pki::node_id_from_certificate;
+use xmcredit_crypto::sign::{IdentityKey, IdentityPublicKey};
+
+use crate::pki::{certificate_serial, node_id_from_certificate};
+
+pub mod identity;
+pub mod live;
+
+use identity::Role;
+pub use live::LiveConnections;
+use live::Registration;
+
+/// What this process proves about itself on every connection: its node id (the name in
+/// its certificate) and its Ed25519 identity key.
+#[derive(Clone)]
+pub struct LocalIdentity {
+    pub node_id: NodeId,
+    pub key: IdentityKey,
+}
+
+impl fmt::Debug for LocalIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalIdentity").field("node_id", &self.node_id).field("key", &self.key).finish()
+    }
+}
 
 /// Largest gRPC message accepted or sent (8 MiB). Protocol payloads are streamed in
 /// frames; anything bigger is a peer misbehaving, refused before it is buffered whole.
@@ -62,11 +93,12 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Who is on the other end of a server connection: the node its verified certificate
-/// names, and the address it connected from. Inserted by tonic into every request's
-/// extensions.
+/// names, the identity key it proved possession of on this TLS session, and the address
+/// it connected from. Inserted by tonic into every request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
     pub node_id: NodeId,
+    pub identity_key: IdentityPublicKey,
     pub remote_addr: SocketAddr,
 }
 
@@ -74,8 +106,8 @@ pub struct PeerIdentity {
 /// come through [`serve`] has none, and is refused as unauthenticated.
 // `Status` is large, but it is what every tonic handler returns; `?` needs it unboxed.
 #[allow(clippy::result_large_err)]
-pub fn peer_of<T>(request: &Request<T>) -> Result<NodeId, Status> {
-    request.extensions().get::<PeerIdentity>().map(|peer| peer.node_id.clone()).ok_or_else(|| {
+pub fn peer_of<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
+    request.extensions().get::<PeerIdentity>().cloned().ok_or_else(|| {
         Status::unauthenticated(
             "no authenticated peer: the call did not arrive over the alliance's mutual TLS",
         )
@@ -106,8 +138,12 @@ pub enum TransportError {
     #[error("{peer} at {address} presented a certificate that does not name it: {reason}")]
     WrongPeer { peer: NodeId, address: String, reason: String },
     /// The server closed the connection after the handshake without saying why.
-    #[error("{peer} at {address} closed the connection right after the TLS handshake")]
+    #[error("{peer} at {address} closed the connection right after the TLS handshake (it refused this node's certificate or identity proof)")]
     ClosedByPeer { peer: NodeId, address: String },
+    /// The server's identity proof is invalid, or proves a key other than the one pinned
+    /// for that node (a certificate for the name without the node's identity key).
+    #[error("{peer} at {address} failed identity: {reason}")]
+    Identity { peer: NodeId, address: String, reason: String },
     /// tonic could not set up the HTTP/2 channel over the TLS stream.
     #[error("gRPC channel to {peer} at {address}: {error}")]
     Channel { peer: NodeId, address: String, error: tonic::transport::Error },
@@ -142,10 +178,12 @@ pub fn server_builder() -> Server {
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
+    local: LocalIdentity,
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TransportError> {
-    serve_reloadable(listener, Arc::new(ServerTls::new(tls)), router, shutdown).await
+    let live = Arc::new(LiveConnections::default());
+    serve_reloadable(listener, Arc::new(ServerTls::new(tls)), local, live, router, shutdown).await
 }
 
 /// The server's TLS configuration, replaceable while serving: a new CRL (or a renewed
@@ -180,13 +218,15 @@ impl ServerTls {
 pub async fn serve_reloadable(
     listener: TcpListener,
     tls: Arc<ServerTls>,
+    local: LocalIdentity,
+    live: Arc<LiveConnections>,
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TransportError> {
     // Authenticated streams queue here for tonic; when tonic stops, the receiver is
     // dropped and the accept loop sees the channel closed.
     let (streams, incoming) = mpsc::channel::<Result<ServerStream, io::Error>>(16);
-    let accept = tokio::spawn(accept_loop(listener, tls, streams));
+    let accept = tokio::spawn(accept_loop(listener, tls, Arc::new(local), live, streams));
     let result = router.serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown).await;
     accept.abort();
     result.map_err(|error| TransportError::Serve { error })
@@ -195,6 +235,8 @@ pub async fn serve_reloadable(
 async fn accept_loop(
     listener: TcpListener,
     tls: Arc<ServerTls>,
+    local: Arc<LocalIdentity>,
+    live: Arc<LiveConnections>,
     streams: mpsc::Sender<Result<ServerStream, io::Error>>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -221,12 +263,17 @@ async fn accept_loop(
         };
         let acceptor = TlsAcceptor::from(tls.current());
         let streams = streams.clone();
+        let (local, live) = (local.clone(), live.clone());
         tokio::spawn(async move {
-            match authenticate(&acceptor, tcp, remote_addr).await {
-                Ok((tls, peer)) => {
-                    tracing::debug!(peer = %peer.node_id, address = %remote_addr, "accepted a TLS connection");
+            let handshake = authenticate(&acceptor, &local, tcp, remote_addr);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.unwrap_or_else(|_elapsed| {
+                Err(format!("TLS handshake and identity proof not finished within {HANDSHAKE_TIMEOUT:?}"))
+            }) {
+                Ok((tls, peer, serial)) => {
+                    tracing::debug!(peer = %peer.node_id, key = %peer.identity_key, address = %remote_addr, "accepted a connection");
+                    let registration = live.register(peer.node_id.clone(), serial);
                     // Fails only when the server is shutting down; the connection is dropped.
-                    let _ = streams.send(Ok(ServerStream { tls, peer, _permit: permit })).await;
+                    let _ = streams.send(Ok(ServerStream { tls, peer, registration, _permit: permit })).await;
                 }
                 Err(reason) => {
                     tracing::warn!(address = %remote_addr, %reason, "refused a TLS connection");
@@ -237,19 +284,18 @@ async fn accept_loop(
 }
 
 /// The server half of the handshake: TLS with a client certificate (verified by rustls
-/// against the CA and CRLs), then the node id from that certificate.
+/// against the CA and CRLs), the node id from that certificate, then the identity
+/// proofs (the client's first, checked, then ours). Returns the stream, who the peer
+/// is, and its certificate serial.
 async fn authenticate(
     acceptor: &TlsAcceptor,
+    local: &LocalIdentity,
     tcp: TcpStream,
     remote_addr: SocketAddr,
-) -> Result<(server::TlsStream<TcpStream>, PeerIdentity), String> {
+) -> Result<(server::TlsStream<TcpStream>, PeerIdentity, Vec<u8>), String> {
     // Latency, not throughput, matters for protocol rounds; failure only costs speed.
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Err(_elapsed) => return Err(format!("TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}")),
-        Ok(Err(error)) => return Err(describe_io_error(&error)),
-        Ok(Ok(tls)) => tls,
-    };
+    let mut tls = acceptor.accept(tcp).await.map_err(|error| describe_io_error(&error))?;
     let certificate = tls
         .get_ref()
         .1
@@ -257,7 +303,14 @@ async fn authenticate(
         .and_then(|chain| chain.first())
         .ok_or_else(|| "the client presented no certificate".to_string())?;
     let node_id = node_id_from_certificate(certificate).map_err(|e| e.to_string())?;
-    Ok((tls, PeerIdentity { node_id, remote_addr }))
+    let serial = certificate_serial(certificate).map_err(|e| e.to_string())?;
+    let exporter = identity::exporter_of(tls.get_ref().1)?;
+    let proof =
+        identity::read_proof(&mut tls).await.map_err(|e| format!("{node_id} sent no identity proof: {e}"))?;
+    let identity_key = identity::verify_proof(&proof, Role::TlsClient, &node_id, &exporter)?;
+    let ours = identity::make_proof(&local.key, Role::TlsServer, &local.node_id, &exporter);
+    identity::write_proof(&mut tls, &ours).await.map_err(|e| format!("sending our identity proof: {e}"))?;
+    Ok((tls, PeerIdentity { node_id, identity_key, remote_addr }, serial))
 }
 
 /// rustls's reason if the I/O error carries one, else the I/O error itself.
@@ -277,6 +330,7 @@ fn describe_io_error(error: &io::Error) -> String {
 struct ServerStream {
     tls: server::TlsStream<TcpStream>,
     peer: PeerIdentity,
+    registration: Registration,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -290,16 +344,41 @@ impl Connected for ServerStream {
 
 impl AsyncRead for ServerStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tls).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Poll::Ready(Err(closed)) = this.registration.switch.check(cx) {
+            return Poll::Ready(Err(closed));
+        }
+        Pin::new(&mut this.tls).poll_read(cx, buf)
     }
 }
 
-/// Writes go straight to the TLS stream for both stream types; only reads differ.
+fn revoked_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed: the peer's certificate was revoked")
+}
+
+impl ServerStream {
+    fn killed(&self) -> bool {
+        self.registration.switch.is_killed()
+    }
+}
+
+impl ClientStream {
+    fn killed(&self) -> bool {
+        self.registration.as_ref().is_some_and(|r| r.switch.is_killed())
+    }
+}
+
+/// Writes go straight to the TLS stream for both stream types (unless a revocation
+/// closed the connection); only reads differ.
 macro_rules! write_through_tls {
     ($stream:ty) => {
         impl AsyncWrite for $stream {
             fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
+                let this = self.get_mut();
+                if this.killed() {
+                    return Poll::Ready(Err(revoked_error()));
+                }
+                Pin::new(&mut this.tls).poll_write(cx, buf)
             }
 
             fn poll_write_vectored(
@@ -307,7 +386,11 @@ macro_rules! write_through_tls {
                 cx: &mut Context<'_>,
                 bufs: &[io::IoSlice<'_>],
             ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.get_mut().tls).poll_write_vectored(cx, bufs)
+                let this = self.get_mut();
+                if this.killed() {
+                    return Poll::Ready(Err(revoked_error()));
+                }
+                Pin::new(&mut this.tls).poll_write_vectored(cx, bufs)
             }
 
             fn is_write_vectored(&self) -> bool {
@@ -329,15 +412,27 @@ write_through_tls!(ServerStream);
 
 // ---- Client -------------------------------------------------------------------------
 
+/// How a client connection authenticates: our TLS configuration and identity, the key
+/// the server must prove (the contract's or the configuration's pin; `None` accepts any
+/// key the server proves, for tools that only need transport), and where to register
+/// the connection so a revocation can close it.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    pub tls: Arc<ClientConfig>,
+    pub local: LocalIdentity,
+    pub expected_key: Option<IdentityPublicKey>,
+    pub live: Option<Arc<LiveConnections>>,
+}
+
 /// Opens a gRPC channel to the node `expected_peer` at `address` (`host:port`) over
-/// mutual TLS. The first connection is made here, so a refusal by either side comes back
-/// as a [`TransportError`] naming the peer, the address and the reason; later reconnects
-/// (tonic reconnects a dropped channel on the next call) go through the same checks.
-/// `timeout` bounds each connection attempt (TCP, TLS and the server's first bytes).
+/// mutual TLS and the identity proofs. The first connection is made here, so a refusal
+/// by either side comes back as a [`TransportError`] naming the peer, the address and the
+/// reason; later reconnects (tonic reconnects a dropped channel on the next call) go
+/// through the same checks. `timeout` bounds each connection attempt.
 pub async fn connect(
     address: &str,
     expected_peer: &NodeId,
-    tls: Arc<ClientConfig>,
+    auth: ClientAuth,
     timeout: Duration,
 ) -> Result<Channel, TransportError> {
     let address_error = |reason: String| TransportError::Address {
@@ -357,7 +452,8 @@ pub async fn connect(
         address: address.to_string(),
         peer: expected_peer.clone(),
         server_name,
-        connector: TlsConnector::from(tls),
+        connector: TlsConnector::from(auth.tls.clone()),
+        auth,
         timeout,
     });
     let first = dialer.dial().await?;
@@ -375,6 +471,7 @@ struct Dialer {
     peer: NodeId,
     server_name: ServerName<'static>,
     connector: TlsConnector,
+    auth: ClientAuth,
     timeout: Duration,
 }
 
@@ -423,20 +520,42 @@ impl Dialer {
         if named != self.peer {
             return Err(wrong_peer(format!("it names {named}")));
         }
+        let serial = certificate_serial(certificate).map_err(|e| wrong_peer(e.to_string()))?;
 
-        // In TLS 1.3 the server checks our certificate after our side of the handshake is
-        // done; its verdict is either an alert or, if it accepted us, its HTTP/2 preface
-        // (a SETTINGS frame, sent without waiting for ours). Read that far.
-        let mut prefix = vec![0u8; 1024];
-        let read = tls.read(&mut prefix).await.map_err(|error| self.io_error(error))?;
-        if read == 0 {
-            return Err(TransportError::ClosedByPeer {
-                peer: self.peer.clone(),
-                address: self.address.clone(),
-            });
+        // Identity proofs: ours first. In TLS 1.3 the server checks our certificate after
+        // our side of the handshake is done; its verdict is either an alert (seen when
+        // reading its proof) or its proof.
+        let identity_error = |reason: String| TransportError::Identity {
+            peer: self.peer.clone(),
+            address: self.address.clone(),
+            reason,
+        };
+        let exporter = identity::exporter_of(tls.get_ref().1).map_err(identity_error)?;
+        let ours =
+            identity::make_proof(&self.auth.local.key, Role::TlsClient, &self.auth.local.node_id, &exporter);
+        identity::write_proof(&mut tls, &ours).await.map_err(|error| self.io_error(error))?;
+        let theirs = match identity::read_proof(&mut tls).await {
+            Ok(proof) => proof,
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(TransportError::ClosedByPeer {
+                    peer: self.peer.clone(),
+                    address: self.address.clone(),
+                })
+            }
+            Err(error) => return Err(self.io_error(error)),
+        };
+        let proven = identity::verify_proof(&theirs, Role::TlsServer, &self.peer, &exporter)
+            .map_err(identity_error)?;
+        if let Some(expected) = &self.auth.expected_key {
+            if &proven != expected {
+                return Err(identity_error(format!(
+                    "it proved identity key {proven}, but {expected} is pinned for {}: a certificate for the name without the node's key",
+                    self.peer
+                )));
+            }
         }
-        prefix.truncate(read);
-        Ok(ClientStream { prefix, consumed: 0, tls })
+        let registration = self.auth.live.as_ref().map(|live| live.register(self.peer.clone(), serial));
+        Ok(ClientStream { tls, registration })
     }
 
     /// Keeps rustls's reason when the I/O error carries one.
@@ -482,28 +601,20 @@ impl tower::Service<Uri> for NodeConnector {
     }
 }
 
-/// A client-side TLS stream that first replays the bytes read while waiting for the
-/// server's verdict.
+/// A client-side TLS stream, closed when the server's certificate is revoked.
 #[derive(Debug)]
 struct ClientStream {
-    prefix: Vec<u8>,
-    consumed: usize,
     tls: client::TlsStream<TcpStream>,
+    registration: Option<Registration>,
 }
 
 impl AsyncRead for ClientStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let pending = this.prefix.get(this.consumed..).unwrap_or_default();
-        if !pending.is_empty() {
-            let n = pending.len().min(buf.remaining());
-            buf.put_slice(&pending[..n]);
-            this.consumed += n;
-            if this.consumed == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.consumed = 0;
+        if let Some(registration) = &this.registration {
+            if let Poll::Ready(Err(closed)) = registration.switch.check(cx) {
+                return Poll::Ready(Err(closed));
             }
-            return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.tls).poll_read(cx, buf)
     }
@@ -523,8 +634,10 @@ mod tests {
         let mut request = Request::new(());
         let node_id = NodeId::new("bank-a").expect("id");
         let remote_addr = SocketAddr::from(([127, 0, 0, 1], 7400));
-        request.extensions_mut().insert(PeerIdentity { node_id: node_id.clone(), remote_addr });
-        assert_eq!(peer_of(&request).expect("peer"), node_id);
+        let identity_key = IdentityKey::from_seed(&[2; 32]).expect("seed").public_key();
+        let peer = PeerIdentity { node_id, identity_key, remote_addr };
+        request.extensions_mut().insert(peer.clone());
+        assert_eq!(peer_of(&request).expect("peer"), peer);
     }
 
     #[test]

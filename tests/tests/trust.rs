@@ -1,0 +1,370 @@
+//! Trust that does not rest on the alliance CA (issue 9), tried as an attacker would,
+//! against real node processes over real mutual TLS:
+//!
+//! - `ca-minted-certificate`: the CA holder mints a second certificate for bank-a;
+//! - `revoked-open-connection`: a peer revoked while its connection is open;
+//! - `audit-rewritten` / `audit-truncated`: someone with the store files rewrites the
+//!   audit chain (re-hashing every later record) or cuts it short;
+//! - probing: contract ids and Health reveal nothing to a non-party;
+//! - a data directory others can read is refused by `serve`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use common::*;
+use xmcredit_contracts::audit::{AuditChain, AuditEntry, AuditRecord, Outcome};
+use xmcredit_node::config::NodeConfig;
+use xmcredit_node::proto;
+use xmcredit_node::service::{admin_client, peer_client};
+use xmcredit_simulator::alliance::{Alliance, NodeHandle};
+
+/// Sets up an attacker's directory holding a certificate the alliance CA (run on
+/// `ca_node`) issued for `name`, over a fresh TLS key and a fresh identity key: what
+/// the CA holder can do without any bank's cooperation.
+fn mint_certificate(alliance: &Alliance, ca_node: &NodeHandle, name: &str) -> Result<NodeConfig> {
+    let dir = alliance.base.join(format!("minted-{name}"));
+    std::fs::create_dir_all(&dir)?;
+    let d = dir.display().to_string();
+    let program = program();
+    program.run(
+        &["init", "--data-dir", &d, "--node-id", name, "--listen", "127.0.0.1:9"],
+        &dir.join("init.log"),
+    )?;
+    let ca_dir = ca_node.dir.display().to_string();
+    program.run(
+        &[
+            "ca",
+            "issue",
+            "--data-dir",
+            &ca_dir,
+            "--csr",
+            &format!("{d}/tls.csr"),
+            "--node-id",
+            name,
+            "--out",
+            &format!("{d}/tls.crt"),
+        ],
+        &dir.join("issue.log"),
+    )?;
+    std::fs::copy(ca_node.dir.join("ca.crt"), dir.join("ca.crt"))?;
+    Ok(NodeConfig::load(&dir.join("node.toml"))?)
+}
+
+async fn minted_channel(minted: &NodeConfig, to: &NodeHandle) -> Result<tonic::transport::Channel> {
+    let auth = xmcredit_node::server::client_auth(minted)?;
+    xmcredit_node::transport::connect(&to.address, &to.id, auth, CONNECT_TIMEOUT)
+        .await
+        .with_context(|| format!("the minted certificate should still get a TLS connection to {}", to.id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_minted_certificate_can_neither_sign_run_nor_pose() -> Result<()> {
+    let (dir, alliance) = alliance(&["credit-center", "bank-a", "bank-b"], true).await?;
+    let center = alliance.node("credit-center")?;
+    let bank_a = alliance.node("bank-a")?;
+    let bank_b = alliance.node("bank-b")?;
+    import_ok(center, GOV_DATASET, &write_gov(dir.path(), GOV_DATASET, &gov_rows(&codes(1, 200)))?).await?;
+    import_ok(bank_a, "loan_applicants", &write_applicants(dir.path(), "apps", &codes(1, 60))?).await?;
+    let id = "trust-minted";
+    let toml = psi_contract(id, center, bank_a, "both", &[], 10, 5);
+    alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
+
+    let minted = mint_certificate(&alliance, center, "bank-a")?;
+    let real_key = bank_a.public_key.clone();
+    let mismatch = |message: &str| {
+        message.contains("bank-a proved identity key")
+            && message.contains(&real_key)
+            && message.contains("refused")
+    };
+
+    // Pose as bank-a to the credit center: the connection opens, every call is refused.
+    let mut to_center = peer_client(minted_channel(&minted, center).await?);
+    let health = to_center.health(proto::HealthRequest {}).await.expect_err("health refused");
+    assert_eq!(health.code(), tonic::Code::PermissionDenied);
+    assert!(mismatch(health.message()), "{}", health.message());
+    let fetch = to_center
+        .fetch_contract(proto::ContractQuery { contract_id: id.into() })
+        .await
+        .expect_err("the contract is not handed to the minted certificate");
+    assert!(mismatch(fetch.message()), "{}", fetch.message());
+    let psi = to_center
+        .psi(tokio_stream::iter(vec![proto::Frame { payload: vec![1, 0x81] }]))
+        .await
+        .expect_err("a PSI session is refused");
+    assert_eq!(psi.code(), tonic::Code::PermissionDenied, "{psi:?}");
+
+    // Pose as bank-a to another bank.
+    let mut to_bank_b = peer_client(minted_channel(&minted, bank_b).await?);
+    let health = to_bank_b.health(proto::HealthRequest {}).await.expect_err("health refused");
+    assert!(mismatch(health.message()), "{}", health.message());
+
+    // Sign for or run on bank-a: the Admin service is not on bank-a's network listener.
+    let mut admin = admin_client(minted_channel(&minted, bank_a).await?);
+    let sign =
+        admin.sign_contract(proto::ContractQuery { contract_id: id.into() }).await.expect_err("no admin");
+    assert_eq!(sign.code(), tonic::Code::Unimplemented);
+    let run = admin
+        .run(proto::RunRequest {
+            computation: "psi".into(),
+            contract_id: id.into(),
+            dataset: String::new(),
+            values: Vec::new(),
+        })
+        .await
+        .expect_err("no admin");
+    assert_eq!(run.code(), tonic::Code::Unimplemented);
+
+    // The refusals are audited at the credit center, and the real bank-a is unaffected.
+    let log = wait_for_log(center, "proved identity key").await;
+    assert!(log.contains("refused"), "{log}");
+    bank_a.run("psi", id).await.context("the real bank-a still runs")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_peers_open_connection_is_closed_within_one_crl_period() -> Result<()> {
+    let (_dir, alliance) = alliance(&["credit-center", "bank-a", "bank-b"], true).await?;
+    let center = alliance.node("credit-center")?;
+    let bank_a = alliance.node("bank-a")?;
+    let bank_b = alliance.node("bank-b")?;
+    // bank-a holds a connection open to the credit center and to bank-b.
+    let mut to_center = peer_client(channel(bank_a, center).await?);
+    let mut to_bank_b = peer_client(channel(bank_a, bank_b).await?);
+    to_center.health(proto::HealthRequest {}).await?;
+    to_bank_b.health(proto::HealthRequest {}).await?;
+
+    let ca_dir = center.dir.display().to_string();
+    program().run(
+        &["ca", "revoke", "--data-dir", &ca_dir, "--node-id", "bank-a"],
+        &center.dir.join("revoke.log"),
+    )?;
+    let revoked_at = Instant::now();
+
+    // Within one CRL period (2 s in the simulator's configuration, plus slack), both
+    // nodes close the open connection; bank-b learnt the CRL over gRPC from the CA node.
+    let mut closed = (false, false);
+    while revoked_at.elapsed() < Duration::from_secs(8) && !(closed.0 && closed.1) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        closed.0 |= to_center.health(proto::HealthRequest {}).await.is_err();
+        closed.1 |= to_bank_b.health(proto::HealthRequest {}).await.is_err();
+    }
+    assert_eq!(closed, (true, true), "open connections of the revoked bank-a are closed");
+    assert_eq!(std::fs::read(bank_b.dir.join("crl.der"))?, std::fs::read(center.dir.join("crl.der"))?);
+    wait_for_log(center, "closed a live connection").await;
+    wait_for_log(bank_b, "installed a newer CRL from the CA").await;
+    // A new connection is refused at the handshake.
+    let again = connect_as(&bank_a.config, &center.address, "credit-center").await?;
+    assert!(again.is_err(), "a revoked certificate cannot reconnect");
+    // The others still talk.
+    peer_client(channel(bank_b, center).await?).health(proto::HealthRequest {}).await?;
+    Ok(())
+}
+
+/// The records of `node`'s store, read directly (the node must be stopped).
+fn read_chain(node: &NodeHandle) -> Result<(sled::Db, sled::Tree, Vec<AuditRecord>)> {
+    let db = sled::open(node.dir.join("store"))?;
+    let tree = db.open_tree("audit")?;
+    let records = tree
+        .iter()
+        .values()
+        .map(|v| Ok(serde_json::from_slice::<AuditRecord>(&v?)?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((db, tree, records))
+}
+
+fn entry_of(record: &AuditRecord) -> AuditEntry {
+    AuditEntry {
+        time: record.time,
+        node: record.node.clone(),
+        contract: record.contract.clone(),
+        computation: record.computation,
+        parties: record.parties.clone(),
+        set_sizes: record.set_sizes.clone(),
+        outcome: record.outcome.clone(),
+        transcript_digest: record.transcript_digest,
+    }
+}
+
+/// Waits until every witness of `node` holds a head at or past `seq`.
+async fn wait_witnessed(node: &NodeHandle, seq: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = node
+            .admin()
+            .await?
+            .audit_verify(proto::AuditVerifyRequest { witnesses: true })
+            .await?
+            .into_inner();
+        let caught_up = reply.witness_reports.len() == 2
+            && reply.witness_reports.iter().all(|r| {
+                r.split("latest record ")
+                    .nth(1)
+                    .and_then(|t| t.split(',').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    >= Some(seq)
+            });
+        if caught_up && reply.ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("witnesses never caught up to record {seq}: {:?}", reply.witness_reports);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn verify_with_witnesses(node: &NodeHandle) -> Result<proto::AuditVerifyReply> {
+    Ok(node.admin().await?.audit_verify(proto::AuditVerifyRequest { witnesses: true }).await?.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_audit_chain_is_caught_by_witnesses() -> Result<()> {
+    let (dir, mut alliance) = alliance(&["credit-center", "bank-a", "bank-b"], true).await?;
+    let bank_a = alliance.node("bank-a")?;
+    for i in 0..4u64 {
+        import_ok(
+            bank_a,
+            "loan_applicants",
+            &write_applicants(dir.path(), &format!("apps{i}"), &codes(i, 20))?,
+        )
+        .await?;
+    }
+    let last = bank_a.status().await?.audit_records - 1;
+    wait_witnessed(bank_a, last).await?;
+
+    // audit-rewritten: edit record 1 and re-hash every later record, node stopped.
+    alliance.node_mut("bank-a")?.stop()?;
+    let bank_a = alliance.node("bank-a")?;
+    {
+        let (db, tree, records) = read_chain(bank_a)?;
+        let mut rewritten: Vec<AuditRecord> = Vec::new();
+        for record in &records {
+            let mut entry = entry_of(record);
+            if record.seq == 1 {
+                entry.outcome = Outcome::Refused { reason: "nothing happened here".into() };
+            }
+            let next = AuditChain::append(rewritten.last(), entry)?;
+            rewritten.push(next);
+        }
+        for record in &rewritten {
+            tree.insert(record.seq.to_be_bytes(), serde_json::to_vec(record)?)?;
+        }
+        db.flush()?;
+    }
+    alliance.node_mut("bank-a")?.start().await?;
+    let bank_a = alliance.node("bank-a")?;
+    // The chain alone cannot tell...
+    let plain = bank_a
+        .admin()
+        .await?
+        .audit_verify(proto::AuditVerifyRequest { witnesses: false })
+        .await?
+        .into_inner();
+    assert!(plain.ok, "a fully re-hashed chain passes the local check: {}", plain.detail);
+    // ...the witnesses can.
+    let reply = verify_with_witnesses(bank_a).await?;
+    assert!(!reply.ok, "{reply:?}");
+    assert_contains(&reply.detail, &["disagrees with the head", "a record at or before it was changed"]);
+
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_audit_chain_is_caught_by_witnesses() -> Result<()> {
+    let (dir, mut alliance) = alliance(&["credit-center", "bank-a", "bank-b"], true).await?;
+    let bank_a = alliance.node("bank-a")?;
+    for i in 0..4u64 {
+        import_ok(
+            bank_a,
+            "loan_applicants",
+            &write_applicants(dir.path(), &format!("apps{i}"), &codes(i, 20))?,
+        )
+        .await?;
+    }
+    let last = bank_a.status().await?.audit_records - 1;
+    wait_witnessed(bank_a, last).await?;
+    alliance.node_mut("bank-a")?.stop()?;
+    let bank_a = alliance.node("bank-a")?;
+    {
+        let (db, tree, records) = read_chain(bank_a)?;
+        for record in records.iter().filter(|r| r.seq + 2 > last) {
+            tree.remove(record.seq.to_be_bytes())?;
+        }
+        db.flush()?;
+    }
+    alliance.node_mut("bank-a")?.start().await?;
+    let bank_a = alliance.node("bank-a")?;
+    let plain = bank_a
+        .admin()
+        .await?
+        .audit_verify(proto::AuditVerifyRequest { witnesses: false })
+        .await?
+        .into_inner();
+    assert!(plain.ok, "a cut chain passes the local check: {}", plain.detail);
+    let reply = verify_with_witnesses(bank_a).await?;
+    assert!(!reply.ok, "{reply:?}");
+    assert!(
+        reply.detail.contains("cut short")
+            || reply.detail.contains(&format!("record {} disagrees", last - 1)),
+        "{}",
+        reply.detail
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probing_reveals_nothing_to_a_non_party() -> Result<()> {
+    let (_dir, alliance) = alliance(&["credit-center", "bank-a", "bank-b"], true).await?;
+    let center = alliance.node("credit-center")?;
+    let bank_a = alliance.node("bank-a")?;
+    let bank_b = alliance.node("bank-b")?;
+    let id = "trust-private";
+    bank_a.propose(&psi_contract(id, center, bank_a, "intersection", &[], 10, 5)).await?;
+    let mut client = peer_client(channel(bank_b, center).await?);
+    let someone_elses = client
+        .fetch_contract(proto::ContractQuery { contract_id: id.into() })
+        .await
+        .expect_err("not a party");
+    let unknown = client
+        .fetch_contract(proto::ContractQuery { contract_id: "trust-nonexistent".into() })
+        .await
+        .expect_err("unknown");
+    assert_eq!(someone_elses.code(), unknown.code());
+    assert_eq!(
+        someone_elses.message().replace(id, "X"),
+        unknown.message().replace("trust-nonexistent", "X"),
+        "the same answer for someone else's contract and for none"
+    );
+    // An oversized id is cut before it reaches the audit log.
+    let huge = "x".repeat(100_000);
+    let _ = client.fetch_contract(proto::ContractQuery { contract_id: huge }).await;
+    for record in audit_records(center).await? {
+        assert!(
+            record.to_string().len() < 4096,
+            "an audit record stays small: {} bytes",
+            record.to_string().len()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn serve_refuses_a_data_directory_others_can_read() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::Builder::new().prefix("xmcredit-perm-").tempdir()?;
+    let dir = base.path().join("bank-a");
+    std::fs::create_dir_all(&dir)?;
+    let d = dir.display().to_string();
+    program().run(
+        &["init", "--data-dir", &d, "--node-id", "bank-a", "--listen", "127.0.0.1:9"],
+        &base.path().join("init.log"),
+    )?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let out = program().command()?.args(["serve", "--config", &format!("{d}/node.toml")]).output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_contains(&stderr, &["has mode 0755", &format!("chmod 700 {d}")]);
+    Ok(())
+}
