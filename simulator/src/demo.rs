@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::alliance::{Alliance, NodeProgram};
 use crate::data::World;
 use crate::floor::FloorReport;
-use crate::{datasets, faults, scenarios};
+use crate::{datasets, faults, scenarios, trust_faults};
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -95,6 +95,13 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
         let last = bank_ids.last().cloned().unwrap_or_default();
         fault_results
             .push(faults::bank_killed(&mut alliance, &last, &format!("xel-psi-a-grade-{last}")).await?);
+        // Trust faults (issue 9). The last three leave damage behind (damaged chains, a
+        // revoked bank), so they come after everything else, each on its own bank.
+        fault_results.push(trust_faults::ca_minted_certificate(&program, &alliance, &bank_ids[0]).await?);
+        fault_results.push(trust_faults::audit_rewritten(&mut alliance, &bank_ids[0]).await?);
+        let second = bank_ids.get(1).unwrap_or(&bank_ids[0]).clone();
+        fault_results.push(trust_faults::audit_truncated(&mut alliance, &second).await?);
+        fault_results.push(trust_faults::revoked_open_connection(&program, &alliance, &last).await?);
     }
 
     println!("\n{:<58} {:<13} {:>8} {:>11} {:>7}  result", "scenario", "output", "wall s", "bytes", "×floor");
@@ -126,7 +133,7 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
     if !fault_results.is_empty() {
         println!("\nfaults:");
         for f in &fault_results {
-            println!("  {:<44} {}", f.name, if f.passed { "handled" } else { "NOT HANDLED" });
+            println!("  {:<24} {:<56} {}", f.id, f.name, if f.passed { "handled" } else { "NOT HANDLED" });
             println!("    {}", f.observed);
         }
     }

@@ -16,3 +16,4 @@ pub mod faults;
 pub mod floor;
 pub mod scenarios;
 pub mod secagg_scenarios;
+pub mod trust_faults;

@@ -34,8 +34,17 @@ async fn simulator_demo_matches_every_plaintext_answer() -> anyhow::Result<()> {
             assert!(scenario["bytes_total"].as_u64().unwrap_or(0) > 0, "{scenario}");
         }
     }
-    for fault in report["faults"].as_array().cloned().unwrap_or_default() {
+    let faults = report["faults"].as_array().cloned().unwrap_or_default();
+    for fault in &faults {
         assert_eq!(fault["passed"], true, "{fault}");
+        assert!(
+            fault["id"].as_str().is_some_and(|id| !id.is_empty()),
+            "every fault has a stable id: {fault}"
+        );
+    }
+    let ids: Vec<&str> = faults.iter().filter_map(|f| f["id"].as_str()).collect();
+    for id in ["ca-minted-certificate", "revoked-open-connection", "audit-rewritten", "audit-truncated"] {
+        assert!(ids.contains(&id), "the demo injects {id}: {ids:?}");
     }
     assert!(passed);
     Ok(())
