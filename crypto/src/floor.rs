@@ -170,6 +170,14 @@ impl FloorCosts {
         n as f64 * per_client + m as f64 * per_server
     }
 
+    /// CPU-seconds a lookup provider cannot avoid to prepare its contribution over a
+    /// universe of `m` entries: per entry one HashToGroup, one scalar multiplication,
+    /// one batched compression (to serialize `N = k·H(u)`) and one SHA-512 for the pad
+    /// (the same work as a tag).
+    pub fn lookup_provider_cpu_seconds(&self, m: u64) -> f64 {
+        m as f64 * (self.hash_to_group + self.scalar_mul + self.compress_batched + self.tag)
+    }
+
     /// The PSI floor in wall seconds on `cores` cores, perfectly parallel.
     pub fn psi_floor_seconds(&self, n: u64, m: u64, cores: usize) -> f64 {
         self.psi_cpu_seconds(n, m) / cores.max(1) as f64

@@ -36,19 +36,20 @@ pub enum ProtocolError {
 
     // ---- PSI ------------------------------------------------------------------------
     /// A chunk whose number is not the next one of its direction and kind (design.md
-    /// computation 1; chunks are numbered 0, 1, 2, … in each session). A repeated number
+    /// computations 1 and 4; chunks are numbered 0, 1, 2, … in each session). `what`
+    /// names the protocol and message (e.g. "PSI BlindedChunk"). A repeated number
     /// is a replay inside the session, a skipped one a lost or reordered message; either
     /// would break the order that maps replies back to X.
-    #[error("PSI {what}: chunk {got} out of order, expected chunk {expected}")]
+    #[error("{what}: chunk {got} out of order, expected chunk {expected}")]
     ChunkOutOfOrder { what: &'static str, expected: u32, got: u32 },
     /// More items (blinded or evaluated elements, tags, matched tags) than the peer
-    /// declared (Hello's n, HelloAck's m, the MatchReport total). Refused before the
+    /// declared (Hello's n, HelloAck's m, the MatchReport total; lookup Hello's n). Refused before the
     /// extra items are evaluated or counted.
-    #[error("PSI: {got} {what}, more than the {declared} declared")]
+    #[error("{what}: {got} items, more than the {declared} declared")]
     TooManyElements { what: &'static str, declared: u64, got: u64 },
     /// A chunk with another number of items than the session's chunking gives: every
     /// chunk holds the chunk size from Hello, the last one the rest.
-    #[error("PSI {what}: chunk {seq} holds {got}, the chunking gives {expected}")]
+    #[error("{what}: chunk {seq} holds {got}, the chunking gives {expected}")]
     ChunkLength { what: &'static str, seq: u32, expected: u64, got: u64 },
     /// A local chunk size of 0 or above `MAX_CHUNK_ELEMENTS` (the bound a receiver holds
     /// for one message).
@@ -159,4 +160,37 @@ pub enum ProtocolError {
     /// output.
     #[error("secure aggregation round 4: reconstruction failed: {reason}")]
     Reconstruction { reason: String },
+
+    // ---- Lookup -----------------------------------------------------------------------
+    /// Hello (querier → provider) asks for more lookups than the querier has left today
+    /// (design.md, trust model: the server of a set protocol enforces the client's
+    /// quota). The provider refuses before it evaluates a single element.
+    #[error("lookup: {requested} lookups requested, the querier has {remaining} left in today's quota")]
+    QuotaExceeded { requested: u64, remaining: u64 },
+    /// A universe whose entries are not strictly increasing (unsorted or repeated), or
+    /// an entry that is empty or longer than 65535 bytes.
+    #[error("lookup universe entry {index}: {reason}")]
+    InvalidUniverse { index: u64, reason: String },
+    /// A message, reply or vector bound to another universe than this run's (hex
+    /// digests).
+    #[error("lookup: bound to universe {got}, this run's is {expected}")]
+    UniverseMismatch { expected: String, got: String },
+    /// A vector of another output width than the contract's.
+    #[error("lookup: vector of {got} bits per entry, the contract's width is {expected}")]
+    WidthMismatch { expected: u32, got: u32 },
+    /// A vector that does not fit this run: another contract, epoch or length, vectors
+    /// that cannot be combined, or a download whose digest does not match its entries.
+    #[error("lookup vector refused: {reason}")]
+    VectorMismatch { reason: String },
+    /// Local fault: contributions whose count is not the universe's.
+    #[error("lookup: {got} contributions for a universe of {expected} entries")]
+    ContributionLength { expected: usize, got: usize },
+    /// The provider replies handed to the querier's last step are not exactly one
+    /// complete reply from each provider of the contract, for this run.
+    #[error("lookup: provider replies refused: {reason}")]
+    ProviderReplies { reason: String },
+    /// Local fault: a bit layout that does not fit the width, or a provider's mask
+    /// wider than its rules.
+    #[error("lookup bit layout: {reason}")]
+    BitLayout { reason: String },
 }

@@ -11,7 +11,9 @@
 #![forbid(unsafe_code)]
 
 mod binding;
+mod chunking;
 mod error;
+pub mod lookup;
 pub mod psi;
 pub mod secagg;
 mod wire;

@@ -269,12 +269,12 @@ impl ClientAwaitingEvaluated {
             PsiMessage::EvaluatedChunk(chunk) => chunk,
             other => return Err(unexpected(Self::STATE, &other)),
         };
-        check_seq("EvaluatedChunk", self.next_seq, chunk.seq)?;
+        check_seq("PSI EvaluatedChunk", self.next_seq, chunk.seq)?;
         if chunk.seq >= self.chunks_sent {
             return Err(ProtocolError::UnrequestedChunk { seq: chunk.seq });
         }
         let after = check_chunk(
-            "evaluated elements",
+            "PSI evaluated elements",
             self.n,
             self.received,
             self.chunk_size,
@@ -380,7 +380,7 @@ impl ClientAwaitingTags {
     }
 
     fn absorb(&mut self, chunk: &TagChunk) -> Result<(), ProtocolError> {
-        check_seq("TagChunk", self.next_seq, chunk.seq)?;
+        check_seq("PSI TagChunk", self.next_seq, chunk.seq)?;
         let tag_len = self.tag_context.tag_len();
         if usize::from(chunk.tag_len) != tag_len {
             return Err(ProtocolError::TagLengthMismatch {
@@ -388,7 +388,8 @@ impl ClientAwaitingTags {
                 got_bits: u32::from(chunk.tag_len) * 8,
             });
         }
-        let after = check_chunk("tags", self.m, self.received, self.chunk_size, chunk.seq, chunk.tags.len())?;
+        let after =
+            check_chunk("PSI tags", self.m, self.received, self.chunk_size, chunk.seq, chunk.tags.len())?;
         let labelled = self.form == PsiOutputForm::Labels;
         let labels_expected = if labelled { chunk.tags.len() } else { 0 };
         if chunk.labels.len() != labels_expected {

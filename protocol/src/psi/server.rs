@@ -221,9 +221,9 @@ impl ServerAwaitingBlinded {
             PsiMessage::BlindedChunk(chunk) => chunk,
             other => return Err(unexpected(Self::STATE, &other)),
         };
-        check_seq("BlindedChunk", self.next_seq, chunk.seq)?;
+        check_seq("PSI BlindedChunk", self.next_seq, chunk.seq)?;
         let after = check_chunk(
-            "blinded elements",
+            "PSI blinded elements",
             self.n,
             self.received,
             self.chunk_size,
@@ -361,7 +361,7 @@ impl ServerAwaitingMatchReport {
             PsiMessage::MatchReport(report) => report,
             other => return Err(unexpected(Self::STATE, &other)),
         };
-        check_seq("MatchReport", self.next_seq, report.seq)?;
+        check_seq("PSI MatchReport", self.next_seq, report.seq)?;
         if report.tag_len != self.tag_len {
             return Err(ProtocolError::TagLengthMismatch {
                 expected_bits: u32::from(self.tag_len) * 8,
@@ -372,7 +372,7 @@ impl ServerAwaitingMatchReport {
             let limit = self.n.min(self.tags.len() as u64);
             if report.total_matches > limit {
                 return Err(ProtocolError::TooManyElements {
-                    what: "matched tags",
+                    what: "PSI matched tags",
                     declared: limit,
                     got: report.total_matches,
                 });
@@ -383,7 +383,7 @@ impl ServerAwaitingMatchReport {
         }
         let received = self.reported.len() as u64;
         let after = check_chunk(
-            "matched tags",
+            "PSI matched tags",
             self.total,
             received,
             self.chunk_size,
