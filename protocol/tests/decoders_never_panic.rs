@@ -1,5 +1,5 @@
-//! The two decoders that read a peer's bytes, `PsiMessage::from_bytes` and
-//! `SecAggMessage::from_bytes`, on stable Rust: random byte strings and mutations of
+//! The decoders that read a peer's bytes, `PsiMessage::from_bytes`,
+//! `SecAggMessage::from_bytes` and `LookupMessage::from_bytes`, on stable Rust: random byte strings and mutations of
 //! every message of real sessions. A panic fails the test; every input that decodes must
 //! re-encode to exactly the same bytes (the encoding is canonical, so a message has one
 //! byte string and a decoder accepts nothing else). The cargo-fuzz targets in `fuzz/`
@@ -13,6 +13,10 @@ use rand_chacha::ChaCha20Rng;
 use xmcredit_crypto::keys::{KeyPurpose, MasterSecret};
 use xmcredit_crypto::sign::IdentityKey;
 use xmcredit_crypto::{ContractId, Epoch, NodeId, SessionId};
+use xmcredit_protocol::lookup::{
+    combine, prepare_contribution, LookupMessage, LookupProvider, LookupQuery, ProviderConfig,
+    ProviderPolicy, QuerierConfig, Universe, VectorHeader, Width,
+};
 use xmcredit_protocol::psi::{
     ClientConfig, ClientPolicy, DatasetVersion, OutgoingMessage, PsiClient, PsiMessage, PsiOutputForm,
     PsiServer, ServerConfig, ServerPolicy, ServerSet, ServerSetId,
@@ -47,6 +51,15 @@ impl Decoder for SecAgg {
     const NAME: &'static str = "SecAggMessage";
     fn round_trip(bytes: &[u8]) -> Option<Vec<u8>> {
         SecAggMessage::from_bytes(bytes).ok().map(|m| m.to_bytes())
+    }
+}
+
+struct Lookup;
+
+impl Decoder for Lookup {
+    const NAME: &'static str = "LookupMessage";
+    fn round_trip(bytes: &[u8]) -> Option<Vec<u8>> {
+        LookupMessage::from_bytes(bytes).ok().map(|m| m.to_bytes())
     }
 }
 
@@ -341,6 +354,64 @@ fn secagg_session_messages() -> Vec<Vec<u8>> {
     out
 }
 
+/// Every message of a small honest lookup run (one provider, 5 lookups in chunks of 2,
+/// a 12-bit vector of 7 entries in chunks of 3): Hello, BlindedChunk, EvaluatedChunk and
+/// VectorChunk.
+fn lookup_session_messages() -> Vec<Vec<u8>> {
+    let mut rng = ChaCha20Rng::seed_from_u64(0x100c);
+    let (querier_id, provider_id) = (node("bank-xiamen-1"), node("credit-center"));
+    let binding = SessionBinding {
+        contract: ContractId::new("xel-2026-lookup").expect("valid contract id"),
+        epoch: Epoch(2),
+        session: SessionId::random(&mut rng),
+    };
+    let codes: Vec<Vec<u8>> = (0..7).map(|i| format!("91350200MA2Y{i:06}").into_bytes()).collect();
+    let universe = Arc::new(Universe::new(codes.clone()).expect("sorted"));
+    let header =
+        VectorHeader::new(binding.contract.clone(), binding.epoch, &universe, Width::new(12).expect("width"));
+    let key = MasterSecret::generate(&mut rng)
+        .derive_oprf_key(&binding.contract, binding.epoch, KeyPurpose::LookupProvider)
+        .expect("key derivation");
+    let vector = combine(&[
+        prepare_contribution(&key, &header, &universe, &[1, 2, 3, 4, 5, 6, 4095]).expect("contribution")
+    ])
+    .expect("one vector");
+    let mut out = vector.to_chunks(&binding, 3).expect("chunks");
+
+    let query =
+        LookupQuery::new(header, universe.clone(), vec![provider_id.clone()], &codes[1..6]).expect("query");
+    let config = QuerierConfig { binding: binding.clone(), provider: provider_id.clone(), chunk_size: 2 };
+    let (mut session, first) = query.start_session(config, &mut rng).expect("start");
+    let mut provider = LookupProvider::new(
+        ProviderConfig {
+            binding,
+            querier: querier_id.clone(),
+            universe_digest: universe.digest(),
+            policy: ProviderPolicy { remaining_quota: 100, max_lookups: 100 },
+        },
+        key,
+    );
+    let mut to_provider: VecDeque<Vec<u8>> = first.into_iter().map(|m| m.bytes).collect();
+    let mut to_querier: VecDeque<Vec<u8>> = VecDeque::new();
+    loop {
+        if let Some(bytes) = to_provider.pop_front() {
+            out.push(bytes.clone());
+            let (next, messages) = provider.handle(&querier_id, &bytes).expect("honest provider step");
+            provider = next;
+            to_querier.extend(messages.into_iter().map(|m| m.bytes));
+        } else if let Some(bytes) = to_querier.pop_front() {
+            out.push(bytes.clone());
+            let (next, messages) = session.handle(&provider_id, &bytes).expect("honest querier step");
+            session = next;
+            to_provider.extend(messages.into_iter().map(|m| m.bytes));
+        } else {
+            break;
+        }
+    }
+    assert!(session.is_done() && provider.is_done());
+    out
+}
+
 fn kinds(messages: &[Vec<u8>]) -> Vec<u8> {
     let mut kinds: Vec<u8> = messages.iter().map(|m| m[1]).collect();
     kinds.sort_unstable();
@@ -392,6 +463,48 @@ fn secagg_decoder_never_panics_on_mutated_messages() {
         feed_mutations::<SecAgg>(&message, &mut rng, &mut tally);
     }
     assert!(tally.accepted > tally.tried / 20, "{tally:?}");
+}
+
+#[test]
+fn lookup_decoder_never_panics_on_random_bytes() {
+    let kinds = kinds(&lookup_session_messages());
+    assert_eq!(kinds.len(), 4, "the run produced every lookup message kind");
+    feed_random::<Lookup>(0xf022_0006, &kinds);
+}
+
+#[test]
+fn lookup_decoder_never_panics_on_mutated_messages() {
+    let mut rng = ChaCha20Rng::seed_from_u64(0xf022_0007);
+    let mut tally = Tally::default();
+    let mut messages = lookup_session_messages();
+    messages.sort_by_key(|m| m[1]);
+    messages.dedup_by_key(|m| m[1]);
+    assert_eq!(messages.len(), 4, "one message of each kind");
+    for message in messages {
+        feed_mutations::<Lookup>(&message, &mut rng, &mut tally);
+    }
+    assert!(tally.accepted > tally.tried / 20, "{tally:?}");
+}
+
+/// The lookup decoder refuses (or round-trips) the other protocols' messages, and they
+/// its messages, never panicking; with the kind byte swapped, bodies meet the wrong
+/// parser.
+#[test]
+fn lookup_decoder_survives_the_other_protocols_messages() {
+    let mut rng = ChaCha20Rng::seed_from_u64(0xf022_0008);
+    let mut tally = Tally::default();
+    let lookup = lookup_session_messages();
+    let lookup_kinds = kinds(&lookup);
+    for message in psi_session_messages().into_iter().chain(secagg_session_messages()) {
+        assert!(!check::<Lookup>(&message, &|| format!("foreign message {}", hex(&message))));
+        let mut as_lookup = message.clone();
+        as_lookup[1] = lookup_kinds[rng.gen_range(0..lookup_kinds.len())];
+        tally.feed::<Lookup>(&as_lookup, &|| format!("foreign body with a lookup kind {}", hex(&as_lookup)));
+    }
+    for message in lookup {
+        assert!(!check::<Psi>(&message, &|| format!("lookup message {}", hex(&message))));
+        assert!(!check::<SecAgg>(&message, &|| format!("lookup message {}", hex(&message))));
+    }
 }
 
 /// The PSI decoder also sees the other protocol's bytes on a shared stream by mistake,
