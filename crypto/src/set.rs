@@ -17,7 +17,9 @@
 //! ```
 //!
 //! where `N` is the 32-byte canonical encoding of the unblinded element and I2OSP is
-//! big-endian. A lookup pad is the first 8 bytes of the pad read as a little-endian u64.
+//! big-endian. [`TagContext::pad_u64`] is the first 8 bytes of the pad read as a
+//! little-endian u64; private lookups do not use it but their own, domain-separated pads
+//! ([`crate::lookup`]).
 
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;

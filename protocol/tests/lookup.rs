@@ -224,7 +224,7 @@ fn one_provider_points_are_exact() {
     let a = alliance(&mut rng, 300, &["credit-center"], 10);
     let g: Vec<u64> = (0..300).map(|_| rng.gen_range(0..1024)).collect();
     let x = applicants(&mut rng, &a.universe, 40, 0);
-    let results = run(&a, &[g.clone()], &x, 7, &mut rng);
+    let results = run(&a, std::slice::from_ref(&g), &x, 7, &mut rng);
     assert_eq!(results, plaintext(&a.universe, &[g], width(10), &x));
 }
 
@@ -672,7 +672,7 @@ fn vectors_of_another_universe_width_or_run_are_refused() {
     let mut rng = ChaCha20Rng::seed_from_u64(17);
     let a = alliance(&mut rng, 50, &["credit-center"], 16);
     let g = vec![7u64; 50];
-    let vector = a.aggregate(&[g.clone()]);
+    let vector = a.aggregate(std::slice::from_ref(&g));
     let x = a.universe.entries()[..3].to_vec();
     let providers = vec![node("credit-center")];
 
