@@ -11,7 +11,9 @@
 #![forbid(unsafe_code)]
 
 mod binding;
+mod chunks;
 mod error;
+pub mod overthreshold;
 pub mod psi;
 pub mod secagg;
 mod wire;

@@ -372,6 +372,7 @@ impl ServerAwaitingMatchReport {
             let limit = self.n.min(self.tags.len() as u64);
             if report.total_matches > limit {
                 return Err(ProtocolError::TooManyElements {
+                    protocol: "PSI",
                     what: "matched tags",
                     declared: limit,
                     got: report.total_matches,
