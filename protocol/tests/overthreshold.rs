@@ -736,3 +736,181 @@ fn contributors_check_the_announce_and_the_result() {
     assert_eq!(output.contributors_counted, 3);
     assert!(output.matches.iter().any(|m| m.multiplicity == 3));
 }
+
+/// Wire encoding: annotated hex and round trips, one test per message.
+mod overthreshold_wire {
+    use super::*;
+
+    fn hex_binding() -> (SessionBinding, &'static str) {
+        let binding = SessionBinding {
+            contract: ContractId::new("xel-dup").expect("valid"),
+            epoch: Epoch(3),
+            session: SessionId([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]),
+        };
+        let hex = concat!(
+            "0007",                             // len(contract)
+            "78656c2d647570",                   // "xel-dup"
+            "0000000000000003",                 // epoch 3
+            "000102030405060708090a0b0c0d0e0f", // session id
+        );
+        (binding, hex)
+    }
+
+    fn round_trip(message: OverthresholdMessage, expected: &str) {
+        assert_eq!(hex::encode(message.to_bytes()), expected);
+        let decoded = OverthresholdMessage::from_bytes(&hex::decode(expected).expect("hex")).expect("decodes");
+        assert_eq!(decoded, message);
+    }
+
+    #[test]
+    fn announce_hex_round_trip() {
+        let (binding, binding_hex) = hex_binding();
+        let message = OverthresholdMessage::Announce(Announce { binding, tag_bits: 88, chunk_size: 4096 });
+        let expected = [
+            "01", // wire version
+            "91", // kind: Announce
+            binding_hex,
+            "0058",     // tag bits 88
+            "00001000", // chunk size 4096
+        ]
+        .concat();
+        round_trip(message, &expected);
+    }
+
+    #[test]
+    fn hello_hex_round_trip() {
+        let (binding, binding_hex) = hex_binding();
+        let message = OverthresholdMessage::Hello(Hello { binding, set_size: 1000, chunk_size: 4096 });
+        let expected = [
+            "01", // wire version
+            "92", // kind: Hello
+            binding_hex,
+            "00000000000003e8", // n = 1000
+            "00001000",         // chunk size 4096
+        ]
+        .concat();
+        round_trip(message, &expected);
+    }
+
+    #[test]
+    fn blinded_and_evaluated_chunk_hex_round_trip() {
+        let (binding, binding_hex) = hex_binding();
+        let generator = RISTRETTO_BASEPOINT_POINT;
+        let elements = vec![generator.compress().0, (generator + generator).compress().0];
+        let body = [
+            "00000001", // seq 1
+            "00000002", // 2 elements
+            // the ristretto255 generator B (RFC 9496 Appendix A.1)
+            "e2f2ae0a6abc4e71a884a961c500515f58e30b6aa582dd8db6a65945e08d2d76",
+            // 2·B
+            "6a493210f7499cd17fecb510ae0cea23a110e8d5b901f8acadd3095c73a3b919",
+        ]
+        .concat();
+        let blinded =
+            OverthresholdMessage::BlindedChunk(BlindedChunk { binding: binding.clone(), seq: 1, elements: elements.clone() });
+        let expected = ["01", /* wire version */ "93", /* kind: BlindedChunk */ binding_hex, &body].concat();
+        round_trip(blinded, &expected);
+        let evaluated = OverthresholdMessage::EvaluatedChunk(EvaluatedChunk { binding, seq: 1, elements });
+        let expected = ["01", /* wire version */ "94", /* kind: EvaluatedChunk */ binding_hex, &body].concat();
+        round_trip(evaluated, &expected);
+    }
+
+    #[test]
+    fn tag_chunk_hex_round_trip() {
+        let (binding, binding_hex) = hex_binding();
+        let tag = |fill: u8| {
+            let mut t = [0u8; 16];
+            t[..5].fill(fill);
+            Tag(t)
+        };
+        let message = OverthresholdMessage::TagChunk(TagChunk {
+            binding,
+            seq: 0,
+            total_tags: 2,
+            tag_len: 5,
+            tags: vec![tag(0x0a), tag(0xb0)],
+        });
+        let expected = [
+            "01", // wire version
+            "95", // kind: TagChunk
+            binding_hex,
+            "00000000",         // seq 0
+            "0000000000000002", // 2 tags in the whole set
+            "05",               // tag length 5 bytes (40 bits)
+            "00000002",         // 2 tags in this chunk
+            "0a0a0a0a0a",       // tag 0 (ascending)
+            "b0b0b0b0b0",       // tag 1
+        ]
+        .concat();
+        round_trip(message, &expected);
+    }
+
+    #[test]
+    fn result_chunk_hex_round_trip() {
+        let (binding, binding_hex) = hex_binding();
+        let message = OverthresholdMessage::ResultChunk(ResultChunk {
+            binding,
+            seq: 0,
+            contributors: 5,
+            total_matches: 2,
+            entries: vec![
+                ResultEntry { position: 3, multiplicity: 2 },
+                ResultEntry { position: 258, multiplicity: 5 },
+            ],
+        });
+        let expected = [
+            "01", // wire version
+            "96", // kind: ResultChunk
+            binding_hex,
+            "00000000",         // seq 0
+            "0005",             // 5 contributors counted
+            "0000000000000002", // 2 matches in the whole result
+            "00000002",         // 2 entries in this chunk
+            "0000000000000003", // position 3
+            "0002",             // multiplicity 2
+            "0000000000000102", // position 258
+            "0005",             // multiplicity 5
+        ]
+        .concat();
+        round_trip(message, &expected);
+    }
+
+    #[test]
+    fn decoder_refuses_bad_shapes() {
+        let (binding, _) = hex_binding();
+        let hello = OverthresholdMessage::Hello(Hello { binding: binding.clone(), set_size: 1, chunk_size: 1 }).to_bytes();
+        let refuse = |bytes: &[u8], needle: &str| {
+            let error = OverthresholdMessage::from_bytes(bytes).expect_err("refused");
+            assert!(matches!(&error, ProtocolError::Malformed { reason, .. } if reason.contains(needle)), "{error} lacks {needle}");
+        };
+        let mut bytes = hello.clone();
+        bytes[0] = 2;
+        refuse(&bytes, "wire version 2");
+        for kind in [0x00u8, 0x41, 0x81, 0x87, 0x90, 0x97] {
+            let mut bytes = hello.clone();
+            bytes[1] = kind;
+            refuse(&bytes, "unknown message kind");
+        }
+        refuse(&[hello.as_slice(), &[0]].concat(), "trailing");
+        refuse(&hello[..hello.len() - 1], "truncated");
+        let zero_chunks =
+            OverthresholdMessage::Hello(Hello { binding: binding.clone(), set_size: 1, chunk_size: 0 }).to_bytes();
+        refuse(&zero_chunks, "chunk size 0");
+        let mut long_tags = OverthresholdMessage::TagChunk(TagChunk {
+            binding: binding.clone(),
+            seq: 0,
+            total_tags: 0,
+            tag_len: 5,
+            tags: vec![],
+        })
+        .to_bytes();
+        let at = long_tags.len() - 5;
+        long_tags[at] = 17;
+        refuse(&long_tags, "tag length 17");
+        // A count larger than the bytes present.
+        let mut counted = OverthresholdMessage::EvaluatedChunk(EvaluatedChunk { binding, seq: 0, elements: vec![] }).to_bytes();
+        let at = counted.len() - 4;
+        counted[at..].copy_from_slice(&3u32.to_be_bytes());
+        refuse(&counted, "cannot fit");
+    }
+}
