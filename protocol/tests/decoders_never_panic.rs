@@ -379,18 +379,23 @@ fn overthreshold_session_messages() -> Vec<Vec<u8>> {
         announces.into_iter().map(|m| (coordinator_id.clone(), m)).collect();
     let mut contributors = std::collections::HashMap::new();
     let mut members = std::collections::HashMap::new();
+    let keys: Vec<_> = committee
+        .iter()
+        .map(|_| {
+            MasterSecret::generate(&mut rng)
+                .derive_oprf_key(&binding.contract, binding.epoch, KeyPurpose::OverthresholdCommittee)
+                .expect("key derivation")
+        })
+        .collect();
     for (i, me) in banks.iter().enumerate() {
         let items: Vec<Vec<u8>> = (i..i + 3).map(|j| format!("INV-{j:06}").into_bytes()).collect();
         let config =
             ContributorConfig { binding: binding.clone(), me: me.clone(), parameters: params.clone(), chunk_size: 2 };
         contributors.insert(me.clone(), OverthresholdContributor::new(config, items, &mut rng).expect("contributor"));
-        for m in &committee {
-            let key = MasterSecret::generate(&mut rng)
-                .derive_oprf_key(&binding.contract, binding.epoch, KeyPurpose::OverthresholdCommittee)
-                .expect("key derivation");
+        for (m, key) in committee.iter().zip(&keys) {
             let policy = MemberPolicy { min_set_size: 1, max_set_size: 100, remaining_quota: 100 };
             let config = MemberConfig { binding: binding.clone(), contributor: me.clone(), policy };
-            members.insert((m.clone(), me.clone()), CommitteeMember::new(config, key));
+            members.insert((m.clone(), me.clone()), CommitteeMember::new(config, key.clone()));
         }
     }
     let mut closed = false;
