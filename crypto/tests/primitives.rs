@@ -296,7 +296,8 @@ fn dh_agreement_is_symmetric_and_refuses_the_identity() {
 fn evaluation_sum_is_the_evaluation_under_the_sum_key() {
     let mut rng = rng(0x07);
     let keys: Vec<OprfKey> = (0..3).map(|_| OprfKey::random(&mut rng)).collect();
-    let sum_scalar: Scalar = keys.iter().map(|k| Scalar::from_canonical_bytes(k.to_bytes()).expect("canonical")).sum();
+    let sum_scalar: Scalar =
+        keys.iter().map(|k| Scalar::from_canonical_bytes(k.to_bytes()).expect("canonical")).sum();
     let sum_key = OprfKey::from_bytes(&sum_scalar.to_bytes()).unwrap_or_else(|e| panic!("{e}"));
     let inputs: Vec<Vec<u8>> = (0..300).map(|i| format!("INV-{i:08}").into_bytes()).collect();
 
@@ -304,7 +305,8 @@ fn evaluation_sum_is_the_evaluation_under_the_sum_key() {
     let blinded = session.blind_batch(&inputs).unwrap_or_else(|e| panic!("{e}"));
     let mut sum = EvaluationSum::new(blinded.len());
     for key in &keys {
-        sum.add(&evaluate_batch(key, &blinded).unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
+        sum.add(&evaluate_batch(key, &blinded).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     assert_eq!(sum.added(), 3);
     let unblinded = session.unblind_sum(&sum).unwrap_or_else(|e| panic!("{e}"));

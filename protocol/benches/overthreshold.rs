@@ -54,17 +54,26 @@ fn session(banks: usize, per_bank: usize, committee: usize, rng: &mut ChaCha20Rn
     let bank_ids: Vec<NodeId> = (1..=banks).map(|i| node(format!("bank-{i}"))).collect();
     let member_ids: Vec<NodeId> = (1..=committee).map(|i| node(format!("committee-{i}"))).collect();
     let coordinator_id = node("credit-center".into());
-    let params = Parameters::new(coordinator_id.clone(), member_ids.clone(), bank_ids.clone(), 2, 2, per_bank as u64)
-        .expect("parameters");
+    let params =
+        Parameters::new(coordinator_id.clone(), member_ids.clone(), bank_ids.clone(), 2, 2, per_bank as u64)
+            .expect("parameters");
     // Bank b holds items b·n/2 .. b·n/2 + n: half shared with each neighbour.
     let sets: Vec<Vec<Vec<u8>>> = (0..banks)
-        .map(|b| (b * per_bank / 2..b * per_bank / 2 + per_bank).map(|i| format!("INV-{i:012}").into_bytes()).collect())
+        .map(|b| {
+            (b * per_bank / 2..b * per_bank / 2 + per_bank)
+                .map(|i| format!("INV-{i:012}").into_bytes())
+                .collect()
+        })
         .collect();
     let mut cost = Cost::default();
 
     let (mut coordinator, announces) = timed(&mut cost.coordinator, || {
-        CoordinatorCollecting::new(CoordinatorConfig { binding: binding.clone(), parameters: params.clone(), chunk_size: 4096 })
-            .expect("coordinator")
+        CoordinatorCollecting::new(CoordinatorConfig {
+            binding: binding.clone(),
+            parameters: params.clone(),
+            chunk_size: 4096,
+        })
+        .expect("coordinator")
     });
     let mut contributors: BTreeMap<NodeId, OverthresholdContributor> = BTreeMap::new();
     let mut members: HashMap<(NodeId, NodeId), CommitteeMember> = HashMap::new();
@@ -77,17 +86,29 @@ fn session(banks: usize, per_bank: usize, committee: usize, rng: &mut ChaCha20Rn
         })
         .collect();
     for (b, me) in bank_ids.iter().enumerate() {
-        let config = ContributorConfig { binding: binding.clone(), me: me.clone(), parameters: params.clone(), chunk_size: 1024 };
+        let config = ContributorConfig {
+            binding: binding.clone(),
+            me: me.clone(),
+            parameters: params.clone(),
+            chunk_size: 1024,
+        };
         let items = sets[b].clone();
-        let state = timed(&mut cost.contributors, || OverthresholdContributor::new(config, items, rng).expect("contributor"));
+        let state = timed(&mut cost.contributors, || {
+            OverthresholdContributor::new(config, items, rng).expect("contributor")
+        });
         contributors.insert(me.clone(), state);
         for (m, key) in member_ids.iter().zip(&keys) {
-            let policy = MemberPolicy { min_set_size: 1, max_set_size: per_bank as u64, remaining_quota: per_bank as u64 };
+            let policy = MemberPolicy {
+                min_set_size: 1,
+                max_set_size: per_bank as u64,
+                remaining_quota: per_bank as u64,
+            };
             let config = MemberConfig { binding: binding.clone(), contributor: me.clone(), policy };
             members.insert((m.clone(), me.clone()), CommitteeMember::new(config, key.clone()));
         }
     }
-    let mut queue: VecDeque<(NodeId, OutgoingMessage)> = announces.into_iter().map(|m| (coordinator_id.clone(), m)).collect();
+    let mut queue: VecDeque<(NodeId, OutgoingMessage)> =
+        announces.into_iter().map(|m| (coordinator_id.clone(), m)).collect();
     let mut closed = false;
     while let Some((from, message)) = queue.pop_front() {
         cost.bytes += message.bytes.len();
@@ -111,13 +132,15 @@ fn session(banks: usize, per_bank: usize, committee: usize, rng: &mut ChaCha20Rn
                 Vec::new()
             }
         } else if let Some(state) = contributors.remove(&to) {
-            let (next, out) = timed(&mut cost.contributors, || state.handle(&from, &message.bytes)).expect("contributor");
+            let (next, out) =
+                timed(&mut cost.contributors, || state.handle(&from, &message.bytes)).expect("contributor");
             contributors.insert(to.clone(), next);
             out
         } else {
             let key = (to.clone(), from.clone());
             let state = members.remove(&key).expect("member");
-            let (next, out) = timed(&mut cost.members, || state.handle(&from, &message.bytes)).expect("member");
+            let (next, out) =
+                timed(&mut cost.members, || state.handle(&from, &message.bytes)).expect("member");
             members.insert(key, next);
             out
         };
@@ -162,17 +185,27 @@ fn main() {
     let floor_cpu = floor.overthreshold_cpu_seconds(items, committee as u64);
     let total = (cost.contributors + cost.members + cost.coordinator).as_secs_f64();
 
-    println!("overthreshold: {banks} banks × 2^{log} items, committee of {committee}, one session, in process");
+    println!(
+        "overthreshold: {banks} banks × 2^{log} items, committee of {committee}, one session, in process"
+    );
     println!("wall seconds summed over participants (rayon on {cores} cores inside batches)\n");
     println!("{:<14} {:>10}", "role", "wall s");
     println!("{:<14} {:>10.4}", "contributors", cost.contributors.as_secs_f64());
     println!("{:<14} {:>10.4}", "committee", cost.members.as_secs_f64());
     println!("{:<14} {:>10.4}", "coordinator", cost.coordinator.as_secs_f64());
     println!("{:<14} {:>10.4}", "total", total);
-    println!("\nbytes on the wire: {:.2} MiB ({:.0} B per item)", cost.bytes as f64 / (1 << 20) as f64, cost.bytes as f64 / items as f64);
+    println!(
+        "\nbytes on the wire: {:.2} MiB ({:.0} B per item)",
+        cost.bytes as f64 / (1 << 20) as f64,
+        cost.bytes as f64 / items as f64
+    );
     println!(
         "floor (1 thread): {:.4} s = {items} items × (H + blind + {committee} × evaluate + {committee} × decode + unblind + tag)",
         floor_cpu
     );
-    println!("ratio total / floor: {:.2}   (against the floor on {cores} cores: {:.2})", total / floor_cpu, total / (floor_cpu / cores as f64));
+    println!(
+        "ratio total / floor: {:.2}   (against the floor on {cores} cores: {:.2})",
+        total / floor_cpu,
+        total / (floor_cpu / cores as f64)
+    );
 }

@@ -172,7 +172,9 @@ pub enum ProtocolError {
     /// Committee member, at Hello: the contributor asked for more evaluations than its
     /// remaining daily quota (design.md trust model: committee members enforce each
     /// bank's quota). Refused before a single element is evaluated.
-    #[error("overthreshold: {contributor} asked for {requested} evaluations, {remaining} left in its daily quota")]
+    #[error(
+        "overthreshold: {contributor} asked for {requested} evaluations, {remaining} left in its daily quota"
+    )]
     QuotaExceeded { contributor: NodeId, requested: u64, remaining: u64 },
     /// Contributor: a committee member did not reply to every chunk (it dropped out, or
     /// the node's timer fired). Without every member's evaluation the sum key's value

@@ -389,9 +389,14 @@ fn overthreshold_session_messages() -> Vec<Vec<u8>> {
         .collect();
     for (i, me) in banks.iter().enumerate() {
         let items: Vec<Vec<u8>> = (i..i + 3).map(|j| format!("INV-{j:06}").into_bytes()).collect();
-        let config =
-            ContributorConfig { binding: binding.clone(), me: me.clone(), parameters: params.clone(), chunk_size: 2 };
-        contributors.insert(me.clone(), OverthresholdContributor::new(config, items, &mut rng).expect("contributor"));
+        let config = ContributorConfig {
+            binding: binding.clone(),
+            me: me.clone(),
+            parameters: params.clone(),
+            chunk_size: 2,
+        };
+        contributors
+            .insert(me.clone(), OverthresholdContributor::new(config, items, &mut rng).expect("contributor"));
         for (m, key) in committee.iter().zip(&keys) {
             let policy = MemberPolicy { min_set_size: 1, max_set_size: 100, remaining_quota: 100 };
             let config = MemberConfig { binding: binding.clone(), contributor: me.clone(), policy };
@@ -532,7 +537,9 @@ fn each_decoder_survives_the_other_protocols_messages() {
         tally.feed::<Overthreshold>(&message, &|| format!("PSI message {}", hex(&message)));
         let mut as_ot = message.clone();
         as_ot[1] = 0x91 + rng.gen_range(0..6);
-        tally.feed::<Overthreshold>(&as_ot, &|| format!("PSI body with an overthreshold kind {}", hex(&as_ot)));
+        tally.feed::<Overthreshold>(&as_ot, &|| {
+            format!("PSI body with an overthreshold kind {}", hex(&as_ot))
+        });
     }
     for message in secagg_session_messages() {
         tally.feed::<Overthreshold>(&message, &|| format!("SecAgg message {}", hex(&message)));

@@ -100,8 +100,8 @@ fn sum_key(keys: &[OprfKey]) -> OprfKey {
 }
 
 fn tags_under(key: &OprfKey, setup: &Setup, items: &[Vec<u8>]) -> Vec<Tag> {
-    let context =
-        TagContext::new(&setup.binding.contract, setup.binding.epoch, setup.params.tag_bits()).expect("tag bits");
+    let context = TagContext::new(&setup.binding.contract, setup.binding.epoch, setup.params.tag_bits())
+        .expect("tag bits");
     context.tag_batch(&evaluate_own_batch(key, items).expect("evaluation"))
 }
 
@@ -124,7 +124,12 @@ struct Net {
 }
 
 impl Net {
-    fn new(setup: &Setup, sets: &[Vec<Vec<u8>>], policy: &dyn Fn(usize) -> MemberPolicy, rng: &mut ChaCha20Rng) -> Self {
+    fn new(
+        setup: &Setup,
+        sets: &[Vec<Vec<u8>>],
+        policy: &dyn Fn(usize) -> MemberPolicy,
+        rng: &mut ChaCha20Rng,
+    ) -> Self {
         let (coordinator, announces) = CoordinatorCollecting::new(CoordinatorConfig {
             binding: setup.binding.clone(),
             parameters: setup.params.clone(),
@@ -141,15 +146,28 @@ impl Net {
                 parameters: setup.params.clone(),
                 chunk_size: 7,
             };
-            banks.insert(me.clone(), OverthresholdContributor::new(config, set.clone(), rng).expect("contributor"));
+            banks.insert(
+                me.clone(),
+                OverthresholdContributor::new(config, set.clone(), rng).expect("contributor"),
+            );
             for (m, key) in setup.keys.iter().enumerate() {
-                let config =
-                    MemberConfig { binding: setup.binding.clone(), contributor: me.clone(), policy: policy(i) };
+                let config = MemberConfig {
+                    binding: setup.binding.clone(),
+                    contributor: me.clone(),
+                    policy: policy(i),
+                };
                 members.insert((member(m + 1), me.clone()), CommitteeMember::new(config, key.clone()));
             }
         }
         let queue = announces.into_iter().map(|m| (coordinator_id(), m)).collect();
-        Self { coordinator: Some(coordinator), coordinator_output: None, banks, members, queue, auto_close: true }
+        Self {
+            coordinator: Some(coordinator),
+            coordinator_output: None,
+            banks,
+            members,
+            queue,
+            auto_close: true,
+        }
     }
 
     fn deliver(&mut self, from: &NodeId, to: &NodeId, bytes: &[u8]) -> Result<(), ProtocolError> {
@@ -193,7 +211,8 @@ impl Net {
     }
 
     fn outputs(self) -> (Vec<ContributorOutput>, CoordinatorOutput) {
-        let banks = self.banks.into_values().map(|b| b.into_output().expect("contributor finished")).collect();
+        let banks =
+            self.banks.into_values().map(|b| b.into_output().expect("contributor finished")).collect();
         (banks, self.coordinator_output.expect("coordinator closed"))
     }
 }
@@ -202,7 +221,12 @@ fn open_policy(_: usize) -> MemberPolicy {
     MemberPolicy { min_set_size: 0, max_set_size: 1 << 20, remaining_quota: 1 << 20 }
 }
 
-fn run(seed: u64, sets: &[Vec<Vec<u8>>], committee: usize, threshold: u32) -> (Setup, Vec<ContributorOutput>, CoordinatorOutput) {
+fn run(
+    seed: u64,
+    sets: &[Vec<Vec<u8>>],
+    committee: usize,
+    threshold: u32,
+) -> (Setup, Vec<ContributorOutput>, CoordinatorOutput) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let setup = setup(&mut rng, sets.len(), committee, threshold, 1 << 20);
     let mut net = Net::new(&setup, sets, &open_policy, &mut rng);
@@ -212,7 +236,12 @@ fn run(seed: u64, sets: &[Vec<Vec<u8>>], committee: usize, threshold: u32) -> (S
 }
 
 /// The plaintext answer, recomputed with a HashMap, against every output.
-fn check_against_plaintext(sets: &[Vec<Vec<u8>>], threshold: u32, banks: &[ContributorOutput], coordinator: &CoordinatorOutput) {
+fn check_against_plaintext(
+    sets: &[Vec<Vec<u8>>],
+    threshold: u32,
+    banks: &[ContributorOutput],
+    coordinator: &CoordinatorOutput,
+) {
     let mut holders: HashMap<&[u8], Vec<usize>> = HashMap::new();
     for (b, set) in sets.iter().enumerate() {
         for item in set {
@@ -249,7 +278,8 @@ fn check_against_plaintext(sets: &[Vec<Vec<u8>>], threshold: u32, banks: &[Contr
         coordinator.pairs.iter().map(|p| (p.a.clone(), p.b.clone(), p.shared)).collect();
     assert_eq!(got, pairs, "pairwise overlaps");
     assert!(coordinator.missing.is_empty());
-    let sizes: Vec<(NodeId, u64)> = sets.iter().enumerate().map(|(b, s)| (bank(b + 1), s.len() as u64)).collect();
+    let sizes: Vec<(NodeId, u64)> =
+        sets.iter().enumerate().map(|(b, s)| (bank(b + 1), s.len() as u64)).collect();
     assert_eq!(coordinator.set_sizes, sizes);
 }
 
@@ -282,7 +312,8 @@ fn the_tags_are_those_of_the_sum_key_and_one_members_key_matches_nothing() {
     let mut sent: HashMap<NodeId, Vec<Tag>> = HashMap::new();
     net.run(&mut |from, message| {
         if message.kind == MessageKind::TagChunk {
-            let Ok(OverthresholdMessage::TagChunk(chunk)) = OverthresholdMessage::from_bytes(&message.bytes) else {
+            let Ok(OverthresholdMessage::TagChunk(chunk)) = OverthresholdMessage::from_bytes(&message.bytes)
+            else {
                 panic!("a tag chunk decodes");
             };
             sent.entry(from.clone()).or_default().extend(chunk.tags);
@@ -346,8 +377,12 @@ fn a_repeated_item_is_refused_before_anything_is_sent() {
     let mut rng = ChaCha20Rng::seed_from_u64(0x0705);
     let setup = setup(&mut rng, 2, 1, 2, 100);
     let items = vec![b"INV-1".to_vec(), b"INV-2".to_vec(), b"INV-1".to_vec()];
-    let config =
-        ContributorConfig { binding: setup.binding.clone(), me: bank(1), parameters: setup.params.clone(), chunk_size: 4 };
+    let config = ContributorConfig {
+        binding: setup.binding.clone(),
+        me: bank(1),
+        parameters: setup.params.clone(),
+        chunk_size: 4,
+    };
     let error = OverthresholdContributor::new(config, items, &mut rng).expect_err("refused");
     assert!(matches!(error, ProtocolError::DuplicateElement { first: 0, second: 2, .. }), "{error}");
 }
@@ -400,22 +435,28 @@ fn members_refuse_sets_over_the_quota_or_under_the_minimum_with_the_numbers() {
     let setup = setup(&mut rng, 2, 1, 2, 1000);
     let policy = MemberPolicy { min_set_size: 10, max_set_size: 1000, remaining_quota: 50 };
 
-    let error = member_session(&setup, policy.clone()).handle(&bank(1), &hello(&setup.binding, 51, 8)).expect_err("refused");
+    let error = member_session(&setup, policy.clone())
+        .handle(&bank(1), &hello(&setup.binding, 51, 8))
+        .expect_err("refused");
     assert!(
         matches!(&error, ProtocolError::QuotaExceeded { contributor, requested: 51, remaining: 50 } if *contributor == bank(1)),
         "{error}"
     );
     assert!(error.to_string().contains("51") && error.to_string().contains("50"), "{error}");
 
-    let error = member_session(&setup, policy.clone()).handle(&bank(1), &hello(&setup.binding, 9, 8)).expect_err("refused");
+    let error = member_session(&setup, policy.clone())
+        .handle(&bank(1), &hello(&setup.binding, 9, 8))
+        .expect_err("refused");
     assert!(matches!(error, ProtocolError::SetTooSmall { got: 9, min: 10, .. }), "{error}");
 
     let big = MemberPolicy { remaining_quota: 1 << 20, ..policy.clone() };
-    let error = member_session(&setup, big).handle(&bank(1), &hello(&setup.binding, 1001, 8)).expect_err("refused");
+    let error =
+        member_session(&setup, big).handle(&bank(1), &hello(&setup.binding, 1001, 8)).expect_err("refused");
     assert!(matches!(error, ProtocolError::SetTooLarge { got: 1001, max: 1000, .. }), "{error}");
 
     // Exactly the quota is accepted, and charged.
-    let (state, out) = member_session(&setup, policy).handle(&bank(1), &hello(&setup.binding, 50, 8)).expect("accepted");
+    let (state, out) =
+        member_session(&setup, policy).handle(&bank(1), &hello(&setup.binding, 50, 8)).expect("accepted");
     assert!(out.is_empty());
     assert_eq!(state.charged(), Some(50));
 }
@@ -437,12 +478,15 @@ fn members_refuse_malformed_misbound_replayed_and_reordered_messages_and_invalid
     let mut rng = ChaCha20Rng::seed_from_u64(0x0709);
     let setup = setup(&mut rng, 2, 1, 2, 1000);
     let accepted = || {
-        let (state, _) = member_session(&setup, open_policy(0)).handle(&bank(1), &hello(&setup.binding, 10, 4)).expect("accepted");
+        let (state, _) = member_session(&setup, open_policy(0))
+            .handle(&bank(1), &hello(&setup.binding, 10, 4))
+            .expect("accepted");
         state
     };
     let generator = RISTRETTO_BASEPOINT_POINT.compress().0;
     let chunk = |binding: &SessionBinding, seq: u32, elements: Vec<[u8; 32]>| {
-        OverthresholdMessage::BlindedChunk(BlindedChunk { binding: binding.clone(), seq, elements }).to_bytes()
+        OverthresholdMessage::BlindedChunk(BlindedChunk { binding: binding.clone(), seq, elements })
+            .to_bytes()
     };
 
     // Malformed: truncated, and a PSI frame (kind 0x81).
@@ -453,13 +497,19 @@ fn members_refuse_malformed_misbound_replayed_and_reordered_messages_and_invalid
     let mut psi = hello(&setup.binding, 10, 4);
     psi[1] = 0x81;
     let error = member_session(&setup, open_policy(0)).handle(&bank(1), &psi).expect_err("refused");
-    assert!(matches!(&error, ProtocolError::Malformed { reason, .. } if reason.contains("unknown message kind 0x81")), "{error}");
+    assert!(
+        matches!(&error, ProtocolError::Malformed { reason, .. } if reason.contains("unknown message kind 0x81")),
+        "{error}"
+    );
 
     // Another session's Hello, and a Hello from another bank.
     let other = binding(&mut rng);
-    let error = member_session(&setup, open_policy(0)).handle(&bank(1), &hello(&other, 10, 4)).expect_err("refused");
+    let error =
+        member_session(&setup, open_policy(0)).handle(&bank(1), &hello(&other, 10, 4)).expect_err("refused");
     assert!(matches!(error, ProtocolError::WrongBinding { field: "session", .. }), "{error}");
-    let error = member_session(&setup, open_policy(0)).handle(&bank(2), &hello(&setup.binding, 10, 4)).expect_err("refused");
+    let error = member_session(&setup, open_policy(0))
+        .handle(&bank(2), &hello(&setup.binding, 10, 4))
+        .expect_err("refused");
     assert!(matches!(error, ProtocolError::UnexpectedSender { .. }), "{error}");
 
     // Replayed chunk 0, then a skipped one.
@@ -468,20 +518,28 @@ fn members_refuse_malformed_misbound_replayed_and_reordered_messages_and_invalid
     assert_eq!(out.len(), 1);
     let error = state.handle(&bank(1), &first).expect_err("replay refused");
     assert!(matches!(error, ProtocolError::ChunkOutOfOrder { expected: 1, got: 0, .. }), "{error}");
-    let error = accepted().handle(&bank(1), &chunk(&setup.binding, 1, vec![generator; 4])).expect_err("refused");
+    let error =
+        accepted().handle(&bank(1), &chunk(&setup.binding, 1, vec![generator; 4])).expect_err("refused");
     assert!(matches!(error, ProtocolError::ChunkOutOfOrder { expected: 0, got: 1, .. }), "{error}");
     // Wrong length.
-    let error = accepted().handle(&bank(1), &chunk(&setup.binding, 0, vec![generator; 3])).expect_err("refused");
+    let error =
+        accepted().handle(&bank(1), &chunk(&setup.binding, 0, vec![generator; 3])).expect_err("refused");
     assert!(matches!(error, ProtocolError::ChunkLength { expected: 4, got: 3, .. }), "{error}");
     // Invalid points: non-canonical at index 2, the identity at index 1.
     let mut elements = vec![generator; 4];
     elements[2] = [0xff; 32];
     let error = accepted().handle(&bank(1), &chunk(&setup.binding, 0, elements)).expect_err("refused");
-    assert!(matches!(&error, ProtocolError::InvalidElement(e) if e.index == 2 && e.source == CryptoError::NonCanonicalElement), "{error}");
+    assert!(
+        matches!(&error, ProtocolError::InvalidElement(e) if e.index == 2 && e.source == CryptoError::NonCanonicalElement),
+        "{error}"
+    );
     let mut elements = vec![generator; 4];
     elements[1] = [0; 32];
     let error = accepted().handle(&bank(1), &chunk(&setup.binding, 0, elements)).expect_err("refused");
-    assert!(matches!(&error, ProtocolError::InvalidElement(e) if e.index == 1 && e.source == CryptoError::IdentityElement), "{error}");
+    assert!(
+        matches!(&error, ProtocolError::InvalidElement(e) if e.index == 1 && e.source == CryptoError::IdentityElement),
+        "{error}"
+    );
 }
 
 /// Runs until bank-1 is waiting for evaluations, holding back every EvaluatedChunk to
@@ -600,7 +658,10 @@ fn coordinator_refuses_a_second_tag_set_repeated_tags_and_strangers() {
     })
     .to_bytes();
     let error = fresh.receive(&bank(2), &repeated).expect_err("refused");
-    assert!(matches!(&error, ProtocolError::BadTagSet { from, position: 2, reason: "a tag is repeated" } if *from == bank(2)), "{error}");
+    assert!(
+        matches!(&error, ProtocolError::BadTagSet { from, position: 2, reason: "a tag is repeated" } if *from == bank(2)),
+        "{error}"
+    );
     let unsorted = OverthresholdMessage::TagChunk(TagChunk {
         binding: setup.binding.clone(),
         seq: 0,
@@ -625,7 +686,11 @@ fn coordinator_closes_without_a_late_bank_and_aborts_below_the_minimum() {
     let mut net = Net::new(&setup, &sets, &open_policy, &mut rng);
     net.auto_close = false;
     net.run(&mut |from, message| {
-        if *from == bank(4) && message.kind == MessageKind::TagChunk { Fate::Drop } else { Fate::Deliver }
+        if *from == bank(4) && message.kind == MessageKind::TagChunk {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
     })
     .expect("no refusals");
     assert_eq!(net.coordinator.as_ref().expect("collecting").missing(), vec![bank(4)]);
@@ -634,8 +699,9 @@ fn coordinator_closes_without_a_late_bank_and_aborts_below_the_minimum() {
     let output = net.coordinator_output.clone().expect("closed");
     assert_eq!(output.missing, vec![bank(4)]);
     let counted = &sets[..3];
-    let banks: Vec<ContributorOutput> =
-        (1..=3).map(|b| net.banks.remove(&bank(b)).and_then(|s| s.into_output()).expect("finished")).collect();
+    let banks: Vec<ContributorOutput> = (1..=3)
+        .map(|b| net.banks.remove(&bank(b)).and_then(|s| s.into_output()).expect("finished"))
+        .collect();
     let mut without_missing = output.clone();
     without_missing.missing.clear();
     check_against_plaintext(counted, 2, &banks, &without_missing);
@@ -645,7 +711,11 @@ fn coordinator_closes_without_a_late_bank_and_aborts_below_the_minimum() {
     let mut net = Net::new(&setup, &sets, &open_policy, &mut rng);
     net.auto_close = false;
     net.run(&mut |from, message| {
-        if (*from == bank(2) || *from == bank(4)) && message.kind == MessageKind::TagChunk { Fate::Drop } else { Fate::Deliver }
+        if (*from == bank(2) || *from == bank(4)) && message.kind == MessageKind::TagChunk {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
     })
     .expect("no refusals");
     let error = net.close().expect_err("below the minimum");
@@ -656,15 +726,20 @@ fn coordinator_closes_without_a_late_bank_and_aborts_below_the_minimum() {
 }
 
 fn announce(setup: &Setup, tag_bits: u16) -> Vec<u8> {
-    OverthresholdMessage::Announce(Announce { binding: setup.binding.clone(), tag_bits, chunk_size: 2 }).to_bytes()
+    OverthresholdMessage::Announce(Announce { binding: setup.binding.clone(), tag_bits, chunk_size: 2 })
+        .to_bytes()
 }
 
 /// bank-1 of 3 (6 items, a one-member committee answering honestly), waiting for its result.
 fn bank_awaiting_result(seed: u64) -> (Setup, OverthresholdContributor) {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let setup = setup(&mut rng, 3, 1, 2, 1000);
-    let config =
-        ContributorConfig { binding: setup.binding.clone(), me: bank(1), parameters: setup.params.clone(), chunk_size: 4 };
+    let config = ContributorConfig {
+        binding: setup.binding.clone(),
+        me: bank(1),
+        parameters: setup.params.clone(),
+        chunk_size: 4,
+    };
     let items = pool(&mut rng, 6);
     let mut bank1 = OverthresholdContributor::new(config, items, &mut rng).expect("contributor");
     let mut member1 = member_session(&setup, open_policy(0));
@@ -692,8 +767,12 @@ fn contributors_check_the_announce_and_the_result() {
     let setup = setup(&mut rng, 3, 1, 2, 1000);
     // 3 banks × 1000 → T = 3000, 40 + 2 × ceil(log2 3000) = 40 + 24 = 64 bits.
     assert_eq!(setup.params.tag_bits(), 64);
-    let config =
-        ContributorConfig { binding: setup.binding.clone(), me: bank(1), parameters: setup.params.clone(), chunk_size: 4 };
+    let config = ContributorConfig {
+        binding: setup.binding.clone(),
+        me: bank(1),
+        parameters: setup.params.clone(),
+        chunk_size: 4,
+    };
     let items = pool(&mut rng, 6);
     let bank1 = OverthresholdContributor::new(config.clone(), items.clone(), &mut rng).expect("contributor");
     let error = bank1.handle(&coordinator_id(), &announce(&setup, 56)).expect_err("refused");
@@ -723,7 +802,9 @@ fn contributors_check_the_announce_and_the_result() {
     ];
     for (contributors, total, entries, needle) in cases {
         let (setup, bank1) = bank_awaiting_result(0x070f);
-        let error = bank1.handle(&coordinator_id(), &result(&setup, contributors, total, entries)).expect_err("refused");
+        let error = bank1
+            .handle(&coordinator_id(), &result(&setup, contributors, total, entries))
+            .expect_err("refused");
         assert!(matches!(error, ProtocolError::BadResult { .. }), "{error}");
         assert!(error.to_string().contains(needle), "{error} lacks {needle}");
     }
@@ -758,7 +839,8 @@ mod overthreshold_wire {
 
     fn round_trip(message: OverthresholdMessage, expected: &str) {
         assert_eq!(hex::encode(message.to_bytes()), expected);
-        let decoded = OverthresholdMessage::from_bytes(&hex::decode(expected).expect("hex")).expect("decodes");
+        let decoded =
+            OverthresholdMessage::from_bytes(&hex::decode(expected).expect("hex")).expect("decodes");
         assert_eq!(decoded, message);
     }
 
@@ -806,12 +888,16 @@ mod overthreshold_wire {
             "6a493210f7499cd17fecb510ae0cea23a110e8d5b901f8acadd3095c73a3b919",
         ]
         .concat();
-        let blinded =
-            OverthresholdMessage::BlindedChunk(BlindedChunk { binding: binding.clone(), seq: 1, elements: elements.clone() });
+        let blinded = OverthresholdMessage::BlindedChunk(BlindedChunk {
+            binding: binding.clone(),
+            seq: 1,
+            elements: elements.clone(),
+        });
         let expected = ["01", /* wire version */ "93", /* kind: BlindedChunk */ binding_hex, &body].concat();
         round_trip(blinded, &expected);
         let evaluated = OverthresholdMessage::EvaluatedChunk(EvaluatedChunk { binding, seq: 1, elements });
-        let expected = ["01", /* wire version */ "94", /* kind: EvaluatedChunk */ binding_hex, &body].concat();
+        let expected =
+            ["01", /* wire version */ "94", /* kind: EvaluatedChunk */ binding_hex, &body].concat();
         round_trip(evaluated, &expected);
     }
 
@@ -878,10 +964,15 @@ mod overthreshold_wire {
     #[test]
     fn decoder_refuses_bad_shapes() {
         let (binding, _) = hex_binding();
-        let hello = OverthresholdMessage::Hello(Hello { binding: binding.clone(), set_size: 1, chunk_size: 1 }).to_bytes();
+        let hello =
+            OverthresholdMessage::Hello(Hello { binding: binding.clone(), set_size: 1, chunk_size: 1 })
+                .to_bytes();
         let refuse = |bytes: &[u8], needle: &str| {
             let error = OverthresholdMessage::from_bytes(bytes).expect_err("refused");
-            assert!(matches!(&error, ProtocolError::Malformed { reason, .. } if reason.contains(needle)), "{error} lacks {needle}");
+            assert!(
+                matches!(&error, ProtocolError::Malformed { reason, .. } if reason.contains(needle)),
+                "{error} lacks {needle}"
+            );
         };
         let mut bytes = hello.clone();
         bytes[0] = 2;
@@ -894,7 +985,8 @@ mod overthreshold_wire {
         refuse(&[hello.as_slice(), &[0]].concat(), "trailing");
         refuse(&hello[..hello.len() - 1], "truncated");
         let zero_chunks =
-            OverthresholdMessage::Hello(Hello { binding: binding.clone(), set_size: 1, chunk_size: 0 }).to_bytes();
+            OverthresholdMessage::Hello(Hello { binding: binding.clone(), set_size: 1, chunk_size: 0 })
+                .to_bytes();
         refuse(&zero_chunks, "chunk size 0");
         let mut long_tags = OverthresholdMessage::TagChunk(TagChunk {
             binding: binding.clone(),
@@ -908,7 +1000,9 @@ mod overthreshold_wire {
         long_tags[at] = 17;
         refuse(&long_tags, "tag length 17");
         // A count larger than the bytes present.
-        let mut counted = OverthresholdMessage::EvaluatedChunk(EvaluatedChunk { binding, seq: 0, elements: vec![] }).to_bytes();
+        let mut counted =
+            OverthresholdMessage::EvaluatedChunk(EvaluatedChunk { binding, seq: 0, elements: vec![] })
+                .to_bytes();
         let at = counted.len() - 4;
         counted[at..].copy_from_slice(&3u32.to_be_bytes());
         refuse(&counted, "cannot fit");

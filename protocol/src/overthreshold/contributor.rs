@@ -9,9 +9,7 @@ use xmcredit_crypto::set::{ClientSetSession, EvaluationSum, Tag, TagContext};
 use xmcredit_crypto::NodeId;
 
 use super::messages::{BlindedChunk, EvaluatedChunk, Hello, OverthresholdMessage, ResultChunk, TagChunk};
-use super::{
-    check_chunk_size, check_sender, unexpected, OutgoingMessage, Parameters, Traffic, PROTOCOL,
-};
+use super::{check_chunk_size, check_sender, unexpected, OutgoingMessage, Parameters, Traffic, PROTOCOL};
 use crate::chunks::{at_offset, check_chunk, check_seq, chunk_count};
 use crate::{ProtocolError, SessionBinding};
 
@@ -91,7 +89,11 @@ impl ContributorAwaitingAnnounce {
         check_chunk_size(chunk_size)?;
         let n = items.len() as u64;
         if n > params.max_set_size() {
-            return Err(ProtocolError::SetTooLarge { whose: "contributor", got: n, max: params.max_set_size() });
+            return Err(ProtocolError::SetTooLarge {
+                whose: "contributor",
+                got: n,
+                max: params.max_set_size(),
+            });
         }
         if chunk_count(n, chunk_size).is_none() {
             let max = u64::from(u32::MAX) * u64::from(chunk_size);
@@ -123,13 +125,21 @@ impl ContributorAwaitingAnnounce {
         };
         let expected_bits = self.params.tag_bits();
         if u32::from(announce.tag_bits) != expected_bits {
-            return Err(ProtocolError::TagLengthMismatch { expected_bits, got_bits: u32::from(announce.tag_bits) });
+            return Err(ProtocolError::TagLengthMismatch {
+                expected_bits,
+                got_bits: u32::from(announce.tag_bits),
+            });
         }
         let tag_context = TagContext::new(&self.binding.contract, self.binding.epoch, expected_bits)?;
         let n = self.items.len() as u64;
         let mut out = Vec::new();
         let hello = Hello { binding: self.binding.clone(), set_size: n, chunk_size: self.chunk_size };
-        send_to_all(&mut self.traffic, self.params.committee(), &OverthresholdMessage::Hello(hello), &mut out);
+        send_to_all(
+            &mut self.traffic,
+            self.params.committee(),
+            &OverthresholdMessage::Hello(hello),
+            &mut out,
+        );
         // Checked in `new`.
         let total_chunks = chunk_count(n, self.chunk_size).unwrap_or(u32::MAX);
         let committee = self.params.committee().len();
@@ -170,7 +180,12 @@ impl fmt::Debug for ContributorAwaitingAnnounce {
 }
 
 /// Encodes `message` once and queues it for each of `to`.
-fn send_to_all(traffic: &mut Traffic, to: &[NodeId], message: &OverthresholdMessage, out: &mut Vec<OutgoingMessage>) {
+fn send_to_all(
+    traffic: &mut Traffic,
+    to: &[NodeId],
+    message: &OverthresholdMessage,
+    out: &mut Vec<OutgoingMessage>,
+) {
     let bytes = message.to_bytes();
     for node in to {
         traffic.bytes_sent += bytes.len() as u64;
@@ -227,7 +242,12 @@ impl ContributorAwaitingEvaluations {
         let elements = self.session.blind_batch(items).map_err(|e| ProtocolError::Crypto(e.source))?;
         self.pending.push_back(EvaluationSum::new(elements.len()));
         let chunk = BlindedChunk { binding: self.binding.clone(), seq, elements };
-        send_to_all(&mut self.traffic, self.params.committee(), &OverthresholdMessage::BlindedChunk(chunk), out);
+        send_to_all(
+            &mut self.traffic,
+            self.params.committee(),
+            &OverthresholdMessage::BlindedChunk(chunk),
+            out,
+        );
         self.chunks_sent += 1;
         if self.chunks_sent == self.total_chunks {
             self.items = Vec::new();
@@ -239,7 +259,12 @@ impl ContributorAwaitingEvaluations {
     /// the node's log when its timer fires).
     pub fn missing_members(&self) -> Vec<NodeId> {
         let committee = self.params.committee();
-        committee.iter().zip(&self.replied).filter(|(_, r)| **r < self.chunks_sent).map(|(m, _)| m.clone()).collect()
+        committee
+            .iter()
+            .zip(&self.replied)
+            .filter(|(_, r)| **r < self.chunks_sent)
+            .map(|(m, _)| m.clone())
+            .collect()
     }
 
     /// Ends the run because `member` failed (the node's timer fired or its stream
@@ -317,7 +342,10 @@ impl ContributorAwaitingEvaluations {
 
     /// Sorts the tags by value, remembering where each came from, and sends them to the
     /// coordinator in TagChunks of the announced size (one empty chunk for an empty X).
-    fn send_tags(mut self, out: &mut Vec<OutgoingMessage>) -> Result<ContributorAwaitingResult, ProtocolError> {
+    fn send_tags(
+        mut self,
+        out: &mut Vec<OutgoingMessage>,
+    ) -> Result<ContributorAwaitingResult, ProtocolError> {
         let mut sorted: Vec<(Tag, usize)> = std::mem::take(&mut self.tags).into_iter().zip(0..).collect();
         sorted.sort_unstable();
         if let Some(pair) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
@@ -424,7 +452,10 @@ impl ContributorAwaitingResult {
             let named = self.params.contributors().len();
             let min = self.params.min_contributors();
             if u32::from(chunk.contributors) < min || usize::from(chunk.contributors) > named {
-                return bad(format!("{} contributors counted, the contract requires {min} to {named}", chunk.contributors));
+                return bad(format!(
+                    "{} contributors counted, the contract requires {min} to {named}",
+                    chunk.contributors
+                ));
             }
             if chunk.total_matches > self.n {
                 return bad(format!("{} matches for a set of {}", chunk.total_matches, self.n));
@@ -449,7 +480,10 @@ impl ContributorAwaitingResult {
         let threshold = self.params.threshold();
         for entry in &chunk.entries {
             if entry.position < self.next_position || entry.position >= self.n {
-                return bad(format!("position {} out of order or past the set of {}", entry.position, self.n));
+                return bad(format!(
+                    "position {} out of order or past the set of {}",
+                    entry.position, self.n
+                ));
             }
             if u32::from(entry.multiplicity) < threshold || entry.multiplicity > self.contributors {
                 return bad(format!(
@@ -526,11 +560,15 @@ impl OverthresholdContributor {
     pub fn handle(self, from: &NodeId, bytes: &[u8]) -> Result<(Self, Vec<OutgoingMessage>), ProtocolError> {
         Ok(match self {
             Self::AwaitingAnnounce(state) => match state.handle(from, bytes)? {
-                (ContributorAfterAnnounce::AwaitingEvaluations(next), out) => (Self::AwaitingEvaluations(next), out),
+                (ContributorAfterAnnounce::AwaitingEvaluations(next), out) => {
+                    (Self::AwaitingEvaluations(next), out)
+                }
                 (ContributorAfterAnnounce::AwaitingResult(next), out) => (Self::AwaitingResult(next), out),
             },
             Self::AwaitingEvaluations(state) => match state.handle(from, bytes)? {
-                (ContributorEvaluationsNext::AwaitingEvaluations(next), out) => (Self::AwaitingEvaluations(next), out),
+                (ContributorEvaluationsNext::AwaitingEvaluations(next), out) => {
+                    (Self::AwaitingEvaluations(next), out)
+                }
                 (ContributorEvaluationsNext::AwaitingResult(next), out) => (Self::AwaitingResult(next), out),
             },
             Self::AwaitingResult(state) => match state.handle(from, bytes)? {

@@ -54,8 +54,14 @@ pub struct CoordinatorOutput {
 #[derive(Debug)]
 enum BankTags {
     Waiting,
-    Receiving { total: u64, next_seq: u32, tags: Vec<Tag> },
-    Complete { tags: Vec<Tag> },
+    Receiving {
+        total: u64,
+        next_seq: u32,
+        tags: Vec<Tag>,
+    },
+    Complete {
+        tags: Vec<Tag>,
+    },
     /// Refused on content (a repeat, not ascending, a changed or excessive total):
     /// dropped, named missing at close.
     Refused,
@@ -120,11 +126,15 @@ impl CoordinatorCollecting {
             }
             BankTags::Refused => {
                 self.banks[bank] = BankTags::Refused;
-                return Err(ProtocolError::UnexpectedMessage { state: "coordinator: this contributor's set was refused", got: "overthreshold TagChunk" });
+                return Err(ProtocolError::UnexpectedMessage {
+                    state: "coordinator: this contributor's set was refused",
+                    got: "overthreshold TagChunk",
+                });
             }
         };
         let restore = |banks: &mut Vec<BankTags>, tags: Vec<Tag>| {
-            banks[bank] = if next_seq == 0 { BankTags::Waiting } else { BankTags::Receiving { total, next_seq, tags } };
+            banks[bank] =
+                if next_seq == 0 { BankTags::Waiting } else { BankTags::Receiving { total, next_seq, tags } };
         };
         // Replays and skips: state unchanged.
         if let Err(error) = check_seq(PROTOCOL, "TagChunk", next_seq, chunk.seq) {
@@ -144,7 +154,13 @@ impl CoordinatorCollecting {
     }
 
     /// Checks one chunk's content and appends its tags; returns the tags received.
-    fn absorb(&self, from: &NodeId, total: u64, tags: &mut Vec<Tag>, chunk: &TagChunk) -> Result<u64, ProtocolError> {
+    fn absorb(
+        &self,
+        from: &NodeId,
+        total: u64,
+        tags: &mut Vec<Tag>,
+        chunk: &TagChunk,
+    ) -> Result<u64, ProtocolError> {
         if chunk.tag_len != self.tag_len {
             return Err(ProtocolError::TagLengthMismatch {
                 expected_bits: u32::from(self.tag_len) * 8,
@@ -159,15 +175,31 @@ impl CoordinatorCollecting {
             });
         }
         if total > self.params.max_set_size() {
-            return Err(ProtocolError::SetTooLarge { whose: "contributor", got: total, max: self.params.max_set_size() });
+            return Err(ProtocolError::SetTooLarge {
+                whose: "contributor",
+                got: total,
+                max: self.params.max_set_size(),
+            });
         }
-        let after =
-            check_chunk(PROTOCOL, "tags", total, tags.len() as u64, self.chunk_size, chunk.seq, chunk.tags.len())?;
+        let after = check_chunk(
+            PROTOCOL,
+            "tags",
+            total,
+            tags.len() as u64,
+            self.chunk_size,
+            chunk.seq,
+            chunk.tags.len(),
+        )?;
         for tag in &chunk.tags {
             if let Some(last) = tags.last() {
                 if tag <= last {
-                    let reason = if tag == last { "a tag is repeated" } else { "tags are not in ascending order" };
-                    return Err(ProtocolError::BadTagSet { from: from.clone(), position: tags.len() as u64, reason });
+                    let reason =
+                        if tag == last { "a tag is repeated" } else { "tags are not in ascending order" };
+                    return Err(ProtocolError::BadTagSet {
+                        from: from.clone(),
+                        position: tags.len() as u64,
+                        reason,
+                    });
                 }
             }
             tags.push(*tag);

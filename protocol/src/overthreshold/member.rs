@@ -79,7 +79,11 @@ impl MemberAwaitingHello {
     /// ([`ProtocolError::SetTooLarge`]) or above the remaining quota
     /// ([`ProtocolError::QuotaExceeded`]), each with the numbers. On success the node
     /// charges `n` to the contributor's quota ([`MemberAwaitingBlinded::charged`]).
-    pub fn handle(mut self, from: &NodeId, bytes: &[u8]) -> Result<(MemberNext, Vec<OutgoingMessage>), ProtocolError> {
+    pub fn handle(
+        mut self,
+        from: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(MemberNext, Vec<OutgoingMessage>), ProtocolError> {
         check_sender(&self.contributor, from)?;
         let hello = match self.traffic.receive(&self.binding, bytes)? {
             OverthresholdMessage::Hello(hello) => hello,
@@ -87,10 +91,18 @@ impl MemberAwaitingHello {
         };
         let n = hello.set_size;
         if n < self.policy.min_set_size {
-            return Err(ProtocolError::SetTooSmall { whose: "contributor", got: n, min: self.policy.min_set_size });
+            return Err(ProtocolError::SetTooSmall {
+                whose: "contributor",
+                got: n,
+                min: self.policy.min_set_size,
+            });
         }
         if n > self.policy.max_set_size {
-            return Err(ProtocolError::SetTooLarge { whose: "contributor", got: n, max: self.policy.max_set_size });
+            return Err(ProtocolError::SetTooLarge {
+                whose: "contributor",
+                got: n,
+                max: self.policy.max_set_size,
+            });
         }
         if n > self.policy.remaining_quota {
             return Err(ProtocolError::QuotaExceeded {
@@ -158,7 +170,11 @@ impl MemberAwaitingBlinded {
     /// and answers with `k_i · B` for each element (RFC 9497 §3.3.1 BlindEvaluate,
     /// batched; the identity and non-canonical points are refused with their index in
     /// the whole set).
-    pub fn handle(mut self, from: &NodeId, bytes: &[u8]) -> Result<(MemberNext, Vec<OutgoingMessage>), ProtocolError> {
+    pub fn handle(
+        mut self,
+        from: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(MemberNext, Vec<OutgoingMessage>), ProtocolError> {
         check_sender(&self.contributor, from)?;
         let chunk: BlindedChunk = match self.traffic.receive(&self.binding, bytes)? {
             OverthresholdMessage::BlindedChunk(chunk) => chunk,

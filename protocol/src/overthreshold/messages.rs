@@ -261,8 +261,8 @@ impl OverthresholdMessage {
         let mut r = Reader::new(bytes, "overthreshold message");
         r.version(WIRE_VERSION)?;
         let code = r.u8()?;
-        let kind =
-            MessageKind::from_code(code).ok_or_else(|| r.malformed(format!("unknown message kind 0x{code:02x}")))?;
+        let kind = MessageKind::from_code(code)
+            .ok_or_else(|| r.malformed(format!("unknown message kind 0x{code:02x}")))?;
         r.rename(kind.name());
         let binding = r.binding()?;
         let message = match kind {

@@ -130,8 +130,8 @@ pub use member::{
     MemberPolicy,
 };
 pub use messages::{
-    Announce, BlindedChunk, EvaluatedChunk, Hello, MessageKind, OverthresholdMessage, ResultChunk, ResultEntry,
-    TagChunk, MAX_CHUNK_ELEMENTS, WIRE_VERSION,
+    Announce, BlindedChunk, EvaluatedChunk, Hello, MessageKind, OverthresholdMessage, ResultChunk,
+    ResultEntry, TagChunk, MAX_CHUNK_ELEMENTS, WIRE_VERSION,
 };
 
 use crate::{ProtocolError, SessionBinding};
@@ -178,7 +178,9 @@ impl Parameters {
             return refuse("an empty committee".into());
         }
         for (what, list) in [("contributor", &contributors), ("committee member", &committee)] {
-            if let Some(repeat) = list.iter().enumerate().find_map(|(i, n)| list[..i].contains(n).then_some(n)) {
+            if let Some(repeat) =
+                list.iter().enumerate().find_map(|(i, n)| list[..i].contains(n).then_some(n))
+            {
                 return refuse(format!("{what} {repeat} is named twice"));
             }
         }
@@ -190,8 +192,9 @@ impl Parameters {
             return refuse(format!("min_contributors {min_contributors} outside {threshold}..={n}"));
         }
         let total = n.saturating_mul(max_set_size);
-        let tag_bits = tag_bits_for(total, total, STATISTICAL_SECURITY_BITS)
-            .map_err(|e| ProtocolError::OverthresholdSetup { reason: format!("max_set_size {max_set_size}: {e}") })?;
+        let tag_bits = tag_bits_for(total, total, STATISTICAL_SECURITY_BITS).map_err(|e| {
+            ProtocolError::OverthresholdSetup { reason: format!("max_set_size {max_set_size}: {e}") }
+        })?;
         Ok(Self { coordinator, committee, contributors, threshold, min_contributors, max_set_size, tag_bits })
     }
 
@@ -249,7 +252,11 @@ pub struct Traffic {
 
 impl Traffic {
     /// Decodes `bytes` and checks the binding; counts them as received once they pass.
-    fn receive(&mut self, binding: &SessionBinding, bytes: &[u8]) -> Result<OverthresholdMessage, ProtocolError> {
+    fn receive(
+        &mut self,
+        binding: &SessionBinding,
+        bytes: &[u8],
+    ) -> Result<OverthresholdMessage, ProtocolError> {
         let message = OverthresholdMessage::from_bytes(bytes)?;
         binding.check(message.binding())?;
         self.bytes_received += bytes.len() as u64;
@@ -283,4 +290,3 @@ fn check_chunk_size(chunk_size: u32) -> Result<(), ProtocolError> {
     }
     Ok(())
 }
-
