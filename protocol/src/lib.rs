@@ -11,9 +11,10 @@
 #![forbid(unsafe_code)]
 
 mod binding;
-mod chunking;
+mod chunks;
 mod error;
 pub mod lookup;
+pub mod overthreshold;
 pub mod psi;
 pub mod secagg;
 mod wire;

@@ -482,7 +482,7 @@ fn quota_is_enforced_at_hello() {
         .expect_err("6 lookups, 5 left");
     assert!(matches!(error, ProtocolError::QuotaExceeded { requested: 6, remaining: 5 }), "{error}");
     assert!(
-        error.to_string().contains("6 lookups requested") && error.to_string().contains("5 left"),
+        error.to_string().contains("6 evaluations requested") && error.to_string().contains("5 left"),
         "{error}"
     );
     // Exactly the remaining quota is accepted and charged.

@@ -18,8 +18,9 @@ pub const MAX_CHUNK_ELEMENTS: usize = 1 << 16;
 /// Most entries one VectorChunk may carry: 1 MiB at 64 bits per entry.
 pub const MAX_VECTOR_CHUNK_ENTRIES: usize = 1 << 17;
 
-/// The kind byte of each message. The range 0xC1.. is the lookup protocol's own (PSI
-/// uses 0x81..0x87, SecAgg 0x00..0x41), so another protocol's frame is refused here.
+/// The kind byte of each message. The range 0xC1..0xC4 is the lookup protocol's own (PSI
+/// uses 0x81..0x87, SecAgg 0x00..0x41, overthreshold 0x91..0x96), so another protocol's
+/// frame is refused here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LookupMessageKind {
     Hello,

@@ -83,8 +83,8 @@
 //!
 //! ```text
 //! version  = 0x01
-//! kind     = 0xC1.. (PSI uses 0x81..0x87, SecAgg 0x00..0x41: another protocol's frame
-//!            is refused as an unknown kind)
+//! kind     = 0xC1..0xC4 (PSI uses 0x81..0x87, SecAgg 0x00..0x41, overthreshold
+//!            0x91..0x96: another protocol's frame is refused as an unknown kind)
 //! binding  = I2OSP(len(contract), 2) || contract || I2OSP(epoch, 8) || session id (16)
 //! element  = 32 bytes, a canonical ristretto255 encoding
 //!
@@ -142,12 +142,15 @@ pub use vector::{
 };
 pub use xmcredit_crypto::lookup::Width;
 
-use crate::chunking::{at_offset, check_chunk, check_seq, chunk_count};
+use crate::chunks::{at_offset, check_chunk, check_seq, chunk_count};
 use crate::psi::transcript::{Side, Transcript};
 use crate::{ProtocolError, SessionBinding};
 
 /// Domain-separation label of the query session's transcript digest.
 const TRANSCRIPT_LABEL: &[u8] = b"xmcredit lookup transcript v1";
+
+/// The protocol's name in the shared chunking errors ([`crate::chunks`]).
+const PROTOCOL: &str = "lookup";
 
 /// A message for the node to send: the encoded bytes, already in the transcript.
 #[derive(Clone, PartialEq, Eq)]

@@ -11,7 +11,9 @@ use xmcredit_crypto::NodeId;
 use super::messages::{BlindedChunk, EvaluatedChunk, LookupMessage};
 use super::universe::Universe;
 use super::vector::{LookupVector, VectorHeader};
-use super::{at_offset, check_chunk, check_seq, chunk_count, unexpected, Channel, OutgoingMessage, Side};
+use super::{
+    at_offset, check_chunk, check_seq, chunk_count, unexpected, Channel, OutgoingMessage, Side, PROTOCOL,
+};
 use crate::{ProtocolError, SessionBinding};
 
 /// Provider `j`'s padded contribution: `v_j(u) = (g_j(u) + pad_j(u)) mod 2^w` for every
@@ -195,9 +197,10 @@ impl ProviderAwaitingBlinded {
             LookupMessage::BlindedChunk(chunk) => chunk,
             other => return Err(unexpected(Self::STATE, &other)),
         };
-        check_seq("lookup BlindedChunk", self.next_seq, chunk.seq)?;
+        check_seq(PROTOCOL, "BlindedChunk", self.next_seq, chunk.seq)?;
         let after = check_chunk(
-            "lookup blinded elements",
+            PROTOCOL,
+            "blinded elements",
             self.n,
             self.received,
             self.chunk_size,

@@ -13,7 +13,9 @@ use xmcredit_crypto::NodeId;
 use super::messages::{BlindedChunk, EvaluatedChunk, Hello, LookupMessage, MAX_CHUNK_ELEMENTS};
 use super::universe::Universe;
 use super::vector::{LookupVector, VectorHeader};
-use super::{at_offset, check_chunk, check_seq, chunk_count, unexpected, Channel, OutgoingMessage, Side};
+use super::{
+    at_offset, check_chunk, check_seq, chunk_count, unexpected, Channel, OutgoingMessage, Side, PROTOCOL,
+};
 use crate::{ProtocolError, SessionBinding};
 
 /// Blinded chunks the querier keeps in flight before it waits for replies.
@@ -381,13 +383,14 @@ impl QuerierAwaitingEvaluated {
             LookupMessage::EvaluatedChunk(chunk) => chunk,
             other => return Err(unexpected(Self::STATE, &other)),
         };
-        check_seq("lookup EvaluatedChunk", self.next_seq, chunk.seq)?;
+        check_seq(PROTOCOL, "EvaluatedChunk", self.next_seq, chunk.seq)?;
         if chunk.seq >= self.chunks_sent {
             return Err(ProtocolError::UnrequestedChunk { seq: chunk.seq });
         }
         let received = self.unblinded.len() as u64;
         check_chunk(
-            "lookup evaluated elements",
+            PROTOCOL,
+            "evaluated elements",
             self.n,
             received,
             self.chunk_size,

@@ -138,9 +138,12 @@ pub use server::{
 };
 pub use server_set::{DatasetVersion, ServerSet, ServerSetId};
 
-pub(crate) use crate::chunking::{at_offset, check_chunk, check_seq, chunk_count};
+use crate::chunks::{at_offset, check_chunk, check_seq, chunk_count};
 use crate::{ProtocolError, SessionBinding};
 use transcript::{Side, Transcript};
+
+/// The protocol's name in the shared chunking errors ([`crate::chunks`]).
+const PROTOCOL: &str = "PSI";
 
 /// Statistical security of tags: the chance that any of the n·m pairs of different
 /// elements share a tag is below 2^-40 (design.md: tags of at least

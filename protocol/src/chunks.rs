@@ -1,22 +1,30 @@
-//! Chunked sequences shared by the set protocols (PSI, lookup): a sequence of `total`
-//! items is sent as chunks numbered 0, 1, 2, …, each holding exactly the session's chunk
-//! size, the last one the rest.
+//! Numbered, fixed-size chunks: the one chunking rule of the set protocols (PSI, lookup
+//! and overthreshold). A sequence of `total` items travels in chunks numbered 0, 1, 2,
+//! …, each holding exactly the session's chunk size, the last one the rest. Every error
+//! names its protocol (each protocol module's `PROTOCOL`) and the message or items.
 
 use xmcredit_crypto::group::BatchElementError;
 
 use crate::ProtocolError;
 
 /// Refuses a chunk whose number is not `expected`.
-pub(crate) fn check_seq(what: &'static str, expected: u32, got: u32) -> Result<(), ProtocolError> {
+pub(crate) fn check_seq(
+    protocol: &'static str,
+    what: &'static str,
+    expected: u32,
+    got: u32,
+) -> Result<(), ProtocolError> {
     if got != expected {
-        return Err(ProtocolError::ChunkOutOfOrder { what, expected, got });
+        return Err(ProtocolError::ChunkOutOfOrder { protocol, what, expected, got });
     }
     Ok(())
 }
 
 /// Checks a chunk of `got` items against a total of `declared`, `received` of which
-/// came before: not past the total, and exactly the chunking's size.
+/// came before: not past the total, and exactly the chunking's size. Returns the items
+/// received after this chunk.
 pub(crate) fn check_chunk(
+    protocol: &'static str,
     what: &'static str,
     declared: u64,
     received: u64,
@@ -26,11 +34,11 @@ pub(crate) fn check_chunk(
 ) -> Result<u64, ProtocolError> {
     let after = received + got as u64;
     if after > declared {
-        return Err(ProtocolError::TooManyElements { what, declared, got: after });
+        return Err(ProtocolError::TooManyElements { protocol, what, declared, got: after });
     }
     let expected = chunk_len(declared, chunk_size, seq);
     if got as u64 != expected {
-        return Err(ProtocolError::ChunkLength { what, seq, expected, got: got as u64 });
+        return Err(ProtocolError::ChunkLength { protocol, what, seq, expected, got: got as u64 });
     }
     Ok(after)
 }
