@@ -54,4 +54,11 @@ pub enum CryptoError {
     /// A tag length outside what the set sizes and this crate allow.
     #[error("tag length {bits} bits is outside [{min}, {max}]")]
     TagLength { bits: u32, min: u32, max: u32 },
+    /// A lookup output width outside 1 to 64 bits (design.md computation 4).
+    #[error("lookup output width {bits} bits is outside 1..=64")]
+    LookupWidth { bits: u32 },
+    /// A lookup value that does not fit the output width: unsigned values in
+    /// `[0, 2^bits)`, signed ones in `[-2^(bits-1), 2^(bits-1))`.
+    #[error("value {value} does not fit {bits} bits ({})", if *signed { "two's complement" } else { "unsigned" })]
+    ValueOutOfRange { value: i128, bits: u32, signed: bool },
 }

@@ -170,6 +170,29 @@ impl FloorCosts {
         n as f64 * per_client + m as f64 * per_server
     }
 
+    /// CPU-seconds a lookup provider cannot avoid to prepare its contribution over a
+    /// universe of `m` entries: per entry one HashToGroup, one scalar multiplication,
+    /// one batched compression (to serialize `N = k·H(u)`) and one SHA-512 for the pad
+    /// (the same work as a tag).
+    pub fn lookup_provider_cpu_seconds(&self, m: u64) -> f64 {
+        m as f64 * (self.hash_to_group + self.scalar_mul + self.compress_batched + self.tag)
+    }
+
+    /// CPU-seconds duplicate detection (overthreshold) cannot avoid for `items` items
+    /// across all banks and a committee of `committee`: per item the bank hashes and
+    /// blinds (H + mul + batched compress), each member decodes and evaluates
+    /// (decompress + mul + batched compress), the bank decodes each member's reply
+    /// (decompress), unblinds the sum (mul + batched compress) and tags it. Point
+    /// additions and the coordinator's counting are left out (they are far cheaper).
+    pub fn overthreshold_cpu_seconds(&self, items: u64, committee: u64) -> f64 {
+        let c = committee as f64;
+        let per_item = self.hash_to_group
+            + 2.0 * (self.scalar_mul + self.compress_batched)
+            + c * (2.0 * self.decompress + self.scalar_mul + self.compress_batched)
+            + self.tag;
+        items as f64 * per_item
+    }
+
     /// The PSI floor in wall seconds on `cores` cores, perfectly parallel.
     pub fn psi_floor_seconds(&self, n: u64, m: u64, cores: usize) -> f64 {
         self.psi_cpu_seconds(n, m) / cores.max(1) as f64

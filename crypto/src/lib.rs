@@ -19,6 +19,7 @@ pub mod group;
 pub mod h2c;
 pub mod ids;
 pub mod keys;
+pub mod lookup;
 pub mod oprf;
 pub mod prg;
 pub mod set;

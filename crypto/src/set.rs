@@ -17,11 +17,13 @@
 //! ```
 //!
 //! where `N` is the 32-byte canonical encoding of the unblinded element and I2OSP is
-//! big-endian. A lookup pad is the first 8 bytes of the pad read as a little-endian u64.
+//! big-endian. [`TagContext::pad_u64`] is the first 8 bytes of the pad read as a
+//! little-endian u64; private lookups do not use it but their own, domain-separated pads
+//! ([`crate::lookup`]).
 
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::IsIdentity;
+use curve25519_dalek::traits::{Identity, IsIdentity};
 use rand_core::CryptoRngCore;
 use sha2::{Digest, Sha512};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -104,6 +106,76 @@ impl ClientSetSession {
     pub fn unblind_one(&self, evaluated: &ElementBytes) -> Result<UnblindedElement, CryptoError> {
         let point = crate::group::decode_element(evaluated)?;
         Ok(UnblindedElement((self.unblind * point).compress().0))
+    }
+}
+
+/// The point-wise sum of a committee's evaluations of one batch of blinded elements,
+/// `Σ_i k_i · B_j` for every `j`: the evaluation under the sum key `k = Σ_i k_i` that no
+/// single member holds (an additively shared OPRF key, design.md computation 2).
+///
+/// Every member's elements go through the checked decoder ([`decode_batch`]) before they
+/// are added, so a bad element is named by its index in the batch.
+pub struct EvaluationSum {
+    points: Vec<RistrettoPoint>,
+    added: usize,
+}
+
+impl std::fmt::Debug for EvaluationSum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EvaluationSum({} elements, {} evaluations added)", self.points.len(), self.added)
+    }
+}
+
+impl EvaluationSum {
+    /// An empty sum (all identities) for a batch of `len` blinded elements.
+    pub fn new(len: usize) -> Self {
+        Self { points: vec![RistrettoPoint::identity(); len], added: 0 }
+    }
+
+    /// Elements in the batch.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// How many evaluations (members) have been added.
+    pub fn added(&self) -> usize {
+        self.added
+    }
+
+    /// Decodes one member's evaluations of the batch and adds them point-wise. Refuses a
+    /// batch of another length ([`CryptoError::BatchLength`], index = the shorter length)
+    /// and, with its index, an element that fails [`crate::group::decode_element`]; a
+    /// refused batch adds nothing.
+    pub fn add(&mut self, evaluated: &[ElementBytes]) -> Result<(), BatchElementError> {
+        if evaluated.len() != self.points.len() {
+            return Err(BatchElementError {
+                index: evaluated.len().min(self.points.len()),
+                source: CryptoError::BatchLength { expected: self.points.len(), got: evaluated.len() },
+            });
+        }
+        let decoded = decode_batch(evaluated)?;
+        for (sum, point) in self.points.iter_mut().zip(decoded) {
+            *sum += point;
+        }
+        self.added += 1;
+        Ok(())
+    }
+}
+
+impl ClientSetSession {
+    /// `r⁻¹ · Σ_i E_i` for every element of a summed batch: `N = k · H(x)` under the sum
+    /// key. Refuses, with its index, a sum that is the identity (only members choosing
+    /// their replies to cancel can produce one; its tag would be the same for every such
+    /// element).
+    pub fn unblind_sum(&self, sum: &EvaluationSum) -> Result<Vec<UnblindedElement>, BatchElementError> {
+        if let Some(index) = sum.points.iter().position(|p| p.is_identity()) {
+            return Err(BatchElementError { index, source: CryptoError::IdentityElement });
+        }
+        Ok(mul_and_compress_batch(&self.unblind, &sum.points).into_iter().map(UnblindedElement).collect())
     }
 }
 

@@ -8,10 +8,11 @@ use sha2::{Digest, Sha512};
 use xmcredit_crypto::aead::AeadKey;
 use xmcredit_crypto::dh::{DhPublic, DhSecret};
 use xmcredit_crypto::keys::{KeyPurpose, MasterSecret};
-use xmcredit_crypto::oprf::{blind_evaluate, Blind, Suite};
+use xmcredit_crypto::oprf::{blind_evaluate, Blind, OprfKey, Suite};
 use xmcredit_crypto::prg::{apply_masks, fill_masks, MaskSign, Seed};
 use xmcredit_crypto::set::{
-    evaluate_batch, evaluate_own_batch, tag_bits_for, ClientSetSession, TagContext, UnblindedElement,
+    evaluate_batch, evaluate_own_batch, tag_bits_for, ClientSetSession, EvaluationSum, TagContext,
+    UnblindedElement,
 };
 use xmcredit_crypto::shamir::{reconstruct, split, Share};
 use xmcredit_crypto::sign::IdentityKey;
@@ -287,4 +288,46 @@ fn dh_agreement_is_symmetric_and_refuses_the_identity() {
     assert_eq!(DhPublic::from_bytes(&[0u8; 32]), Err(CryptoError::IdentityElement));
     let round_trip = DhPublic::from_bytes(&a.public().to_bytes()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(round_trip, a.public());
+}
+
+/// Distributed OPRF (overthreshold): the sum of the committee's evaluations, unblinded,
+/// is the evaluation under the sum key; one member's alone is not; bad elements are named.
+#[test]
+fn evaluation_sum_is_the_evaluation_under_the_sum_key() {
+    let mut rng = rng(0x07);
+    let keys: Vec<OprfKey> = (0..3).map(|_| OprfKey::random(&mut rng)).collect();
+    let sum_scalar: Scalar =
+        keys.iter().map(|k| Scalar::from_canonical_bytes(k.to_bytes()).expect("canonical")).sum();
+    let sum_key = OprfKey::from_bytes(&sum_scalar.to_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let inputs: Vec<Vec<u8>> = (0..300).map(|i| format!("INV-{i:08}").into_bytes()).collect();
+
+    let session = ClientSetSession::new(&mut rng);
+    let blinded = session.blind_batch(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    let mut sum = EvaluationSum::new(blinded.len());
+    for key in &keys {
+        sum.add(&evaluate_batch(key, &blinded).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(sum.added(), 3);
+    let unblinded = session.unblind_sum(&sum).unwrap_or_else(|e| panic!("{e}"));
+    let direct = evaluate_own_batch(&sum_key, &inputs).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(unblinded, direct);
+
+    let one = session
+        .unblind_batch(&evaluate_batch(&keys[0], &blinded).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(one.iter().zip(&direct).all(|(a, b)| a != b));
+
+    // A wrong length and a non-canonical element are refused, naming the index; nothing is added.
+    let mut partial = EvaluationSum::new(blinded.len());
+    let error = partial.add(&blinded[..10]).expect_err("refused");
+    assert_eq!(error.index, 10);
+    let mut bad = blinded.clone();
+    bad[17] = [0xff; 32];
+    let error = partial.add(&bad).expect_err("refused");
+    assert_eq!((error.index, error.source), (17, CryptoError::NonCanonicalElement));
+    assert_eq!(partial.added(), 0);
+    // An empty sum (no evaluation added) is all identities: refused at index 0.
+    let error = session.unblind_sum(&partial).expect_err("refused");
+    assert_eq!((error.index, error.source), (0, CryptoError::IdentityElement));
 }

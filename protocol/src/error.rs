@@ -34,34 +34,50 @@ pub enum ProtocolError {
     #[error("{whose} set has {got} elements, the limit is {max}")]
     SetTooLarge { whose: &'static str, got: u64, max: u64 },
 
-    // ---- PSI ------------------------------------------------------------------------
+    // ---- Set protocols: chunked streams, quota (PSI, lookup, overthreshold) ---------
     /// A chunk whose number is not the next one of its direction and kind (design.md
-    /// computation 1; chunks are numbered 0, 1, 2, … in each session). A repeated number
-    /// is a replay inside the session, a skipped one a lost or reordered message; either
-    /// would break the order that maps replies back to X.
-    #[error("PSI {what}: chunk {got} out of order, expected chunk {expected}")]
-    ChunkOutOfOrder { what: &'static str, expected: u32, got: u32 },
+    /// computations 1, 2 and 4; chunks are numbered 0, 1, 2, … in each session). A
+    /// repeated number is a replay inside the session, a skipped one a lost or reordered
+    /// message; either would break the order that maps replies back to the set.
+    /// `protocol` names the protocol ("PSI", "lookup", "overthreshold"), `what` the
+    /// message.
+    #[error("{protocol} {what}: chunk {got} out of order, expected chunk {expected}")]
+    ChunkOutOfOrder { protocol: &'static str, what: &'static str, expected: u32, got: u32 },
     /// More items (blinded or evaluated elements, tags, matched tags) than the peer
-    /// declared (Hello's n, HelloAck's m, the MatchReport total). Refused before the
-    /// extra items are evaluated or counted.
-    #[error("PSI: {got} {what}, more than the {declared} declared")]
-    TooManyElements { what: &'static str, declared: u64, got: u64 },
+    /// declared (Hello's n, HelloAck's m, the MatchReport total, the ResultChunk
+    /// total). Refused before the extra items are evaluated or counted.
+    #[error("{protocol}: {got} {what}, more than the {declared} declared")]
+    TooManyElements { protocol: &'static str, what: &'static str, declared: u64, got: u64 },
     /// A chunk with another number of items than the session's chunking gives: every
     /// chunk holds the chunk size from Hello, the last one the rest.
-    #[error("PSI {what}: chunk {seq} holds {got}, the chunking gives {expected}")]
-    ChunkLength { what: &'static str, seq: u32, expected: u64, got: u64 },
+    #[error("{protocol} {what}: chunk {seq} holds {got}, the chunking gives {expected}")]
+    ChunkLength { protocol: &'static str, what: &'static str, seq: u32, expected: u64, got: u64 },
+    /// An EvaluatedChunk for a blinded chunk this side has not sent: the evaluator cannot
+    /// have evaluated it.
+    #[error("evaluated chunk {seq} arrived before blinded chunk {seq} was sent")]
+    UnrequestedChunk { seq: u32 },
+    /// Tags of another length than the session's (PSI: `tag_bits_for(n, m, 40)`;
+    /// overthreshold: the announced length): shorter tags would let false matches
+    /// through (design.md: at least 40 + log2 n + log2 m bits).
+    #[error("tags of {got_bits} bits, the session requires {expected_bits}")]
+    TagLengthMismatch { expected_bits: u32, got_bits: u32 },
     /// A local chunk size of 0 or above `MAX_CHUNK_ELEMENTS` (the bound a receiver holds
     /// for one message).
-    #[error("PSI chunk size {got} must be between 1 and {max}")]
+    #[error("chunk size {got} must be between 1 and {max}")]
     InvalidChunkSize { got: u32, max: usize },
+    /// A Hello asking for more evaluations than its sender has left in today's quota
+    /// (design.md trust model: the evaluating side of a set protocol enforces its
+    /// peer's quota; the lookup provider for the querier, each overthreshold committee
+    /// member for the contributor). Refused before a single element is evaluated; the
+    /// peer is the Hello's sender.
+    #[error("quota exceeded: {requested} evaluations requested, {remaining} left in today's quota")]
+    QuotaExceeded { requested: u64, remaining: u64 },
+
+    // ---- PSI ------------------------------------------------------------------------
     /// The client asked for an output form the contract does not grant (e.g. the
     /// intersection under a cardinality-only contract). Refused by the server at Hello.
     #[error("PSI: client asked for the {requested} form, the contract grants {allowed}")]
     FormNotAllowed { requested: crate::psi::PsiOutputForm, allowed: crate::psi::PsiOutputForm },
-    /// Tags of another length than `crypto::set::tag_bits_for(n, m, 40)`: shorter tags
-    /// would let false matches through (design.md: at least 40 + log2 n + log2 m bits).
-    #[error("PSI: tags of {got_bits} bits, the set sizes require {expected_bits}")]
-    TagLengthMismatch { expected_bits: u32, got_bits: u32 },
     /// ServerDone came before all m tags, or names another total than HelloAck's m.
     #[error("PSI: the server declared {declared} tags, got {got}")]
     TagCountMismatch { declared: u64, got: u64 },
@@ -69,10 +85,6 @@ pub enum ProtocolError {
     /// it.
     #[error("PSI {form} form: a tag chunk with {tags} tags and {labels} labels")]
     LabelsMismatch { form: crate::psi::PsiOutputForm, tags: usize, labels: usize },
-    /// An EvaluatedChunk for a blinded chunk the client has not sent: the server cannot
-    /// have evaluated it.
-    #[error("PSI: evaluated chunk {seq} arrived before blinded chunk {seq} was sent")]
-    UnrequestedChunk { seq: u32 },
     /// A MatchReport chunk whose total differs from the one chunk 0 declared.
     #[error("PSI MatchReport: total {got} differs from the {first} declared in chunk 0")]
     MatchTotalChanged { first: u64, got: u64 },
@@ -159,4 +171,74 @@ pub enum ProtocolError {
     /// output.
     #[error("secure aggregation round 4: reconstruction failed: {reason}")]
     Reconstruction { reason: String },
+
+    // ---- Lookup -----------------------------------------------------------------------
+    /// A universe whose entries are not strictly increasing (unsorted or repeated), or
+    /// an entry that is empty or longer than 65535 bytes.
+    #[error("lookup universe entry {index}: {reason}")]
+    InvalidUniverse { index: u64, reason: String },
+    /// A message, reply or vector bound to another universe than this run's (hex
+    /// digests).
+    #[error("lookup: bound to universe {got}, this run's is {expected}")]
+    UniverseMismatch { expected: String, got: String },
+    /// A vector of another output width than the contract's.
+    #[error("lookup: vector of {got} bits per entry, the contract's width is {expected}")]
+    WidthMismatch { expected: u32, got: u32 },
+    /// A vector that does not fit this run: another contract, epoch or length, vectors
+    /// that cannot be combined, or a download whose digest does not match its entries.
+    #[error("lookup vector refused: {reason}")]
+    VectorMismatch { reason: String },
+    /// Local fault: contributions whose count is not the universe's.
+    #[error("lookup: {got} contributions for a universe of {expected} entries")]
+    ContributionLength { expected: usize, got: usize },
+    /// The provider replies handed to the querier's last step are not exactly one
+    /// complete reply from each provider of the contract, for this run.
+    #[error("lookup: provider replies refused: {reason}")]
+    ProviderReplies { reason: String },
+    /// Local fault: a bit layout that does not fit the width, or a provider's mask
+    /// wider than its rules.
+    #[error("lookup bit layout: {reason}")]
+    BitLayout { reason: String },
+
+    // ---- Overthreshold (duplicate detection) ------------------------------------------
+    /// Parameters that cannot run the protocol (design.md computation 2: at least two
+    /// contributors, a committee of at least one, 2 <= t <= min_contributors <=
+    /// contributors, tags that fit in 128 bits).
+    #[error("overthreshold setup refused: {reason}")]
+    OverthresholdSetup { reason: String },
+    /// Contributor: a committee member did not reply to every chunk (it dropped out, or
+    /// the node's timer fired). Without every member's evaluation the sum key's value
+    /// cannot be formed, so the contributor aborts and sends no tags.
+    #[error("overthreshold: committee member {member} failed after {replied} of {expected} chunks")]
+    CommitteeMemberFailed { member: NodeId, replied: u32, expected: u32 },
+    /// Contributor: element `index` (in the whole set) of a committee member's
+    /// evaluations failed crypto's checked decoder (RFC 9497 §4.1 DeserializeElement).
+    #[error("overthreshold: committee member {member} sent an invalid element at index {index}: {source}")]
+    InvalidEvaluation {
+        member: NodeId,
+        index: u64,
+        #[source]
+        source: CryptoError,
+    },
+    /// A message from a node that is neither a contributor nor a committee member this
+    /// role exchanges messages with.
+    #[error("overthreshold: {who} is not a {role} of this session")]
+    NotAParticipant { who: NodeId, role: &'static str },
+    /// Coordinator: a second tag set from a contributor whose set is complete.
+    #[error("overthreshold: a second tag set from {from}")]
+    DuplicateTagSet { from: NodeId },
+    /// Coordinator: a contributor's tag set names one tag twice (so it cannot count once
+    /// per bank), or is not in ascending order (the order every honest set is sent in).
+    /// The contributor's set is dropped and the contributor named missing at close.
+    #[error("overthreshold: tag set of {from} is refused at tag {position}: {reason}")]
+    BadTagSet { from: NodeId, position: u64, reason: &'static str },
+    /// Coordinator, at close: fewer complete tag sets than the contract's
+    /// `min_contributors`; nothing is counted or answered.
+    #[error("overthreshold: {got} contributors' tag sets arrived, the contract requires {min}; missing: {missing}")]
+    TooFewContributors { got: usize, min: usize, missing: String },
+    /// Contributor: the coordinator's result breaks a rule an honest coordinator keeps
+    /// (a position out of range or not ascending, a multiplicity below the threshold or
+    /// above the contributors counted, fewer contributors than the contract's minimum).
+    #[error("overthreshold: the coordinator's result is refused: {reason}")]
+    BadResult { reason: String },
 }

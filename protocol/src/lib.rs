@@ -11,7 +11,10 @@
 #![forbid(unsafe_code)]
 
 mod binding;
+mod chunks;
 mod error;
+pub mod lookup;
+pub mod overthreshold;
 pub mod psi;
 pub mod secagg;
 mod wire;

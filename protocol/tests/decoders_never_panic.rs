@@ -1,5 +1,6 @@
-//! The two decoders that read a peer's bytes, `PsiMessage::from_bytes` and
-//! `SecAggMessage::from_bytes`, on stable Rust: random byte strings and mutations of
+//! The decoders that read a peer's bytes, `PsiMessage::from_bytes`,
+//! `SecAggMessage::from_bytes`, `LookupMessage::from_bytes` and
+//! `OverthresholdMessage::from_bytes`, on stable Rust: random byte strings and mutations of
 //! every message of real sessions. A panic fails the test; every input that decodes must
 //! re-encode to exactly the same bytes (the encoding is canonical, so a message has one
 //! byte string and a decoder accepts nothing else). The cargo-fuzz targets in `fuzz/`
@@ -13,6 +14,14 @@ use rand_chacha::ChaCha20Rng;
 use xmcredit_crypto::keys::{KeyPurpose, MasterSecret};
 use xmcredit_crypto::sign::IdentityKey;
 use xmcredit_crypto::{ContractId, Epoch, NodeId, SessionId};
+use xmcredit_protocol::lookup::{
+    combine, prepare_contribution, LookupMessage, LookupProvider, LookupQuery, ProviderConfig,
+    ProviderPolicy, QuerierConfig, Universe, VectorHeader, Width,
+};
+use xmcredit_protocol::overthreshold::{
+    CommitteeMember, ContributorConfig, CoordinatorCollecting, CoordinatorConfig, MemberConfig, MemberPolicy,
+    OverthresholdContributor, OverthresholdMessage, Parameters,
+};
 use xmcredit_protocol::psi::{
     ClientConfig, ClientPolicy, DatasetVersion, OutgoingMessage, PsiClient, PsiMessage, PsiOutputForm,
     PsiServer, ServerConfig, ServerPolicy, ServerSet, ServerSetId,
@@ -47,6 +56,24 @@ impl Decoder for SecAgg {
     const NAME: &'static str = "SecAggMessage";
     fn round_trip(bytes: &[u8]) -> Option<Vec<u8>> {
         SecAggMessage::from_bytes(bytes).ok().map(|m| m.to_bytes())
+    }
+}
+
+struct Lookup;
+
+impl Decoder for Lookup {
+    const NAME: &'static str = "LookupMessage";
+    fn round_trip(bytes: &[u8]) -> Option<Vec<u8>> {
+        LookupMessage::from_bytes(bytes).ok().map(|m| m.to_bytes())
+    }
+}
+
+struct Overthreshold;
+
+impl Decoder for Overthreshold {
+    const NAME: &'static str = "OverthresholdMessage";
+    fn round_trip(bytes: &[u8]) -> Option<Vec<u8>> {
+        OverthresholdMessage::from_bytes(bytes).ok().map(|m| m.to_bytes())
     }
 }
 
@@ -341,6 +368,150 @@ fn secagg_session_messages() -> Vec<Vec<u8>> {
     out
 }
 
+/// Every message of a small honest lookup run (one provider, 5 lookups in chunks of 2,
+/// a 12-bit vector of 7 entries in chunks of 3): Hello, BlindedChunk, EvaluatedChunk and
+/// VectorChunk.
+fn lookup_session_messages() -> Vec<Vec<u8>> {
+    let mut rng = ChaCha20Rng::seed_from_u64(0x100c);
+    let (querier_id, provider_id) = (node("bank-xiamen-1"), node("credit-center"));
+    let binding = SessionBinding {
+        contract: ContractId::new("xel-2026-lookup").expect("valid contract id"),
+        epoch: Epoch(2),
+        session: SessionId::random(&mut rng),
+    };
+    let codes: Vec<Vec<u8>> = (0..7).map(|i| format!("91350200MA2Y{i:06}").into_bytes()).collect();
+    let universe = Arc::new(Universe::new(codes.clone()).expect("sorted"));
+    let header =
+        VectorHeader::new(binding.contract.clone(), binding.epoch, &universe, Width::new(12).expect("width"));
+    let key = MasterSecret::generate(&mut rng)
+        .derive_oprf_key(&binding.contract, binding.epoch, KeyPurpose::LookupProvider)
+        .expect("key derivation");
+    let vector = combine(&[
+        prepare_contribution(&key, &header, &universe, &[1, 2, 3, 4, 5, 6, 4095]).expect("contribution")
+    ])
+    .expect("one vector");
+    let mut out = vector.to_chunks(&binding, 3).expect("chunks");
+
+    let query =
+        LookupQuery::new(header, universe.clone(), vec![provider_id.clone()], &codes[1..6]).expect("query");
+    let config = QuerierConfig { binding: binding.clone(), provider: provider_id.clone(), chunk_size: 2 };
+    let (mut session, first) = query.start_session(config, &mut rng).expect("start");
+    let mut provider = LookupProvider::new(
+        ProviderConfig {
+            binding,
+            querier: querier_id.clone(),
+            universe_digest: universe.digest(),
+            policy: ProviderPolicy { remaining_quota: 100, max_lookups: 100 },
+        },
+        key,
+    );
+    let mut to_provider: VecDeque<Vec<u8>> = first.into_iter().map(|m| m.bytes).collect();
+    let mut to_querier: VecDeque<Vec<u8>> = VecDeque::new();
+    loop {
+        if let Some(bytes) = to_provider.pop_front() {
+            out.push(bytes.clone());
+            let (next, messages) = provider.handle(&querier_id, &bytes).expect("honest provider step");
+            provider = next;
+            to_querier.extend(messages.into_iter().map(|m| m.bytes));
+        } else if let Some(bytes) = to_querier.pop_front() {
+            out.push(bytes.clone());
+            let (next, messages) = session.handle(&provider_id, &bytes).expect("honest querier step");
+            session = next;
+            to_provider.extend(messages.into_iter().map(|m| m.bytes));
+        } else {
+            break;
+        }
+    }
+    assert!(session.is_done() && provider.is_done());
+    out
+}
+
+/// Every message of a small honest overthreshold session (3 banks, a committee of 2,
+/// chunks of 2): Announce, Hello, BlindedChunk, EvaluatedChunk, TagChunk, ResultChunk.
+fn overthreshold_session_messages() -> Vec<Vec<u8>> {
+    let mut rng = ChaCha20Rng::seed_from_u64(0x0f7);
+    let binding = SessionBinding {
+        contract: ContractId::new("xel-2026-dup").expect("valid contract id"),
+        epoch: Epoch(5),
+        session: SessionId([2; 16]),
+    };
+    let banks: Vec<NodeId> = (1..=3).map(|i| node(&format!("bank-{i}"))).collect();
+    let committee: Vec<NodeId> = (1..=2).map(|i| node(&format!("committee-{i}"))).collect();
+    let coordinator_id = node("credit-center");
+    let params = Parameters::new(coordinator_id.clone(), committee.clone(), banks.clone(), 2, 2, 100)
+        .expect("valid parameters");
+    let (mut coordinator, announces) = CoordinatorCollecting::new(CoordinatorConfig {
+        binding: binding.clone(),
+        parameters: params.clone(),
+        chunk_size: 2,
+    })
+    .expect("coordinator");
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut queue: VecDeque<(NodeId, xmcredit_protocol::overthreshold::OutgoingMessage)> =
+        announces.into_iter().map(|m| (coordinator_id.clone(), m)).collect();
+    let mut contributors = std::collections::HashMap::new();
+    let mut members = std::collections::HashMap::new();
+    let keys: Vec<_> = committee
+        .iter()
+        .map(|_| {
+            MasterSecret::generate(&mut rng)
+                .derive_oprf_key(&binding.contract, binding.epoch, KeyPurpose::OverthresholdCommittee)
+                .expect("key derivation")
+        })
+        .collect();
+    for (i, me) in banks.iter().enumerate() {
+        let items: Vec<Vec<u8>> = (i..i + 3).map(|j| format!("INV-{j:06}").into_bytes()).collect();
+        let config = ContributorConfig {
+            binding: binding.clone(),
+            me: me.clone(),
+            parameters: params.clone(),
+            chunk_size: 2,
+        };
+        contributors
+            .insert(me.clone(), OverthresholdContributor::new(config, items, &mut rng).expect("contributor"));
+        for (m, key) in committee.iter().zip(&keys) {
+            let policy = MemberPolicy { min_set_size: 1, max_set_size: 100, remaining_quota: 100 };
+            let config = MemberConfig { binding: binding.clone(), contributor: me.clone(), policy };
+            members.insert((m.clone(), me.clone()), CommitteeMember::new(config, key.clone()));
+        }
+    }
+    let mut closed = false;
+    while let Some((from, message)) = queue.pop_front() {
+        out.push(message.bytes.clone());
+        let to = message.to.clone();
+        let next = if to == coordinator_id {
+            coordinator.receive(&from, &message.bytes).expect("genuine");
+            if coordinator.is_complete() && !closed {
+                closed = true;
+                let fresh = CoordinatorCollecting::new(CoordinatorConfig {
+                    binding: binding.clone(),
+                    parameters: params.clone(),
+                    chunk_size: 2,
+                })
+                .expect("coordinator")
+                .0;
+                let (_, results) = std::mem::replace(&mut coordinator, fresh).close().expect("close");
+                results
+            } else {
+                Vec::new()
+            }
+        } else if let Some(state) = contributors.remove(&to) {
+            let (next, messages) = state.handle(&from, &message.bytes).expect("honest contributor step");
+            contributors.insert(to.clone(), next);
+            messages
+        } else {
+            let key = (to.clone(), from.clone());
+            let state = members.remove(&key).expect("member session");
+            let (next, messages) = state.handle(&from, &message.bytes).expect("honest member step");
+            members.insert(key, next);
+            messages
+        };
+        queue.extend(next.into_iter().map(|m| (to.clone(), m)));
+    }
+    assert!(contributors.values().all(OverthresholdContributor::is_done), "every bank finished");
+    out
+}
+
 fn kinds(messages: &[Vec<u8>]) -> Vec<u8> {
     let mut kinds: Vec<u8> = messages.iter().map(|m| m[1]).collect();
     kinds.sort_unstable();
@@ -364,6 +535,28 @@ fn secagg_decoder_never_panics_on_random_bytes() {
     let kinds = kinds(&secagg_session_messages());
     assert_eq!(kinds.len(), 7, "the session produced every SecAgg message kind");
     feed_random::<SecAgg>(0xf022_0002, &kinds);
+}
+
+#[test]
+fn overthreshold_decoder_never_panics_on_random_bytes() {
+    let kinds = kinds(&overthreshold_session_messages());
+    assert_eq!(kinds.len(), 6, "the session produced every overthreshold message kind");
+    feed_random::<Overthreshold>(0xf022_0006, &kinds);
+}
+
+#[test]
+fn overthreshold_decoder_never_panics_on_mutated_messages() {
+    let mut rng = ChaCha20Rng::seed_from_u64(0xf022_0007);
+    let mut tally = Tally::default();
+    // One message of each kind (the chunks of one kind share a layout).
+    let mut messages = overthreshold_session_messages();
+    messages.sort_by_key(|m| m[1]);
+    messages.dedup_by_key(|m| m[1]);
+    assert_eq!(messages.len(), 6, "one message of each kind");
+    for message in messages {
+        feed_mutations::<Overthreshold>(&message, &mut rng, &mut tally);
+    }
+    assert!(tally.accepted > tally.tried / 20, "{tally:?}");
 }
 
 #[test]
@@ -394,6 +587,76 @@ fn secagg_decoder_never_panics_on_mutated_messages() {
     assert!(tally.accepted > tally.tried / 20, "{tally:?}");
 }
 
+#[test]
+fn lookup_decoder_never_panics_on_random_bytes() {
+    let kinds = kinds(&lookup_session_messages());
+    assert_eq!(kinds.len(), 4, "the run produced every lookup message kind");
+    feed_random::<Lookup>(0xf022_0009, &kinds);
+}
+
+#[test]
+fn lookup_decoder_never_panics_on_mutated_messages() {
+    let mut rng = ChaCha20Rng::seed_from_u64(0xf022_000a);
+    let mut tally = Tally::default();
+    let mut messages = lookup_session_messages();
+    messages.sort_by_key(|m| m[1]);
+    messages.dedup_by_key(|m| m[1]);
+    assert_eq!(messages.len(), 4, "one message of each kind");
+    for message in messages {
+        feed_mutations::<Lookup>(&message, &mut rng, &mut tally);
+    }
+    assert!(tally.accepted > tally.tried / 20, "{tally:?}");
+}
+
+/// The lookup decoder refuses (or round-trips) the other protocols' messages, and they
+/// its messages, never panicking; with the kind byte swapped, bodies meet the wrong
+/// parser.
+#[test]
+fn lookup_decoder_survives_the_other_protocols_messages() {
+    let mut rng = ChaCha20Rng::seed_from_u64(0xf022_0008);
+    let mut tally = Tally::default();
+    let lookup = lookup_session_messages();
+    let lookup_kinds = kinds(&lookup);
+    let foreign = psi_session_messages()
+        .into_iter()
+        .chain(secagg_session_messages())
+        .chain(overthreshold_session_messages());
+    for message in foreign {
+        assert!(!check::<Lookup>(&message, &|| format!("foreign message {}", hex(&message))));
+        let mut as_lookup = message.clone();
+        as_lookup[1] = lookup_kinds[rng.gen_range(0..lookup_kinds.len())];
+        tally.feed::<Lookup>(&as_lookup, &|| format!("foreign body with a lookup kind {}", hex(&as_lookup)));
+    }
+    for message in lookup {
+        assert!(!check::<Psi>(&message, &|| format!("lookup message {}", hex(&message))));
+        assert!(!check::<SecAgg>(&message, &|| format!("lookup message {}", hex(&message))));
+        assert!(!check::<Overthreshold>(&message, &|| format!("lookup message {}", hex(&message))));
+    }
+}
+
+/// The message kind bytes of the four protocols are disjoint and in their ranges (PSI
+/// 0x81-0x87, SecAgg 0x00-0x41, overthreshold 0x91-0x96, lookup 0xC1-0xC4), so no
+/// decoder takes another protocol's message for one of its own.
+#[test]
+fn message_kinds_do_not_collide() {
+    let psi = kinds(&psi_session_messages());
+    let secagg = kinds(&secagg_session_messages());
+    let overthreshold = kinds(&overthreshold_session_messages());
+    let lookup = kinds(&lookup_session_messages());
+    assert!(psi.iter().all(|k| (0x81..=0x87).contains(k)), "PSI kinds {psi:02x?}");
+    assert!(secagg.iter().all(|k| (0x00..=0x41).contains(k)), "SecAgg kinds {secagg:02x?}");
+    assert!(
+        overthreshold.iter().all(|k| (0x91..=0x96).contains(k)),
+        "overthreshold kinds {overthreshold:02x?}"
+    );
+    assert!(lookup.iter().all(|k| (0xc1..=0xc4).contains(k)), "lookup kinds {lookup:02x?}");
+    let mut all: Vec<u8> = [&psi, &secagg, &overthreshold, &lookup].into_iter().flatten().copied().collect();
+    let count = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), count, "a kind byte is shared by two protocols");
+}
+
 /// The PSI decoder also sees the other protocol's bytes on a shared stream by mistake,
 /// and the other way round: each must refuse (or round-trip) them, never panic.
 #[test]
@@ -407,6 +670,21 @@ fn each_decoder_survives_the_other_protocols_messages() {
         let mut as_psi = message.clone();
         as_psi[1] = 0x81 + rng.gen_range(0..7);
         tally.feed::<Psi>(&as_psi, &|| format!("SecAgg body with a PSI kind {}", hex(&as_psi)));
+    }
+    for message in overthreshold_session_messages() {
+        tally.feed::<Psi>(&message, &|| format!("overthreshold message {}", hex(&message)));
+        tally.feed::<SecAgg>(&message, &|| format!("overthreshold message {}", hex(&message)));
+    }
+    for message in psi_session_messages() {
+        tally.feed::<Overthreshold>(&message, &|| format!("PSI message {}", hex(&message)));
+        let mut as_ot = message.clone();
+        as_ot[1] = 0x91 + rng.gen_range(0..6);
+        tally.feed::<Overthreshold>(&as_ot, &|| {
+            format!("PSI body with an overthreshold kind {}", hex(&as_ot))
+        });
+    }
+    for message in secagg_session_messages() {
+        tally.feed::<Overthreshold>(&message, &|| format!("SecAgg message {}", hex(&message)));
     }
     for message in psi_session_messages() {
         tally.feed::<SecAgg>(&message, &|| format!("PSI message {}", hex(&message)));

@@ -11,7 +11,7 @@ use super::messages::{BlindedChunk, EvaluatedChunk, Hello, MatchReport, ServerDo
 use super::server_set::refuse_duplicates;
 use super::{
     at_offset, check_chunk, check_seq, chunk_count, unexpected, Channel, OutgoingMessage, PsiMessage,
-    PsiOutputForm, Side, MAX_CHUNK_ELEMENTS, STATISTICAL_SECURITY_BITS,
+    PsiOutputForm, Side, MAX_CHUNK_ELEMENTS, PROTOCOL, STATISTICAL_SECURITY_BITS,
 };
 use crate::{ProtocolError, SessionBinding};
 
@@ -269,11 +269,12 @@ impl ClientAwaitingEvaluated {
             PsiMessage::EvaluatedChunk(chunk) => chunk,
             other => return Err(unexpected(Self::STATE, &other)),
         };
-        check_seq("EvaluatedChunk", self.next_seq, chunk.seq)?;
+        check_seq(PROTOCOL, "EvaluatedChunk", self.next_seq, chunk.seq)?;
         if chunk.seq >= self.chunks_sent {
             return Err(ProtocolError::UnrequestedChunk { seq: chunk.seq });
         }
         let after = check_chunk(
+            PROTOCOL,
             "evaluated elements",
             self.n,
             self.received,
@@ -380,7 +381,7 @@ impl ClientAwaitingTags {
     }
 
     fn absorb(&mut self, chunk: &TagChunk) -> Result<(), ProtocolError> {
-        check_seq("TagChunk", self.next_seq, chunk.seq)?;
+        check_seq(PROTOCOL, "TagChunk", self.next_seq, chunk.seq)?;
         let tag_len = self.tag_context.tag_len();
         if usize::from(chunk.tag_len) != tag_len {
             return Err(ProtocolError::TagLengthMismatch {
@@ -388,7 +389,15 @@ impl ClientAwaitingTags {
                 got_bits: u32::from(chunk.tag_len) * 8,
             });
         }
-        let after = check_chunk("tags", self.m, self.received, self.chunk_size, chunk.seq, chunk.tags.len())?;
+        let after = check_chunk(
+            PROTOCOL,
+            "tags",
+            self.m,
+            self.received,
+            self.chunk_size,
+            chunk.seq,
+            chunk.tags.len(),
+        )?;
         let labelled = self.form == PsiOutputForm::Labels;
         let labels_expected = if labelled { chunk.tags.len() } else { 0 };
         if chunk.labels.len() != labels_expected {

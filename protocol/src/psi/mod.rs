@@ -118,11 +118,10 @@ mod messages;
 mod server;
 mod server_set;
 mod shuffle;
-mod transcript;
+pub(crate) mod transcript;
 
 use std::fmt;
 
-use xmcredit_crypto::group::BatchElementError;
 use xmcredit_crypto::NodeId;
 
 pub use client::{
@@ -139,8 +138,12 @@ pub use server::{
 };
 pub use server_set::{DatasetVersion, ServerSet, ServerSetId};
 
+use crate::chunks::{at_offset, check_chunk, check_seq, chunk_count};
 use crate::{ProtocolError, SessionBinding};
 use transcript::{Side, Transcript};
+
+/// The protocol's name in the shared chunking errors ([`crate::chunks`]).
+const PROTOCOL: &str = "PSI";
 
 /// Statistical security of tags: the chance that any of the n·m pairs of different
 /// elements share a tag is below 2^-40 (design.md: tags of at least
@@ -246,71 +249,4 @@ impl Channel {
 
 fn unexpected(state: &'static str, message: &PsiMessage) -> ProtocolError {
     ProtocolError::UnexpectedMessage { state, got: message.kind().name() }
-}
-
-/// Refuses a chunk whose number is not `expected`.
-fn check_seq(what: &'static str, expected: u32, got: u32) -> Result<(), ProtocolError> {
-    if got != expected {
-        return Err(ProtocolError::ChunkOutOfOrder { what, expected, got });
-    }
-    Ok(())
-}
-
-/// Checks a chunk of `got` items against a total of `declared`, `received` of which
-/// came before: not past the total, and exactly the chunking's size.
-fn check_chunk(
-    what: &'static str,
-    declared: u64,
-    received: u64,
-    chunk_size: u32,
-    seq: u32,
-    got: usize,
-) -> Result<u64, ProtocolError> {
-    let after = received + got as u64;
-    if after > declared {
-        return Err(ProtocolError::TooManyElements { what, declared, got: after });
-    }
-    let expected = chunk_len(declared, chunk_size, seq);
-    if got as u64 != expected {
-        return Err(ProtocolError::ChunkLength { what, seq, expected, got: got as u64 });
-    }
-    Ok(after)
-}
-
-/// Items in chunk `seq` of a `total`-item sequence.
-fn chunk_len(total: u64, chunk_size: u32, seq: u32) -> u64 {
-    let start = u64::from(seq) * u64::from(chunk_size);
-    total.saturating_sub(start).min(u64::from(chunk_size))
-}
-
-/// Chunks in a `total`-item sequence; `None` when their numbers would not fit in u32.
-fn chunk_count(total: u64, chunk_size: u32) -> Option<u32> {
-    u32::try_from(total.div_ceil(u64::from(chunk_size.max(1)))).ok()
-}
-
-/// Re-bases a batch error's index from the chunk to the whole set.
-fn at_offset(offset: u64) -> impl Fn(BatchElementError) -> ProtocolError {
-    move |error| {
-        ProtocolError::InvalidElement(BatchElementError {
-            index: usize::try_from(offset).unwrap_or(usize::MAX).saturating_add(error.index),
-            source: error.source,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{chunk_count, chunk_len};
-
-    #[test]
-    fn chunking_covers_the_total_exactly() {
-        for (total, chunk_size) in [(0u64, 4u32), (1, 4), (4, 4), (10, 4), (65536, 4096), (7, 1)] {
-            let count = chunk_count(total, chunk_size).expect("fits");
-            let sum: u64 = (0..count).map(|seq| chunk_len(total, chunk_size, seq)).sum();
-            assert_eq!(sum, total, "{total} in chunks of {chunk_size}");
-            assert!((0..count).all(|seq| chunk_len(total, chunk_size, seq) > 0));
-            assert_eq!(chunk_len(total, chunk_size, count), 0);
-        }
-        assert_eq!(chunk_count(u64::MAX, 1), None);
-    }
 }

@@ -17,7 +17,7 @@ use super::server_set::ServerSet;
 use super::shuffle::Shuffler;
 use super::{
     at_offset, check_chunk, check_seq, chunk_count, unexpected, Channel, OutgoingMessage, PsiMessage,
-    PsiOutputForm, Side, STATISTICAL_SECURITY_BITS,
+    PsiOutputForm, Side, PROTOCOL, STATISTICAL_SECURITY_BITS,
 };
 use crate::{ProtocolError, SessionBinding};
 
@@ -221,8 +221,9 @@ impl ServerAwaitingBlinded {
             PsiMessage::BlindedChunk(chunk) => chunk,
             other => return Err(unexpected(Self::STATE, &other)),
         };
-        check_seq("BlindedChunk", self.next_seq, chunk.seq)?;
+        check_seq(PROTOCOL, "BlindedChunk", self.next_seq, chunk.seq)?;
         let after = check_chunk(
+            PROTOCOL,
             "blinded elements",
             self.n,
             self.received,
@@ -361,7 +362,7 @@ impl ServerAwaitingMatchReport {
             PsiMessage::MatchReport(report) => report,
             other => return Err(unexpected(Self::STATE, &other)),
         };
-        check_seq("MatchReport", self.next_seq, report.seq)?;
+        check_seq(PROTOCOL, "MatchReport", self.next_seq, report.seq)?;
         if report.tag_len != self.tag_len {
             return Err(ProtocolError::TagLengthMismatch {
                 expected_bits: u32::from(self.tag_len) * 8,
@@ -372,6 +373,7 @@ impl ServerAwaitingMatchReport {
             let limit = self.n.min(self.tags.len() as u64);
             if report.total_matches > limit {
                 return Err(ProtocolError::TooManyElements {
+                    protocol: PROTOCOL,
                     what: "matched tags",
                     declared: limit,
                     got: report.total_matches,
@@ -383,6 +385,7 @@ impl ServerAwaitingMatchReport {
         }
         let received = self.reported.len() as u64;
         let after = check_chunk(
+            PROTOCOL,
             "matched tags",
             self.total,
             received,

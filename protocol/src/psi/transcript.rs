@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Both parties of an honest run compute the same digest, so two nodes' audit logs can
-//! be compared entry by entry.
+//! be compared entry by entry. The lookup query session uses the same construction
+//! under its own label, `"xmcredit lookup transcript v1"` (the querier is the client
+//! side, the provider the server side).
 
 use sha2::{Digest, Sha256};
 
@@ -27,6 +29,7 @@ pub(crate) enum Side {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Transcript {
+    label: &'static [u8],
     side: Side,
     client_to_server: Sha256,
     server_to_client: Sha256,
@@ -44,7 +47,13 @@ pub(crate) struct TranscriptSummary {
 
 impl Transcript {
     pub(crate) fn new(side: Side) -> Self {
+        Self::with_label(LABEL, side)
+    }
+
+    /// A transcript of another protocol, domain-separated by its own `label`.
+    pub(crate) fn with_label(label: &'static [u8], side: Side) -> Self {
         Self {
+            label,
             side,
             client_to_server: Sha256::new(),
             server_to_client: Sha256::new(),
@@ -73,7 +82,7 @@ impl Transcript {
 
     pub(crate) fn finish(self) -> TranscriptSummary {
         let mut hasher = Sha256::new();
-        hasher.update(LABEL);
+        hasher.update(self.label);
         hasher.update(self.client_to_server.finalize());
         hasher.update(self.server_to_client.finalize());
         TranscriptSummary {

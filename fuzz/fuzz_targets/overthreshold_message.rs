@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = xmcredit_protocol::overthreshold::OverthresholdMessage::from_bytes(data);
+});
