@@ -265,9 +265,10 @@ impl NodeContext {
     }
 
     /// Writes one summary record per (peer, kind) whose repeated refusals were
-    /// suppressed in a minute that has ended (called every minute by `serve`).
-    pub fn audit_suppressed_refusals(&self) {
-        let minute = self.now_unix() / 60;
+    /// suppressed in a minute that has ended (called every minute by `serve`), or in any
+    /// minute when `all` (at shutdown).
+    pub fn audit_suppressed_refusals(&self, all: bool) {
+        let minute = self.now_unix() / 60 + u64::from(all);
         let finished = match self.refusal_window.lock() {
             Ok(mut window) => window.take_finished(minute),
             Err(_) => return,
@@ -336,4 +337,36 @@ impl NodeContext {
 fn refusal_kind(error: &NodeError) -> String {
     let debug = format!("{error:?}");
     debug.split([' ', '{']).next().unwrap_or_default().chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_refusals_are_coalesced_per_minute_and_summarized() {
+        let mut window = RefusalWindow::default();
+        assert_eq!(window.admit("bank-c", "UnknownPeer", 10), Some(0));
+        for _ in 0..5 {
+            assert_eq!(window.admit("bank-c", "UnknownPeer", 10), None, "folded into the minute's record");
+        }
+        // Another kind or another peer gets its own record.
+        assert_eq!(window.admit("bank-c", "Replay", 10), Some(0));
+        assert_eq!(window.admit("bank-d", "UnknownPeer", 10), Some(0));
+        // Nothing is summarized while the minute lasts; after it, the 5 are.
+        assert!(window.take_finished(10).is_empty());
+        assert_eq!(window.take_finished(11), vec![("bank-c".to_string(), "UnknownPeer".to_string(), 5)]);
+        assert!(window.take_finished(11).is_empty(), "summarized once");
+        // The next minute starts a fresh record.
+        assert_eq!(window.admit("bank-c", "UnknownPeer", 11), Some(0));
+    }
+
+    #[test]
+    fn reasons_are_bounded() {
+        let long = "x".repeat(100_000);
+        let cut = bounded(&long);
+        assert!(cut.chars().count() < MAX_REASON_CHARS + 40, "{}", cut.len());
+        assert!(cut.ends_with("(100000 bytes in all)"));
+        assert_eq!(bounded("short"), "short");
+    }
 }

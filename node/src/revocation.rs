@@ -75,7 +75,8 @@ async fn fetch_and_install(ctx: &NodeContext, source: &xmcredit_crypto::NodeId) 
         if bytes == reply.crl_der {
             return Ok(false);
         }
-        if fetched.this_update < current.this_update {
+        // Strictly newer only: a relay cannot swap between two CRLs of one second.
+        if fetched.this_update <= current.this_update {
             return Err(NodeError::Refused(format!(
                 "{source} served a CRL issued at {} but the one in force was issued at {}: not rolling back",
                 fetched.this_update, current.this_update
@@ -88,22 +89,26 @@ async fn fetch_and_install(ctx: &NodeContext, source: &xmcredit_crypto::NodeId) 
 }
 
 /// Reloads TLS if the CRL file changed (or `forced`), then closes live connections of
-/// revoked peers.
+/// revoked peers (on every pass, so a connection that raced an earlier pass is caught).
 fn apply_crl_file(ctx: &NodeContext, server_tls: &ServerTls, forced: bool) -> Result<(), NodeError> {
     let current = current_crl(ctx)?;
     let digest: Option<[u8; 32]> = current.as_ref().map(|(bytes, _)| Sha256::digest(bytes).into());
-    let changed = {
-        let mut loaded =
-            ctx.crl_digest.lock().map_err(|_| NodeError::Internal("CRL digest lock poisoned".into()))?;
-        let changed = *loaded != digest;
-        *loaded = digest;
-        changed
-    };
-    if !changed && !forced {
-        return Ok(());
+    let loaded =
+        *ctx.crl_digest.lock().map_err(|_| NodeError::Internal("CRL digest lock poisoned".into()))?;
+    let mut reload_error = None;
+    if loaded != digest || forced {
+        match crate::server::reload_tls(ctx, server_tls) {
+            Ok(crls) => {
+                tracing::info!(node = %ctx.node_id(), crls, "reloaded certificates and revocation lists");
+                // Only a successful reload counts as loaded: a failed one is retried next period.
+                if let Ok(mut slot) = ctx.crl_digest.lock() {
+                    *slot = digest;
+                }
+            }
+            Err(e) => reload_error = Some(e),
+        }
     }
-    let crls = crate::server::reload_tls(ctx, server_tls)?;
-    tracing::info!(node = %ctx.node_id(), crls, "reloaded certificates and revocation lists");
+    // Revoked peers lose their live connections even if the TLS reload failed.
     if let Some((_, checked)) = current {
         for peer in ctx.live.close_revoked(&checked.revoked) {
             tracing::warn!(%peer, "closed a live connection: the peer's certificate is revoked");
@@ -119,15 +124,16 @@ fn apply_crl_file(ctx: &NodeContext, server_tls: &ServerTls, forced: bool) -> Re
             );
         }
     }
-    Ok(())
+    reload_error.map_or(Ok(()), Err)
 }
 
 /// Records the CRL in force at startup, so the first refresh reloads only on a change.
 pub fn note_loaded(ctx: &NodeContext) {
-    if let Ok(Some((bytes, _))) = current_crl(ctx) {
+    if let Ok(Some((bytes, checked))) = current_crl(ctx) {
         if let Ok(mut loaded) = ctx.crl_digest.lock() {
             *loaded = Some(Sha256::digest(&bytes).into());
         }
+        ctx.live.close_revoked(&checked.revoked);
     }
 }
 

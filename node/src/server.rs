@@ -201,7 +201,7 @@ pub async fn serve(
             let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 ticker.tick().await;
-                ctx.audit_suppressed_refusals();
+                ctx.audit_suppressed_refusals(false);
             }
         })
     };
@@ -224,7 +224,7 @@ pub async fn serve(
     refresher.abort();
     heads.abort();
     refusal_summaries.abort();
-    ctx.audit_suppressed_refusals();
+    ctx.audit_suppressed_refusals(true);
     match admin_task.await {
         Ok(Err(e)) => tracing::error!(error = %e, "the admin socket server failed"),
         Err(e) => tracing::error!(error = %e, "the admin socket server panicked"),

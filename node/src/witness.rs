@@ -191,5 +191,13 @@ pub async fn check_with_witnesses(ctx: &NodeContext) -> Result<WitnessCheck, Nod
             }
         }
     }
+    let vouched =
+        reports.iter().filter(|r| r.contains(" heads, latest record ") && !r.contains(": 0 heads")).count();
+    if first.is_none() && !records.is_empty() && vouched == 0 {
+        first = Some((
+            u64::MAX,
+            "no witness vouched for this chain (none answered, or none holds a head yet)".into(),
+        ));
+    }
     Ok(WitnessCheck { problem: first.map(|(_, p)| p), reports })
 }

@@ -125,10 +125,16 @@ pub fn receive_proposal(
         let mut stored = match existing {
             Some(existing) => {
                 if existing.signed.canonical_bytes() != incoming.canonical_bytes() {
+                    // Only a party of the held contract learns its digest: anyone else
+                    // learns no more than that the id is taken (no probing).
+                    let detail = if existing.signed.contract().party(from).is_some() {
+                        format!(" (digest {})", hex::encode(existing.signed.digest()))
+                    } else {
+                        String::new()
+                    };
                     return Err(NodeError::Refused(format!(
-                        "contract {} is already held with different content (digest {}); a changed contract needs a new id",
-                        document.id,
-                        hex::encode(existing.signed.digest())
+                        "contract id {} is not available with this content{detail}; a changed contract needs a new id",
+                        document.id
                     )));
                 }
                 existing

@@ -81,7 +81,8 @@ impl Store {
             Ok(()) => Witnessed::Stored,
             Err(existing) => {
                 let held: SignedHead = from_json(&existing.current.unwrap_or_default(), "witnessed head")?;
-                if held == *head {
+                // An idle node re-sends the same head with a new time: not a conflict.
+                if held.hash == head.hash {
                     Witnessed::AlreadyHeld
                 } else {
                     Witnessed::Conflict(held)
