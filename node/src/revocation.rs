@@ -75,11 +75,15 @@ async fn fetch_and_install(ctx: &NodeContext, source: &xmcredit_crypto::NodeId) 
         if bytes == reply.crl_der {
             return Ok(false);
         }
-        // Strictly newer only: a relay cannot swap between two CRLs of one second.
-        if fetched.this_update <= current.this_update {
+        // Only a CRL that supersedes the one in force (a greater CRL number): a relay
+        // cannot roll a revocation back or swap between two CRLs of one second.
+        if !fetched.supersedes(&current) {
             return Err(NodeError::Refused(format!(
-                "{source} served a CRL issued at {} but the one in force was issued at {}: not rolling back",
-                fetched.this_update, current.this_update
+                "{source} served a CRL (number {}, issued at {}) that does not supersede the one in force (number {}, issued at {}): not installed",
+                fetched.number.as_deref().map(hex::encode).unwrap_or_else(|| "-".into()),
+                fetched.this_update,
+                current.number.as_deref().map(hex::encode).unwrap_or_else(|| "-".into()),
+                current.this_update
             )));
         }
     }

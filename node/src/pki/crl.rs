@@ -17,6 +17,19 @@ pub struct CheckedCrl {
     pub this_update: i64,
     /// Raw serial numbers (DER INTEGER contents) of the revoked certificates.
     pub revoked: BTreeSet<Vec<u8>>,
+    /// The CRL number extension (RFC 5280 §5.2.3), big-endian without leading zeros.
+    pub number: Option<Vec<u8>>,
+}
+
+impl CheckedCrl {
+    /// Whether `self` supersedes `current`: a strictly greater CRL number when both
+    /// carry one (the alliance CA numbers every CRL), else a `thisUpdate` not older.
+    pub fn supersedes(&self, current: &CheckedCrl) -> bool {
+        match (&self.number, &current.number) {
+            (Some(new), Some(old)) => (new.len(), new) > (old.len(), old),
+            _ => self.this_update >= current.this_update,
+        }
+    }
 }
 
 fn malformed(what: &'static str, reason: impl ToString) -> PkiError {
@@ -61,7 +74,12 @@ pub fn check_crl(crl: &[u8], ca_cert_der: &[u8]) -> Result<CheckedCrl, PkiError>
         malformed("the CRL", format!("its signature does not verify under the alliance CA: {e}"))
     })?;
     let revoked = list.iter_revoked_certificates().map(|entry| entry.raw_serial().to_vec()).collect();
-    Ok(CheckedCrl { this_update: list.last_update().timestamp(), revoked })
+    let number = list.crl_number().map(|n| {
+        let bytes = n.to_bytes_be();
+        let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+        bytes[start..].to_vec()
+    });
+    Ok(CheckedCrl { this_update: list.last_update().timestamp(), revoked, number })
 }
 
 /// The raw serial number of a DER certificate (the same form CRL entries carry).
