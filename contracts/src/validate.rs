@@ -136,7 +136,29 @@ impl Contract {
         {
             return Err(malformed("parties", format!("{} cannot be both server and client", both.node)));
         }
+        if self.proposer().is_none() {
+            let example = self.parties.first().map(|p| p.node.as_str()).unwrap_or("credit-center");
+            return Err(malformed(
+                "id",
+                format!(
+                    "{:?} is not scoped by its proposer: a contract id is `<proposer node id>.<name>` with the proposer one of the parties (e.g. \"{example}.{}\"), so no party can take another's id",
+                    self.id.as_str(),
+                    self.id.as_str()
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The party that scopes this contract's id: the node id before the first `.` of
+    /// `id` (node ids have no `.`), if it is a party. Only that party may propose the
+    /// contract, and nodes accept it only with that party's signature.
+    pub fn proposer(&self) -> Option<&NodeId> {
+        let (scope, name) = self.id.as_str().split_once('.')?;
+        if name.is_empty() {
+            return None;
+        }
+        self.parties.iter().map(|p| &p.node).find(|node| node.as_str() == scope)
     }
 
     fn validate_datasets(&self) -> Result<(), ContractError> {

@@ -117,7 +117,7 @@ not_after = 2026-12-31T15:59:59Z
 not_before = 1767196800
 purpose = '''信易贷：贷款申请企业与纳税信用A级纳税人名单匹配（match bank-a's loan applicants against the A-grade taxpayer list）'''
 version = 1
-id = 'xel-2026-psi-a-grade'
+id = 'credit-center.xel-2026-psi-a-grade'
 
 [[datasets]]
 columns = []
@@ -249,5 +249,22 @@ fn decoders_survive_mutated_input() {
             let _ = SignedContract::from_parts(mutated.clone(), Vec::new());
             let _ = xmcredit_contracts::AuditRecord::from_canonical_bytes(&mutated);
         }
+    }
+}
+
+#[test]
+fn a_contract_id_is_scoped_by_a_party_that_proposes_it() {
+    let text = sample_text(PSI);
+    assert_eq!(sample(PSI).proposer().map(|n| n.as_str()), Some("credit-center"));
+    // Another party's scope is fine too (bank-a proposes its own contract)...
+    let by_bank = Contract::from_toml_str(&text.replace("credit-center.xel-2026", "bank-a.xel-2026"))
+        .expect("a bank scopes its own ids");
+    assert_eq!(by_bank.proposer().map(|n| n.as_str()), Some("bank-a"));
+    // ...but an unscoped id, a scope that is not a party, or an empty name is refused.
+    for id in ["xel-2026-psi-a-grade", "bank-z.xel-2026", "credit-center."] {
+        let error = Contract::from_toml_str(&text.replace("credit-center.xel-2026-psi-a-grade", id))
+            .expect_err("refused");
+        let message = error.to_string();
+        assert!(message.contains("id") && message.contains("not scoped by its proposer"), "{id}: {message}");
     }
 }

@@ -127,11 +127,15 @@ impl NodeContext {
         LocalIdentity { node_id: self.node_id().clone(), key: self.secrets.identity.clone() }
     }
 
-    /// The key pinned for `peer` outside any contract: the configuration's
-    /// `identity_key`, else the key pinned on first sight.
+    /// The key pinned for `peer` outside any one contract: the configuration's
+    /// `identity_key`, else the key a held contract names for it, else the key pinned on
+    /// first sight.
     pub fn pinned_key(&self, peer: &NodeId) -> Result<Option<(IdentityPublicKey, &'static str)>, NodeError> {
         if let Some(key) = self.config.peer(peer).and_then(|p| p.identity_key()) {
             return Ok(Some((key, "this node's configuration")));
+        }
+        if let Some(key) = self.contract_key_of(peer)? {
+            return Ok(Some((key, "a contract this node holds")));
         }
         Ok(self.store.pinned_peer_key(peer)?.map(|key| (key, "the key first seen for it")))
     }
@@ -156,6 +160,15 @@ impl NodeContext {
                 Err(mismatch(pinned, "this node's configuration"))
             };
         }
+        // A key a contract this node holds pins for the peer beats first sight: a
+        // certificate minted for the name cannot win the race to be pinned.
+        if let Some(pinned) = self.contract_key_of(peer)? {
+            return if pinned == caller.identity_key {
+                Ok(())
+            } else {
+                Err(mismatch(pinned, "a contract this node holds"))
+            };
+        }
         match self.store.pin_peer_key(peer, &caller.identity_key)? {
             Pin::New => {
                 tracing::warn!(%peer, key = %caller.identity_key, "pinned a peer's identity key on first sight; name it in [[peers]] identity_key to pin it explicitly");
@@ -164,6 +177,15 @@ impl NodeContext {
             Pin::Same => Ok(()),
             Pin::Other(pinned) => Err(mismatch(pinned, "the key first seen for it")),
         }
+    }
+
+    /// The identity key a stored contract pins for `peer`, if any contract names it.
+    fn contract_key_of(&self, peer: &NodeId) -> Result<Option<IdentityPublicKey>, NodeError> {
+        Ok(self
+            .store
+            .contracts()?
+            .iter()
+            .find_map(|stored| stored.signed.contract().party(peer).map(|p| p.public_key)))
     }
 
     /// Checks that a caller proved the key a contract pins for it.
@@ -201,8 +223,8 @@ impl NodeContext {
     }
 
     /// A gRPC channel to a configured peer over mutual TLS, checking that the peer's
-    /// certificate names `peer` and that it proves the key pinned for it (configuration
-    /// or first sight; a first sight pins the key it proves).
+    /// certificate names `peer` and that it proves the key pinned for it
+    /// ([`Self::pinned_key`]; with no pin at all, any key it proves).
     pub async fn channel(&self, peer: &NodeId) -> Result<Channel, NodeError> {
         let pinned = self.pinned_key(peer)?.map(|(key, _)| key);
         let channel = self.channel_expecting(peer, pinned).await?;

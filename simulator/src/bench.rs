@@ -107,7 +107,7 @@ pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Resul
     let center = alliance.node("credit-center")?;
     let bank = alliance.node("bank-a")?;
     let toml = contracts::psi(
-        "bench-psi",
+        "credit-center.bench-psi",
         "benchmark",
         &PartyLine { node: "credit-center", public_key: &center.public_key, roles: &["server"] },
         "a_grade_taxpayers",
@@ -117,7 +117,7 @@ pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Resul
         1,
         1,
     );
-    alliance.agree("credit-center", &toml, "bench-psi", &["bank-a"]).await?;
+    alliance.agree("credit-center", &toml, "credit-center.bench-psi", &["bank-a"]).await?;
     let floor_s = floor.psi_floor_s(n as u64, m as u64);
     let mut runs = Vec::new();
     for run in ["first (server set evaluated)", "repeat (server set cached)"] {
@@ -129,7 +129,7 @@ pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Resul
         };
         let (client_rss_before_mib, server_rss_before_mib) = (rss(bank), rss(center));
         let started = Instant::now();
-        let report = bank.run("psi", "bench-psi").await.context("psi run")?;
+        let report = bank.run("psi", "credit-center.bench-psi").await.context("psi run")?;
         let wall_s = started.elapsed().as_secs_f64();
         let sent = report["bytes_sent"].as_u64().unwrap_or(0) as f64;
         let received = report["bytes_received"].as_u64().unwrap_or(0) as f64;

@@ -93,8 +93,10 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
         fault_results.push(faults::wrong_name(&alliance).await?);
         fault_results.push(faults::malformed_messages(&alliance).await?);
         let last = bank_ids.last().cloned().unwrap_or_default();
-        fault_results
-            .push(faults::bank_killed(&mut alliance, &last, &format!("xel-psi-a-grade-{last}")).await?);
+        fault_results.push(
+            faults::bank_killed(&mut alliance, &last, &format!("credit-center.xel-psi-a-grade-{last}"))
+                .await?,
+        );
         // Trust faults (issue 9). The last three leave damage behind (damaged chains, a
         // revoked bank), so they come after everything else, each on its own bank.
         fault_results.push(trust_faults::ca_minted_certificate(&program, &alliance, &bank_ids[0]).await?);

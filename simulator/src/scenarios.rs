@@ -62,7 +62,7 @@ pub async fn a_grade(alliance: &Alliance, world: &World, banks: &[String]) -> Re
     let a_grade = world.entity_codes(|e| e.tax_grade == "A");
     let mut results = Vec::new();
     for (b, bank) in banks.iter().enumerate() {
-        let id = format!("xel-psi-a-grade-{bank}");
+        let id = format!("credit-center.xel-psi-a-grade-{bank}");
         let toml = contracts::psi(
             &id,
             "信易贷: loan applicants on the A-grade taxpayer list",
@@ -104,7 +104,7 @@ pub async fn dishonest_count(
     b: usize,
 ) -> Result<ScenarioResult> {
     let listed = world.entity_codes(|e| e.dishonest);
-    let id = format!("xel-psi-dishonest-{bank}");
+    let id = format!("credit-center.xel-psi-dishonest-{bank}");
     let toml = contracts::psi(
         &id,
         "严重失信主体名单: how many applicants are listed (count only)",
@@ -134,7 +134,7 @@ pub async fn dishonest_count(
 
 /// Government labels (tax grade, headcount, credit grade) for a bank's matched applicants.
 pub async fn labels(alliance: &Alliance, world: &World, bank: &str, b: usize) -> Result<ScenarioResult> {
-    let id = format!("xel-psi-labels-{bank}");
+    let id = format!("credit-center.xel-psi-labels-{bank}");
     let toml = contracts::psi(
         &id,
         "信易贷: registry attributes of matched applicants",
@@ -189,7 +189,7 @@ pub async fn mutual(
     (client, c): (&str, usize),
     (server, s): (&str, usize),
 ) -> Result<ScenarioResult> {
-    let id = format!("scf-psi-common-{client}-{server}");
+    let id = format!("{client}.scf-psi-common-{client}-{server}");
     let toml = contracts::psi(
         &id,
         "联合授信: common applicants of two banks, both learn them",

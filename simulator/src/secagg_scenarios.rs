@@ -35,13 +35,13 @@ use crate::scenarios::ScenarioResult;
 /// per (contract, epoch) (see `xmcredit_node::run::secagg`): two sums over survivor sets
 /// that differ by one bank would give that bank's vector away by subtraction. So every
 /// run that reaches the masked inputs has a contract of its own, which every bank signs.
-pub const BY_DISTRICT: &str = "pro-secagg-loans-by-district-all";
-pub const BY_DISTRICT_DROP_BEFORE: &str = "pro-secagg-loans-by-district-drop-before";
-pub const BY_DISTRICT_DROP_AFTER: &str = "pro-secagg-loans-by-district-drop-after";
-pub const BY_DISTRICT_ABORT: &str = "pro-secagg-loans-by-district-abort";
-pub const BY_INDUSTRY: &str = "pro-secagg-loans-by-industry-all";
-pub const BY_ENTITY: &str = "pro-secagg-loans-by-entity-all";
-pub const BY_ENTITY_DROP_AFTER: &str = "pro-secagg-loans-by-entity-drop-after";
+pub const BY_DISTRICT: &str = "credit-center.pro-secagg-loans-by-district-all";
+pub const BY_DISTRICT_DROP_BEFORE: &str = "credit-center.pro-secagg-loans-by-district-drop-before";
+pub const BY_DISTRICT_DROP_AFTER: &str = "credit-center.pro-secagg-loans-by-district-drop-after";
+pub const BY_DISTRICT_ABORT: &str = "credit-center.pro-secagg-loans-by-district-abort";
+pub const BY_INDUSTRY: &str = "credit-center.pro-secagg-loans-by-industry-all";
+pub const BY_ENTITY: &str = "credit-center.pro-secagg-loans-by-entity-all";
+pub const BY_ENTITY_DROP_AFTER: &str = "credit-center.pro-secagg-loans-by-entity-drop-after";
 
 /// The banks' loan-book dataset.
 pub const LOANS_DATASET: &str = "loans";

@@ -60,7 +60,7 @@ async fn two_nodes_sign_a_contract_and_see_each_other() -> Result<()> {
     }
 
     // The credit center proposes; bank-a's operator has not approved yet.
-    let id = "trust-psi-a-grade";
+    let id = "credit-center.trust-psi-a-grade";
     let toml = psi_contract(id, center, bank, "intersection", &[], 10, 5);
     let proposed = center.propose(&toml).await?;
     assert_eq!(proposed.state, "awaiting-signatures");
@@ -369,7 +369,7 @@ async fn a_node_missing_from_the_configuration_is_refused() -> Result<()> {
         (tonic::Code::PermissionDenied, "node bank-c is not a configured peer")
     );
     // ...and nothing else: a contract proposal from bank-c is refused, naming it.
-    let id = "trust-unknown-peer";
+    let id = "bank-c.trust-unknown-peer";
     let toml = psi_contract(id, center, bank_c, "intersection", &[], 10, 5);
     let ack = bank_c.propose(&toml).await?;
     assert_eq!(ack.state, "awaiting-signatures");
@@ -411,7 +411,7 @@ async fn a_node_missing_from_the_configuration_is_refused() -> Result<()> {
 
     // bank-a, which is configured, still gets its proposal through.
     let bank_a = alliance.node("bank-a")?;
-    let toml = psi_contract("trust-known-peer", center, bank_a, "intersection", &[], 10, 5);
+    let toml = psi_contract("bank-a.trust-known-peer", center, bank_a, "intersection", &[], 10, 5);
     let ack = bank_a.propose(&toml).await?;
     assert_eq!(ack.state, "awaiting-signatures", "{ack:?}");
     Ok(())
@@ -441,7 +441,7 @@ async fn no_admin_call_is_served_on_the_network_listener() -> Result<()> {
             .await
             .expect_err("import is not served");
         assert_eq!(import.code(), tonic::Code::Unimplemented, "{what}: {import:?}");
-        let toml = psi_contract("trust-admin", center, bank, "intersection", &[], 10, 5);
+        let toml = psi_contract("credit-center.trust-admin", center, bank, "intersection", &[], 10, 5);
         let propose = admin
             .propose_contract(proto::ProposeRequest { contract_toml: toml })
             .await

@@ -239,7 +239,7 @@ async fn still_serves(setup: &Setup, id: &str) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intersection_form_gives_the_plaintext_intersection() -> Result<()> {
     let setup = Setup::new().await?;
-    let id = "psi-intersection";
+    let id = "credit-center.psi-intersection";
     setup.agree(id, "intersection", &[], 1000, 100).await?;
     let expected = setup.expected(&setup.client_codes);
     assert!(expected.len() > 150 && expected.len() < setup.client_codes.len(), "a partial overlap");
@@ -275,7 +275,7 @@ async fn intersection_form_gives_the_plaintext_intersection() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cardinality_form_gives_only_the_count() -> Result<()> {
     let setup = Setup::new().await?;
-    let id = "psi-cardinality";
+    let id = "credit-center.psi-cardinality";
     setup.agree(id, "cardinality", &[], 1000, 100).await?;
     let report = setup.bank().run("psi", id).await?;
     assert_eq!(report["output"], "cardinality");
@@ -290,7 +290,7 @@ async fn cardinality_form_gives_only_the_count() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_form_gives_the_intersection_to_both_parties() -> Result<()> {
     let setup = Setup::new().await?;
-    let id = "psi-both";
+    let id = "credit-center.psi-both";
     setup.agree(id, "both", &[], 1000, 100).await?;
     let expected = setup.expected(&setup.client_codes);
     let report = setup.bank().run("psi", id).await?;
@@ -329,7 +329,7 @@ async fn both_form_gives_the_intersection_to_both_parties() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_form_gives_the_labels_of_matches_only() -> Result<()> {
     let setup = Setup::new().await?;
-    let id = "psi-labels";
+    let id = "credit-center.psi-labels";
     setup.agree(id, "labels", &["tax_grade", "si_headcount"], 1000, 100).await?;
     let report = setup.bank().run("psi", id).await?;
     let by_code: BTreeMap<&str, &GovRow> = setup.server_rows.iter().map(|r| (r.code.as_str(), r)).collect();
@@ -357,7 +357,7 @@ async fn labels_form_gives_the_labels_of_matches_only() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_and_full_intersections() -> Result<()> {
     let setup = Setup::new().await?;
-    let id = "psi-edges";
+    let id = "credit-center.psi-edges";
     setup.agree(id, "intersection", &[], 1000, 100).await?;
     let listed: BTreeSet<&String> = setup.server_rows.iter().map(|r| &r.code).collect();
 
@@ -420,8 +420,8 @@ async fn duplicate_ids_are_refused_at_import() -> Result<()> {
     let center = alliance.node("credit-center")?;
     let gov = write_gov(dir.path(), GOV_DATASET, &gov_rows(&codes(21, 100)))?;
     import_ok(center, GOV_DATASET, &gov).await?;
-    let toml = psi_contract("psi-dup", center, bank, "intersection", &[], 10, 10);
-    alliance.agree("credit-center", &toml, "psi-dup", &["bank-a"]).await?;
+    let toml = psi_contract("credit-center.psi-dup", center, bank, "intersection", &[], 10, 10);
+    alliance.agree("credit-center", &toml, "credit-center.psi-dup", &["bank-a"]).await?;
     let refused = run_status(bank, "psi", "psi-dup").await?.expect_err("no dataset to run on");
     assert_eq!((refused.code(), refused.message()), (Code::NotFound, "dataset loan_applicants not found"));
 
@@ -464,7 +464,7 @@ async fn a_run_without_a_contract_is_refused() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsigned_contract_is_refused() -> Result<()> {
     let setup = Setup::new().await?;
-    let id = "psi-unsigned";
+    let id = "credit-center.psi-unsigned";
     let toml = setup.contract(id, "intersection", &[], 1000, 100);
     let ack = setup.center().propose(&toml).await?;
     assert_eq!(ack.missing_signatures, vec!["bank-a".to_string()]);
@@ -488,7 +488,7 @@ async fn an_unsigned_contract_is_refused() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contract_outside_its_validity_window_is_refused() -> Result<()> {
     let mut setup = Setup::new().await?;
-    let id = "psi-window";
+    let id = "credit-center.psi-window";
     let toml = setup.agree(id, "intersection", &[], 1000, 100).await?;
     let contract = Contract::from_toml_str(&toml)?;
     let restart = |setup: &mut Setup, node: &str, offset: i64| -> Result<()> {
@@ -563,7 +563,7 @@ async fn a_set_below_the_contracts_minimum_is_refused() -> Result<()> {
     setup.import_client(&small, "small").await?;
 
     // The client's set is below its minimum: bank-a refuses to send it...
-    let id = "psi-min-client";
+    let id = "credit-center.psi-min-client";
     let toml = setup.agree(id, "intersection", &[], 1000, 50).await?;
     let refused = run_status(setup.bank(), "psi", id).await?.expect_err("too small");
     assert_eq!(refused.code(), Code::PermissionDenied);
@@ -579,7 +579,7 @@ async fn a_set_below_the_contracts_minimum_is_refused() -> Result<()> {
     assert_eq!(status.message(), format!("bank-a's set has 30 elements; contract {id} requires at least 50"));
 
     // The server's own set is below its minimum: it refuses to answer.
-    let id = "psi-min-server";
+    let id = "credit-center.psi-min-server";
     setup.agree(id, "intersection", &[], 2000, 10).await?;
     let refused = run_status(setup.bank(), "psi", id).await?.expect_err("server set too small");
     assert_contains(
@@ -596,7 +596,7 @@ async fn a_set_below_the_contracts_minimum_is_refused() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daily_quota_is_enforced_by_the_server() -> Result<()> {
     let mut setup = Setup::new().await?;
-    let id = "psi-quota";
+    let id = "credit-center.psi-quota";
     let n = setup.client_codes.len();
     // One run of all of bank-a's applicants and one of 200 fit in a day; two full runs
     // do not.
@@ -660,7 +660,7 @@ async fn a_daily_quota_is_enforced_by_the_server() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wire_an_invalid_curve_point_is_refused() -> Result<()> {
     let setup = Setup::new().await?;
-    let id = "psi-wire-point";
+    let id = "credit-center.psi-wire-point";
     let toml = setup.agree(id, "intersection", &[], 1000, 5).await?;
     let (tx, mut replies, binding) = accepted_session(&setup, &toml, id, 30).await?;
     let mut elements = random_elements(30);
@@ -682,7 +682,7 @@ async fn wire_an_invalid_curve_point_is_refused() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wire_the_identity_point_is_refused() -> Result<()> {
     let setup = Setup::new().await?;
-    let id = "psi-wire-identity";
+    let id = "credit-center.psi-wire-identity";
     let toml = setup.agree(id, "intersection", &[], 1000, 5).await?;
     let (tx, mut replies, binding) = accepted_session(&setup, &toml, id, 30).await?;
     let mut elements = random_elements(30);
@@ -701,7 +701,7 @@ async fn wire_the_identity_point_is_refused() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wire_a_truncated_message_is_refused() -> Result<()> {
     let setup = Setup::new().await?;
-    let id = "psi-wire-truncated";
+    let id = "credit-center.psi-wire-truncated";
     let toml = setup.agree(id, "intersection", &[], 1000, 5).await?;
 
     // A Hello cut short.
@@ -726,7 +726,7 @@ async fn wire_a_truncated_message_is_refused() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wire_an_oversized_message_is_refused() -> Result<()> {
     let setup = Setup::new().await?;
-    let id = "psi-wire-oversized";
+    let id = "credit-center.psi-wire-oversized";
     let toml = setup.agree(id, "intersection", &[], 1000, 5).await?;
     let huge = vec![0x42u8; MAX_MESSAGE_BYTES + 1];
 
@@ -773,7 +773,7 @@ async fn wire_an_oversized_message_is_refused() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wire_a_replayed_message_is_refused() -> Result<()> {
     let setup = Setup::new().await?;
-    let id = "psi-wire-replay";
+    let id = "credit-center.psi-wire-replay";
     let toml = setup.agree(id, "intersection", &[], 1000, 5).await?;
     let epoch = epoch_of(&toml)?;
 

@@ -125,15 +125,15 @@ async fn exact_sums_without_dropouts_by_group_and_over_a_universe() -> Result<()
     let banks = ["bank-a", "bank-b", "bank-c"];
     let books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 40, 2_000_000)).collect::<Result<_>>()?;
     let alliance = alliance(dir.path(), &banks, &books).await?;
-    district_contract(&alliance, "loans-by-district", &banks, 2, 48).await?;
+    district_contract(&alliance, "credit-center.loans-by-district", &banks, 2, 48).await?;
 
-    let report = alliance.node(CENTER)?.run("secagg", "loans-by-district").await?;
+    let report = alliance.node(CENTER)?.run("secagg", "credit-center.loans-by-district").await?;
     assert_eq!(sum_of(&report), by_district(&books.iter().collect::<Vec<_>>()), "{report}");
     assert_eq!(strings(&report["contributors"]), banks);
     assert_eq!(report["dropped"], serde_json::json!({}));
     assert_eq!(strings(&report["groups"]), districts());
     for bank in banks {
-        let job = last_job(&alliance, bank, "loans-by-district", "contributor").await?;
+        let job = last_job(&alliance, bank, "credit-center.loans-by-district", "contributor").await?;
         assert_eq!(job.state, "succeeded", "{bank}: {}", job.detail);
     }
     let records = audit(&alliance, CENTER).await?;
@@ -177,7 +177,7 @@ async fn exact_sums_without_dropouts_by_group_and_over_a_universe() -> Result<()
     assert_eq!(imported["committed"], true, "{imported}");
     let handles: Vec<_> = banks.iter().map(|b| alliance.node(b)).collect::<Result<_>>()?;
     let contract = SecaggContract {
-        id: "loans-by-entity",
+        id: "credit-center.loans-by-entity",
         purpose: "test: outstanding loans per registered entity",
         coordinator: PartyLine {
             node: CENTER,
@@ -196,8 +196,8 @@ async fn exact_sums_without_dropouts_by_group_and_over_a_universe() -> Result<()
         groups: Vec::new(),
         output_bits: 40,
     };
-    alliance.agree(CENTER, &contract.toml(), "loans-by-entity", &banks).await?;
-    let report = alliance.node(CENTER)?.run("secagg", "loans-by-entity").await?;
+    alliance.agree(CENTER, &contract.toml(), "credit-center.loans-by-entity", &banks).await?;
+    let report = alliance.node(CENTER)?.run("secagg", "credit-center.loans-by-entity").await?;
     let expected = expected_sum(books.iter().map(Vec::as_slice), &universe, |l| l.code.to_string());
     assert_eq!(report["mode"], "universe");
     assert_eq!(report["vector_len"].as_u64(), Some(universe.len() as u64));
@@ -219,14 +219,16 @@ async fn dropouts_at_every_round_up_to_n_minus_t() -> Result<()> {
     let books: Vec<Vec<Loan>> = (0..4).map(|_| book(&mut rng, 25, 1_000_000)).collect::<Result<_>>()?;
     let mut alliance = alliance(dir.path(), &banks, &books).await?;
     // One contract per run: a bank sends one masked input per contract and epoch.
-    for id in ["loans-4-drop-early", "loans-4-drop-late", "loans-4-all"] {
+    for id in
+        ["credit-center.loans-4-drop-early", "credit-center.loans-4-drop-late", "credit-center.loans-4-all"]
+    {
         district_contract(&alliance, id, &banks, 2, 48).await?;
     }
 
     // n - t = 2 dropouts: at round 0 (bank-d) and round 1 (bank-c): the sum is a + b.
     restart_with_exit(&mut alliance, "bank-d", Some(ExitPoint::BeforeKeys)).await?;
     restart_with_exit(&mut alliance, "bank-c", Some(ExitPoint::BeforeShares)).await?;
-    let report = alliance.node(CENTER)?.run("secagg", "loans-4-drop-early").await?;
+    let report = alliance.node(CENTER)?.run("secagg", "credit-center.loans-4-drop-early").await?;
     assert_eq!(sum_of(&report), by_district(&[&books[0], &books[1]]), "{report}");
     assert_eq!(strings(&report["contributors"]), ["bank-a", "bank-b"]);
     assert_eq!(report["dropped"], serde_json::json!({"bank-c": 1, "bank-d": 0}), "{report}");
@@ -235,7 +237,7 @@ async fn dropouts_at_every_round_up_to_n_minus_t() -> Result<()> {
     // after it: counted, its self-mask rebuilt from the others' shares).
     restart_with_exit(&mut alliance, "bank-c", Some(ExitPoint::BeforeMaskedInput)).await?;
     restart_with_exit(&mut alliance, "bank-d", Some(ExitPoint::AfterMaskedInput)).await?;
-    let report = alliance.node(CENTER)?.run("secagg", "loans-4-drop-late").await?;
+    let report = alliance.node(CENTER)?.run("secagg", "credit-center.loans-4-drop-late").await?;
     assert_eq!(sum_of(&report), by_district(&[&books[0], &books[1], &books[3]]), "{report}");
     assert_eq!(strings(&report["contributors"]), ["bank-a", "bank-b", "bank-d"]);
     assert_eq!(report["dropped"], serde_json::json!({"bank-c": 2, "bank-d": 4}), "{report}");
@@ -257,7 +259,7 @@ async fn dropouts_at_every_round_up_to_n_minus_t() -> Result<()> {
     for bank in ["bank-c", "bank-d"] {
         restart_with_exit(&mut alliance, bank, None).await?;
     }
-    let report = alliance.node(CENTER)?.run("secagg", "loans-4-all").await?;
+    let report = alliance.node(CENTER)?.run("secagg", "credit-center.loans-4-all").await?;
     assert_eq!(sum_of(&report), by_district(&books.iter().collect::<Vec<_>>()));
     Ok(())
 }
@@ -269,18 +271,22 @@ async fn too_many_dropouts_abort_with_a_clear_error_and_reveal_nothing() -> Resu
     let banks = ["bank-a", "bank-b", "bank-c"];
     let books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 20, 1_000_000)).collect::<Result<_>>()?;
     let mut alliance = alliance(dir.path(), &banks, &books).await?;
-    district_contract(&alliance, "loans-abort", &banks, 2, 48).await?;
+    district_contract(&alliance, "credit-center.loans-abort", &banks, 2, 48).await?;
     restart_with_exit(&mut alliance, "bank-b", Some(ExitPoint::BeforeMaskedInput)).await?;
     restart_with_exit(&mut alliance, "bank-c", Some(ExitPoint::BeforeMaskedInput)).await?;
 
-    let error =
-        alliance.node(CENTER)?.run("secagg", "loans-abort").await.err().context("a sum was output")?;
+    let error = alliance
+        .node(CENTER)?
+        .run("secagg", "credit-center.loans-abort")
+        .await
+        .err()
+        .context("a sum was output")?;
     let message = format!("{error:#}");
     assert!(
         message.contains("round 2") && message.contains("1 contributors left, the threshold is 2; aborted"),
         "{message}"
     );
-    let center = last_job(&alliance, CENTER, "loans-abort", "coordinator").await?;
+    let center = last_job(&alliance, CENTER, "credit-center.loans-abort", "coordinator").await?;
     assert_eq!(center.state, "failed");
     assert!(center.detail.contains("nothing was unmasked"), "{}", center.detail);
     assert!(
@@ -290,7 +296,7 @@ async fn too_many_dropouts_abort_with_a_clear_error_and_reveal_nothing() -> Resu
     );
     // bank-a sent its masked input, then the session ended before any unmask request:
     // it never revealed a share.
-    let survivor = last_job(&alliance, "bank-a", "loans-abort", "contributor").await?;
+    let survivor = last_job(&alliance, "bank-a", "credit-center.loans-abort", "contributor").await?;
     assert_eq!(survivor.state, "failed", "{}", survivor.detail);
     assert!(survivor.detail.contains("before the coordinator's message for round 4"), "{}", survivor.detail);
     let outputs = alliance.node(CENTER)?.dir.join("outputs");
@@ -313,9 +319,9 @@ async fn inputs_wider_than_output_bits_are_refused_by_their_contributor() -> Res
     let mut books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 6, 2_000)).collect::<Result<_>>()?;
     books[2][0].outstanding_fen = 20_000_000;
     let alliance = alliance(dir.path(), &banks, &books).await?;
-    district_contract(&alliance, "loans-narrow", &banks, 2, 24).await?;
+    district_contract(&alliance, "credit-center.loans-narrow", &banks, 2, 24).await?;
 
-    let report = alliance.node(CENTER)?.run("secagg", "loans-narrow").await?;
+    let report = alliance.node(CENTER)?.run("secagg", "credit-center.loans-narrow").await?;
     assert_eq!(sum_of(&report), by_district(&[&books[0], &books[1]]), "{report}");
     assert_eq!(report["dropped"], serde_json::json!({"bank-c": 0}), "{report}");
     let reason = report["dropped_reasons"]["bank-c"].as_str().unwrap_or_default();
@@ -335,8 +341,10 @@ async fn inputs_wider_than_output_bits_are_refused_by_their_contributor() -> Res
 
     // n × (2^bits - 1) must fit 64 bits: 3 contributors at 63 bits could wrap, and the
     // contract is refused before anyone signs it.
-    let error =
-        district_contract(&alliance, "loans-wrap", &banks, 2, 63).await.err().context("no refusal")?;
+    let error = district_contract(&alliance, "credit-center.loans-wrap", &banks, 2, 63)
+        .await
+        .err()
+        .context("no refusal")?;
     let message = format!("{error:#}");
     assert!(message.contains("limits.output_bits") && message.contains("could wrap"), "{message}");
     Ok(())
@@ -349,19 +357,24 @@ async fn a_second_run_of_a_contract_in_one_epoch_is_refused_and_reveals_nothing(
     let banks = ["bank-a", "bank-b", "bank-c"];
     let books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 20, 1_000_000)).collect::<Result<_>>()?;
     let mut alliance = alliance(dir.path(), &banks, &books).await?;
-    district_contract(&alliance, "loans-once", &banks, 2, 48).await?;
+    district_contract(&alliance, "credit-center.loans-once", &banks, 2, 48).await?;
 
     // A run that aborts before any masked input (two banks killed in round 1) claims
     // nothing: the same contract can run again in the same epoch.
     for bank in ["bank-b", "bank-c"] {
         restart_with_exit(&mut alliance, bank, Some(ExitPoint::BeforeShares)).await?;
     }
-    let error = alliance.node(CENTER)?.run("secagg", "loans-once").await.err().context("a sum was output")?;
+    let error = alliance
+        .node(CENTER)?
+        .run("secagg", "credit-center.loans-once")
+        .await
+        .err()
+        .context("a sum was output")?;
     assert!(format!("{error:#}").contains("aborted"), "{error:#}");
     for bank in ["bank-b", "bank-c"] {
         restart_with_exit(&mut alliance, bank, None).await?;
     }
-    let report = alliance.node(CENTER)?.run("secagg", "loans-once").await?;
+    let report = alliance.node(CENTER)?.run("secagg", "credit-center.loans-once").await?;
     assert_eq!(sum_of(&report), by_district(&books.iter().collect::<Vec<_>>()), "{report}");
     // The per-district sums are written for the node's user only.
     let path = report["output_file"].as_str().context("no output file")?;
@@ -377,7 +390,7 @@ async fn a_second_run_of_a_contract_in_one_epoch_is_refused_and_reveals_nothing(
         let mut counts = Vec::new();
         for bank in banks {
             let status = alliance.node(bank)?.status().await?;
-            counts.push(status.jobs.iter().filter(|j| j.contract_id == "loans-once").count());
+            counts.push(status.jobs.iter().filter(|j| j.contract_id == "credit-center.loans-once").count());
         }
         counts
     };
@@ -385,11 +398,16 @@ async fn a_second_run_of_a_contract_in_one_epoch_is_refused_and_reveals_nothing(
     // The differencing attack: the coordinator runs the same contract again (it could
     // then drop one bank and subtract the sums). Every bank refuses at the opening
     // message, naming the contract and epoch; nothing is masked, unmasked or output.
-    let error = alliance.node(CENTER)?.run("secagg", "loans-once").await.err().context("a second sum")?;
+    let error = alliance
+        .node(CENTER)?
+        .run("secagg", "credit-center.loans-once")
+        .await
+        .err()
+        .context("a second sum")?;
     let message = format!("{error:#}");
     assert!(message.contains("round 0") && message.contains("aborted"), "{message}");
     let reason = "already contributed a masked input to contract loans-once in epoch 0; a re-run needs a new epoch or a new contract";
-    let center = last_job(&alliance, CENTER, "loans-once", "coordinator").await?;
+    let center = last_job(&alliance, CENTER, "credit-center.loans-once", "coordinator").await?;
     assert_eq!(center.state, "failed", "{}", center.detail);
     assert!(center.detail.contains("nothing was unmasked"), "{}", center.detail);
     for bank in banks {
@@ -400,7 +418,7 @@ async fn a_second_run_of_a_contract_in_one_epoch_is_refused_and_reveals_nothing(
     for (bank, before) in banks.iter().zip(jobs_before) {
         // Refused before any session state: no new job, a refusal in the bank's audit.
         let status = alliance.node(bank)?.status().await?;
-        let after = status.jobs.iter().filter(|j| j.contract_id == "loans-once").count();
+        let after = status.jobs.iter().filter(|j| j.contract_id == "credit-center.loans-once").count();
         assert_eq!(after, before, "{bank} started a session");
         let records = audit(&alliance, bank).await?;
         let last = records.last().context("no audit record")?;
@@ -455,12 +473,12 @@ async fn contributors_refuse_strangers_other_contract_bytes_and_replays() -> Res
     let banks = ["bank-a", "bank-b"];
     let books: Vec<Vec<Loan>> = (0..2).map(|_| book(&mut rng, 5, 1_000)).collect::<Result<_>>()?;
     let alliance = alliance(dir.path(), &banks, &books).await?;
-    district_contract(&alliance, "loans-2", &banks, 2, 48).await?;
+    district_contract(&alliance, "credit-center.loans-2", &banks, 2, 48).await?;
     let view = alliance
         .node(CENTER)?
         .admin()
         .await?
-        .show_contract(proto::ContractQuery { contract_id: "loans-2".into() })
+        .show_contract(proto::ContractQuery { contract_id: "credit-center.loans-2".into() })
         .await?
         .into_inner();
     let canonical = hex::decode(&view.canonical_hex)?;

@@ -37,7 +37,7 @@ async fn ca_minted_certificate_can_neither_sign_run_nor_pose() -> Result<()> {
     let bank_b = alliance.node("bank-b")?;
     import_ok(center, GOV_DATASET, &write_gov(dir.path(), GOV_DATASET, &gov_rows(&codes(1, 200)))?).await?;
     import_ok(bank_a, "loan_applicants", &write_applicants(dir.path(), "apps", &codes(1, 60))?).await?;
-    let id = "trust-minted";
+    let id = "credit-center.trust-minted";
     let toml = psi_contract(id, center, bank_a, "both", &[], 10, 5);
     alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
 
@@ -221,7 +221,7 @@ async fn probing_reveals_nothing_to_a_non_party() -> Result<()> {
     let center = alliance.node("credit-center")?;
     let bank_a = alliance.node("bank-a")?;
     let bank_b = alliance.node("bank-b")?;
-    let id = "trust-private";
+    let id = "bank-a.trust-private";
     bank_a.propose(&psi_contract(id, center, bank_a, "intersection", &[], 10, 5)).await?;
     let mut client = peer_client(channel(bank_b, center).await?);
     let someone_elses = client
@@ -229,13 +229,13 @@ async fn probing_reveals_nothing_to_a_non_party() -> Result<()> {
         .await
         .expect_err("not a party");
     let unknown = client
-        .fetch_contract(proto::ContractQuery { contract_id: "trust-nonexistent".into() })
+        .fetch_contract(proto::ContractQuery { contract_id: "bank-a.trust-nonexistent".into() })
         .await
         .expect_err("unknown");
     assert_eq!(someone_elses.code(), unknown.code());
     assert_eq!(
         someone_elses.message().replace(id, "X"),
-        unknown.message().replace("trust-nonexistent", "X"),
+        unknown.message().replace("bank-a.trust-nonexistent", "X"),
         "the same answer for someone else's contract and for none"
     );
     // An oversized id is cut before it reaches the audit log.
@@ -267,5 +267,73 @@ fn serve_refuses_a_data_directory_others_can_read() -> Result<()> {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_contains(&stderr, &["has mode 0755", &format!("chmod 700 {d}")]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_squatted_contract_id_does_not_block_the_real_contract() -> Result<()> {
+    let (dir, alliance) = alliance(&["credit-center", "bank-a", "bank-b"], false).await?;
+    let center = alliance.node("credit-center")?;
+    let bank_a = alliance.node("bank-a")?;
+    let bank_b = alliance.node("bank-b")?;
+    let real = "credit-center.xel-psi-squat";
+
+    // Attack 1: bank-b proposes, through its own node, an id in the credit center's scope.
+    let squat = psi_contract(real, center, bank_b, "intersection", &[], 10, 5);
+    let refused = err_text(bank_b.propose(&squat).await);
+    assert_contains(&refused, &["not in this node's scope", "bank-b."]);
+
+    // Attack 2: bank-b bypasses its node and sends the squatting copy, signed by itself,
+    // straight to the credit center.
+    let document = xmcredit_contracts::Contract::from_toml_str(&squat)?;
+    let mut signed = xmcredit_contracts::SignedContract::new(&document)?;
+    let secrets = xmcredit_node::identity::NodeSecrets::load(&bank_b.dir)?;
+    signed.sign(&bank_b.id, &secrets.identity)?;
+    let signature = signed.signatures().iter().find(|(n, _)| *n == bank_b.id).map(|(_, s)| s.0.to_vec());
+    let direct = peer_client(channel(bank_b, center).await?)
+        .propose_contract(proto::SignedContractMsg {
+            canonical: signed.canonical_bytes().to_vec(),
+            signatures: vec![proto::PartySignature {
+                node_id: "bank-b".into(),
+                signature: signature.unwrap_or_default(),
+            }],
+            revocations_json: Vec::new(),
+        })
+        .await
+        .expect_err("a copy without the scope owner's signature is refused");
+    assert_contains(direct.message(), &["in credit-center's scope", "carries no signature of credit-center"]);
+
+    // bank-b's own id in its own scope is fine, and does not collide.
+    bank_b.propose(&psi_contract("bank-b.xel-psi-squat", center, bank_b, "intersection", &[], 10, 5)).await?;
+
+    // The real contract goes through and runs.
+    import_ok(center, GOV_DATASET, &write_gov(dir.path(), GOV_DATASET, &gov_rows(&codes(5, 100)))?).await?;
+    import_ok(bank_a, "loan_applicants", &write_applicants(dir.path(), "apps", &codes(5, 40))?).await?;
+    alliance
+        .agree(
+            "credit-center",
+            &psi_contract(real, center, bank_a, "intersection", &[], 10, 5),
+            real,
+            &["bank-a"],
+        )
+        .await?;
+    bank_a.run("psi", real).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_cannot_re_key_a_party_the_node_knows() -> Result<()> {
+    // Attack: a proposer names bank-a with a key of its choosing, so that contract
+    // traffic for bank-a would go to whoever holds that key.
+    let (_dir, alliance) = alliance(&["credit-center", "bank-a"], true).await?;
+    let center = alliance.node("credit-center")?;
+    let bank_a = alliance.node("bank-a")?;
+    let toml = psi_contract("credit-center.trust-rekey", center, bank_a, "intersection", &[], 10, 5);
+    let other_key =
+        hex::encode(xmcredit_crypto::sign::IdentityKey::from_seed(&[9; 32])?.public_key().to_bytes());
+    let rekeyed = toml.replace(&bank_a.public_key, &other_key);
+    assert_ne!(rekeyed, toml);
+    let refused = err_text(center.propose(&rekeyed).await);
+    assert_contains(&refused, &["names identity key", "for bank-a", "this node's configuration says"]);
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use xmcredit_contracts::audit::Outcome;
 use xmcredit_contracts::{ComputationKind, Contract, Revocation, SignedContract};
-use xmcredit_crypto::sign::Signature;
+use xmcredit_crypto::sign::{IdentityPublicKey, Signature};
 use xmcredit_crypto::NodeId;
 
 use crate::context::NodeContext;
@@ -109,18 +109,27 @@ pub fn receive_proposal(
         .party(from)
         .ok_or_else(|| NodeError::Refused(format!("{from} is not a party to contract {}", document.id)))?;
     // The sender must hold the identity key the contract pins for it, not only a
-    // certificate for its name.
+    // certificate for its name, and the contract must not re-key anyone this node knows.
     ctx.check_contract_key(caller, &document)?;
+    check_party_keys(ctx, &document)?;
     document
         .party(ctx.node_id())
         .ok_or_else(|| NodeError::Refused(format!("this node is not a party to contract {}", document.id)))?;
     require_runnable(&document)?;
-    // The proposer vouches for the document with its own signature.
-    let own = message.signatures.iter().find(|s| s.node_id == from.as_str()).ok_or_else(|| {
-        NodeError::Refused(format!("the proposal of {} is not signed by its sender {from}", document.id))
+    // The id is scoped by its proposer, who vouches for the document with its own
+    // signature: a party cannot take (squat) an id in another party's scope.
+    let proposer = document
+        .proposer()
+        .cloned()
+        .ok_or_else(|| NodeError::Refused(format!("contract id {} is not scoped by a party", document.id)))?;
+    let own = message.signatures.iter().find(|s| s.node_id == proposer.as_str()).ok_or_else(|| {
+        NodeError::Refused(format!(
+            "contract {} is in {proposer}'s scope, and the copy {from} sent carries no signature of {proposer}",
+            document.id
+        ))
     })?;
     let (_, signature) = parse_signature(own)?;
-    incoming.add_signature(from.clone(), signature)?;
+    incoming.add_signature(proposer.clone(), signature)?;
     let stored = ctx.store.update_contract(document.id.as_str(), |existing| {
         let mut stored = match existing {
             Some(existing) => {
@@ -251,23 +260,64 @@ pub fn receive_revocation(
     Ok(ack(ctx, &stored))
 }
 
+/// Refuses a contract that names, for this node or for a peer whose key the
+/// configuration pins, another identity key: a party must not redirect contract
+/// traffic for a third party to a key of its choosing.
+fn check_party_keys(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
+    for party in &document.parties {
+        let pinned = if &party.node == ctx.node_id() {
+            Some((ctx.secrets.public_key(), "this node's own key"))
+        } else {
+            ctx.config
+                .peer(&party.node)
+                .and_then(|p| p.identity_key())
+                .map(|k| (k, "this node's configuration"))
+        };
+        if let Some((key, source)) = pinned {
+            if key != party.public_key {
+                return Err(NodeError::Refused(format!(
+                    "contract {} names identity key {} for {}, but {source} says {key}",
+                    document.id, party.public_key, party.node
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The other parties of a contract.
 fn other_parties(ctx: &NodeContext, signed: &SignedContract) -> Vec<NodeId> {
     signed.contract().parties.iter().map(|p| p.node.clone()).filter(|n| n != ctx.node_id()).collect()
 }
 
+/// The other parties of a contract with the identity keys it pins for them: contract
+/// traffic goes only to a peer that proves that key.
+fn other_party_keys(ctx: &NodeContext, signed: &SignedContract) -> Vec<(NodeId, IdentityPublicKey)> {
+    signed
+        .contract()
+        .parties
+        .iter()
+        .filter(|p| &p.node != ctx.node_id())
+        .map(|p| (p.node.clone(), p.public_key))
+        .collect()
+}
+
 /// Sends `f` to every other party concurrently; returns the failures by peer.
-async fn broadcast<F, Fut>(ctx: &Arc<NodeContext>, peers: Vec<NodeId>, f: F) -> Vec<(NodeId, String)>
+async fn broadcast<F, Fut>(
+    ctx: &Arc<NodeContext>,
+    peers: Vec<(NodeId, IdentityPublicKey)>,
+    f: F,
+) -> Vec<(NodeId, String)>
 where
     F: Fn(NodeClient<tonic::transport::Channel>) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
 {
     let mut tasks = tokio::task::JoinSet::new();
-    for peer in peers {
+    for (peer, key) in peers {
         let ctx = ctx.clone();
         let f = f.clone();
         tasks.spawn(async move {
-            let result = match ctx.channel(&peer).await {
+            let result = match ctx.channel_expecting(&peer, Some(key)).await {
                 Ok(channel) => {
                     f(crate::service::peer_client(channel)).await.map_err(|s| s.message().to_string())
                 }
@@ -301,6 +351,14 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
     if document.party(ctx.node_id()).is_none() {
         return Err(NodeError::Refused(format!("this node is not a party to contract {}", document.id)));
     }
+    check_party_keys(ctx, &document)?;
+    if document.proposer() != Some(ctx.node_id()) {
+        return Err(NodeError::Refused(format!(
+            "contract id {} is not in this node's scope: ids this node proposes start with \"{}.\"",
+            document.id,
+            ctx.node_id()
+        )));
+    }
     require_runnable(&document)?;
     let mut signed = SignedContract::new(&document)?;
     signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
@@ -327,7 +385,7 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
         Some(signed.digest()),
     );
     let message = to_message(&stored);
-    let failures = broadcast(ctx, other_parties(ctx, &signed), move |mut client| {
+    let failures = broadcast(ctx, other_party_keys(ctx, &signed), move |mut client| {
         let message = message.clone();
         async move { client.propose_contract(message).await.map(|_| ()) }
     })
@@ -360,7 +418,7 @@ pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck
         contract_digest: stored.signed.digest().to_vec(),
         signature,
     };
-    let failures = broadcast(ctx, other_parties(ctx, &stored.signed), move |mut client| {
+    let failures = broadcast(ctx, other_party_keys(ctx, &stored.signed), move |mut client| {
         let message = message.clone();
         async move { client.submit_signature(message).await.map(|_| ()) }
     })
@@ -378,11 +436,11 @@ pub async fn sync_signatures(ctx: &Arc<NodeContext>, id: &str) -> Result<StoredC
     // All parties at once: a run waits for one connect timeout at most, not one per
     // unreachable party.
     let mut fetches = tokio::task::JoinSet::new();
-    for peer in other_parties(ctx, &held.signed) {
+    for (peer, key) in other_party_keys(ctx, &held.signed) {
         let ctx = ctx.clone();
         let request = proto::ContractQuery { contract_id: id.to_string() };
         fetches.spawn(async move {
-            let channel = ctx.channel(&peer).await.ok()?;
+            let channel = ctx.channel_expecting(&peer, Some(key)).await.ok()?;
             let reply = crate::service::peer_client(channel).fetch_contract(request).await.ok()?;
             Some((peer, reply.into_inner()))
         });
@@ -439,7 +497,7 @@ pub async fn revoke(ctx: &Arc<NodeContext>, id: &str, reason: &str) -> Result<pr
         Some(stored.signed.digest()),
     );
     let revocation_json = serde_json::to_vec(&revocation).map_err(|e| NodeError::Internal(e.to_string()))?;
-    let failures = broadcast(ctx, other_parties(ctx, &stored.signed), move |mut client| {
+    let failures = broadcast(ctx, other_party_keys(ctx, &stored.signed), move |mut client| {
         let message = proto::RevocationMsg { revocation_json: revocation_json.clone() };
         async move { client.revoke_contract(message).await.map(|_| ()) }
     })
