@@ -422,7 +422,7 @@ async fn duplicate_ids_are_refused_at_import() -> Result<()> {
     import_ok(center, GOV_DATASET, &gov).await?;
     let toml = psi_contract("credit-center.psi-dup", center, bank, "intersection", &[], 10, 10);
     alliance.agree("credit-center", &toml, "credit-center.psi-dup", &["bank-a"]).await?;
-    let refused = run_status(bank, "psi", "psi-dup").await?.expect_err("no dataset to run on");
+    let refused = run_status(bank, "psi", "credit-center.psi-dup").await?.expect_err("no dataset to run on");
     assert_eq!((refused.code(), refused.message()), (Code::NotFound, "dataset loan_applicants not found"));
 
     // A client state machine refuses a repeated element before it sends anything.

@@ -406,7 +406,7 @@ async fn a_second_run_of_a_contract_in_one_epoch_is_refused_and_reveals_nothing(
         .context("a second sum")?;
     let message = format!("{error:#}");
     assert!(message.contains("round 0") && message.contains("aborted"), "{message}");
-    let reason = "already contributed a masked input to contract loans-once in epoch 0; a re-run needs a new epoch or a new contract";
+    let reason = "already contributed a masked input to contract credit-center.loans-once in epoch 0; a re-run needs a new epoch or a new contract";
     let center = last_job(&alliance, CENTER, "credit-center.loans-once", "coordinator").await?;
     assert_eq!(center.state, "failed", "{}", center.detail);
     assert!(center.detail.contains("nothing was unmasked"), "{}", center.detail);
@@ -512,7 +512,7 @@ fn universe_mode_needs_the_key_as_group_column() -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let contract = |group_column: &'static str| SecaggContract {
-        id: "u",
+        id: "credit-center.u",
         purpose: "p",
         coordinator: PartyLine { node: CENTER, public_key: &key, roles: &["coordinator"] },
         contributors: vec![
