@@ -69,6 +69,11 @@ impl RefusalWindow {
     fn admit(&mut self, peer: &str, kind: &str, minute: u64) -> Option<u64> {
         if self.seen.len() > 10_000 {
             self.seen.retain(|_, (last, _)| *last + 1 >= minute);
+            if self.seen.len() > 10_000 {
+                // Still full within one minute (many names at once): start over rather
+                // than scan on every refusal; the cost is a few more records.
+                self.seen.clear();
+            }
         }
         let entry = self.seen.entry((peer.to_string(), kind.to_string())).or_insert((u64::MAX, 0));
         if entry.0 == minute {
