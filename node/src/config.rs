@@ -92,8 +92,10 @@ impl Default for TlsPaths {
     }
 }
 
-/// Timeouts, in seconds. Defaults: connect 5, protocol round 120. (The TLS handshake
-/// timeout on the server side is fixed at 10 s, `transport::HANDSHAKE_TIMEOUT`.)
+/// Timeouts, in seconds. Defaults: connect 5, protocol round 120, a session's first
+/// message 10 (a stream that opens and says nothing is dropped then), shutdown grace 3
+/// (SIGTERM cancels sessions still running after it). The server-side TLS handshake
+/// deadline is `limits.handshake_secs`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
@@ -101,6 +103,17 @@ pub struct Timeouts {
     pub connect_secs: u64,
     #[serde(default = "default_round_secs")]
     pub round_secs: u64,
+    #[serde(default = "default_hello_secs")]
+    pub hello_secs: u64,
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn default_hello_secs() -> u64 {
+    10
+}
+fn default_shutdown_grace_secs() -> u64 {
+    3
 }
 
 fn default_connect_secs() -> u64 {
@@ -112,7 +125,12 @@ fn default_round_secs() -> u64 {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { connect_secs: default_connect_secs(), round_secs: default_round_secs() }
+        Self {
+            connect_secs: default_connect_secs(),
+            round_secs: default_round_secs(),
+            hello_secs: default_hello_secs(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
+        }
     }
 }
 
@@ -122,6 +140,14 @@ impl Timeouts {
     }
     pub fn round(&self) -> Duration {
         Duration::from_secs(self.round_secs)
+    }
+    /// How long a session's opening message may take: the hello timeout, never longer
+    /// than a round.
+    pub fn hello(&self) -> Duration {
+        Duration::from_secs(self.hello_secs.min(self.round_secs))
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
     }
 }
 
@@ -144,22 +170,100 @@ impl Default for Policy {
     }
 }
 
-/// Local resource limits, whatever a contract allows. Default: sets of at most 2^22
-/// elements.
+/// Local resource limits, whatever a contract allows, and what a peer may cost this
+/// node (issue 11). Defaults: sets of at most 2^22 elements; 256 authenticated
+/// connections, 128 handshakes in progress (the oldest dropped for a newcomer), 8
+/// connections per peer, 32 streams per connection, 16 protocol sessions per peer at
+/// once; TLS handshake and identity proof within 10 s, HTTP/2 preface within 10 s,
+/// connections silent for 300 s closed; ids a peer sends at most 128 bytes, contract
+/// documents 256 KiB.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     #[serde(default = "default_max_set_size")]
     pub max_set_size: u64,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_max_pending_handshakes")]
+    pub max_pending_handshakes: usize,
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
+    #[serde(default = "default_max_sessions_per_peer")]
+    pub max_sessions_per_peer: usize,
+    #[serde(default = "default_handshake_secs")]
+    pub handshake_secs: u64,
+    #[serde(default = "default_preface_secs")]
+    pub preface_secs: u64,
+    #[serde(default = "default_idle_secs")]
+    pub idle_secs: u64,
 }
 
 fn default_max_set_size() -> u64 {
     1 << 22
 }
+fn default_max_connections() -> usize {
+    256
+}
+fn default_max_pending_handshakes() -> usize {
+    128
+}
+fn default_max_connections_per_peer() -> usize {
+    8
+}
+fn default_max_streams_per_connection() -> u32 {
+    32
+}
+fn default_max_sessions_per_peer() -> usize {
+    16
+}
+fn default_handshake_secs() -> u64 {
+    10
+}
+fn default_preface_secs() -> u64 {
+    10
+}
+fn default_idle_secs() -> u64 {
+    300
+}
+
+/// Longest id or name a peer may send in a request (contract ids, node ids); checked
+/// before anything is logged or stored.
+pub const MAX_ID_BYTES: usize = 128;
+/// Largest contract document (canonical bytes) a peer may send.
+pub const MAX_CONTRACT_BYTES: usize = 256 * 1024;
+/// Largest revocation a peer may send.
+pub const MAX_REVOCATION_BYTES: usize = 8 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_set_size: default_max_set_size() }
+        Self {
+            max_set_size: default_max_set_size(),
+            max_connections: default_max_connections(),
+            max_pending_handshakes: default_max_pending_handshakes(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            max_streams_per_connection: default_max_streams_per_connection(),
+            max_sessions_per_peer: default_max_sessions_per_peer(),
+            handshake_secs: default_handshake_secs(),
+            preface_secs: default_preface_secs(),
+            idle_secs: default_idle_secs(),
+        }
+    }
+}
+
+impl Limits {
+    /// The transport's share of these limits.
+    pub fn server(&self) -> crate::transport::ServerLimits {
+        crate::transport::ServerLimits {
+            max_connections: self.max_connections,
+            max_pending_handshakes: self.max_pending_handshakes,
+            max_connections_per_peer: self.max_connections_per_peer,
+            max_streams_per_connection: self.max_streams_per_connection,
+            handshake: Duration::from_secs(self.handshake_secs),
+            preface: Duration::from_secs(self.preface_secs),
+            idle: Duration::from_secs(self.idle_secs),
+        }
     }
 }
 
@@ -243,6 +347,21 @@ impl NodeConfig {
             if self.peer(source).is_none() {
                 return Err(format!("tls.crl_source: {source} is not a configured peer"));
             }
+        }
+        let l = &self.limits;
+        if l.max_connections == 0
+            || l.max_pending_handshakes == 0
+            || l.max_connections_per_peer == 0
+            || l.max_streams_per_connection == 0
+            || l.max_sessions_per_peer == 0
+            || l.handshake_secs == 0
+            || l.preface_secs == 0
+            || l.idle_secs == 0
+            || self.timeouts.hello_secs == 0
+        {
+            return Err(
+                "limits: every connection, stream and session limit and deadline must be at least 1".into()
+            );
         }
         if self.tls.crl_refresh_secs == 0 || self.audit.head_period_secs == 0 {
             return Err("tls.crl_refresh_secs and audit.head_period_secs must be at least 1".into());

@@ -161,7 +161,8 @@ pub async fn serve(
     let admin = AdminServer::new(AdminService::new(ctx.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let peer_router = crate::transport::server_builder().add_service(peer);
+    let limits = ctx.config.limits.server();
+    let peer_router = crate::transport::server_builder(&limits).add_service(peer);
     let admin_router = tonic::transport::Server::builder().add_service(admin);
     let admin_listener = crate::admin_socket::bind(&ctx.config.data_dir)?;
     tracing::info!(node = %ctx.node_id(), address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), admin = %crate::admin_socket::socket_path(&ctx.config.data_dir).display(), "serving");
@@ -212,15 +213,29 @@ pub async fn serve(
             crate::admin_socket::serve(admin_listener, &data_dir, admin_router, stop).await
         })
     };
-    let served = crate::transport::serve_reloadable(
+    let serving = crate::transport::serve_reloadable(
         listener,
         server_tls,
         ctx.local_identity(),
         ctx.live.clone(),
+        limits,
         peer_router,
         stopped(stop_rx.clone()),
-    )
-    .await;
+    );
+    // SIGTERM lets open sessions finish for a grace period, then cancels them: a peer
+    // holding a stalled stream cannot keep the node from stopping (issue 11).
+    let grace = ctx.config.timeouts.shutdown_grace();
+    let mut stop = stop_rx.clone();
+    let served = tokio::select! {
+        result = serving => result,
+        () = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_s = grace.as_secs(), "sessions still open after the shutdown grace period: cancelled");
+            Ok(())
+        }
+    };
     refresher.abort();
     heads.abort();
     refusal_summaries.abort();

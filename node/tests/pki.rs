@@ -180,7 +180,7 @@ async fn start(tls: Arc<ServerConfig>, name: &str) -> Running {
     let service = NodeServer::new(EchoPeer)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let router = transport::server_builder().add_service(service);
+    let router = transport::server_builder(&transport::ServerLimits::default()).add_service(service);
     let task = tokio::spawn(transport::serve(listener, tls, identity(&id(name)), router, async {
         let _ = stopped.await;
     }));

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::alliance::{Alliance, NodeProgram};
 use crate::data::World;
 use crate::floor::FloorReport;
-use crate::{datasets, faults, scenarios, trust_faults};
+use crate::{datasets, faults, limit_faults, scenarios, trust_faults};
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -97,6 +97,14 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
             faults::bank_killed(&mut alliance, &last, &format!("credit-center.xel-psi-a-grade-{last}"))
                 .await?,
         );
+        // Limits (issue 11): floods and an oversized request, an honest bank still served.
+        let attacker = bank_ids.get(1).unwrap_or(&bank_ids[0]).clone();
+        fault_results.push(
+            limit_faults::connection_flood(&alliance, "credit-center", &attacker, &bank_ids[0], 200).await?,
+        );
+        fault_results
+            .push(limit_faults::stream_flood(&alliance, "credit-center", &attacker, &bank_ids[0], 40).await?);
+        fault_results.push(limit_faults::oversized_request(&alliance, "credit-center", &attacker).await?);
         // Trust faults (issue 9). The last three leave damage behind (damaged chains, a
         // revoked bank), so they come after everything else, each on its own bank.
         fault_results.push(trust_faults::ca_minted_certificate(&program, &alliance, &bank_ids[0]).await?);

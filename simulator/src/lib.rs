@@ -14,6 +14,7 @@ pub mod datasets;
 pub mod demo;
 pub mod faults;
 pub mod floor;
+pub mod limit_faults;
 pub mod scenarios;
 pub mod secagg_scenarios;
 pub mod trust_faults;

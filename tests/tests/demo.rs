@@ -43,7 +43,15 @@ async fn simulator_demo_matches_every_plaintext_answer() -> anyhow::Result<()> {
         );
     }
     let ids: Vec<&str> = faults.iter().filter_map(|f| f["id"].as_str()).collect();
-    for id in ["ca-minted-certificate", "revoked-open-connection", "audit-rewritten", "audit-truncated"] {
+    for id in [
+        "ca-minted-certificate",
+        "revoked-open-connection",
+        "audit-rewritten",
+        "audit-truncated",
+        "connection-flood",
+        "stream-flood",
+        "oversized-request",
+    ] {
         assert!(ids.contains(&id), "the demo injects {id}: {ids:?}");
     }
     assert!(passed);

@@ -1,11 +1,16 @@
 //! The node service other nodes call.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::StreamExt;
 
 use tonic::{Request, Response, Status, Streaming};
 use xmcredit_crypto::NodeId;
 
 use super::{contracts, ResponseStream};
+use crate::config::{MAX_CONTRACT_BYTES, MAX_ID_BYTES, MAX_REVOCATION_BYTES};
 use crate::context::NodeContext;
 use crate::proto::{self, node_server::Node};
 use crate::transport::{peer_of, PeerIdentity};
@@ -15,11 +20,41 @@ use crate::NodeError;
 #[derive(Debug, Clone)]
 pub struct PeerService {
     ctx: Arc<NodeContext>,
+    /// Protocol sessions each peer holds open (`limits.max_sessions_per_peer`).
+    sessions: Arc<Mutex<HashMap<NodeId, Arc<Semaphore>>>>,
 }
 
 impl PeerService {
     pub fn new(ctx: Arc<NodeContext>) -> Self {
-        Self { ctx }
+        Self { ctx, sessions: Arc::default() }
+    }
+
+    /// One of `peer`'s session slots, or `ResourceExhausted` with the reason. Taken
+    /// before the session's first message is awaited, so streams that open and stall
+    /// cost at most this many slots per peer.
+    fn session_slot(&self, peer: &NodeId) -> Result<OwnedSemaphorePermit, Status> {
+        let limit = self.ctx.config.limits.max_sessions_per_peer;
+        let semaphore = match self.sessions.lock() {
+            Ok(mut sessions) => {
+                sessions.entry(peer.clone()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
+            }
+            Err(_) => return Err(Status::internal("session table poisoned")),
+        };
+        semaphore.try_acquire_owned().map_err(|_| {
+            let reason = format!("{peer} already holds {limit} protocol sessions open on this node (limits.max_sessions_per_peer)");
+            let _ = self.ctx.refuse(None, Some(peer), NodeError::Refused(reason.clone()));
+            Status::resource_exhausted(reason)
+        })
+    }
+
+    /// Refuses a peer-controlled field over its cap before it is logged or stored.
+    fn cap(&self, peer: &NodeId, field: &str, len: usize, max: usize) -> Result<(), Status> {
+        if len > max {
+            let reason = format!("{field} of {len} bytes from {peer}: at most {max}");
+            let _ = self.ctx.refuse(None, Some(peer), NodeError::Refused(reason.clone()));
+            return Err(Status::resource_exhausted(reason));
+        }
+        Ok(())
     }
 
     /// The caller: a configured peer that proved the identity key pinned for it.
@@ -35,6 +70,18 @@ impl PeerService {
     fn refused(&self, peer: &NodeId, error: NodeError) -> Status {
         self.ctx.refuse(None, Some(peer), error).into()
     }
+}
+
+/// Keeps a session slot until the session's response stream ends (or the peer goes).
+fn hold_until_done(
+    response: Response<ResponseStream<proto::Frame>>,
+    slot: OwnedSemaphorePermit,
+) -> Response<ResponseStream<proto::Frame>> {
+    let stream = response.into_inner().map(move |frame| {
+        let _held = &slot;
+        frame
+    });
+    Response::new(Box::pin(stream))
 }
 
 #[tonic::async_trait]
@@ -58,6 +105,13 @@ impl Node for PeerService {
         request: Request<proto::SignedContractMsg>,
     ) -> Result<Response<proto::ContractAck>, Status> {
         let peer = self.caller(&request)?;
+        let message = request.get_ref();
+        self.cap(&peer.node_id, "contract document", message.canonical.len(), MAX_CONTRACT_BYTES)?;
+        self.cap(&peer.node_id, "signatures", message.signatures.len(), 64)?;
+        self.cap(&peer.node_id, "revocations", message.revocations_json.len(), 64)?;
+        for revocation in &message.revocations_json {
+            self.cap(&peer.node_id, "revocation", revocation.len(), MAX_REVOCATION_BYTES)?;
+        }
         contracts::receive_proposal(&self.ctx, &peer, request.into_inner())
             .map(Response::new)
             .map_err(|e| self.refused(&peer.node_id, e))
@@ -68,6 +122,7 @@ impl Node for PeerService {
         request: Request<proto::ContractSignatureMsg>,
     ) -> Result<Response<proto::ContractAck>, Status> {
         let peer = self.caller(&request)?;
+        self.cap(&peer.node_id, "contract id", request.get_ref().contract_id.len(), MAX_ID_BYTES)?;
         contracts::receive_signature(&self.ctx, &peer, request.into_inner())
             .map(Response::new)
             .map_err(|e| self.refused(&peer.node_id, e))
@@ -78,6 +133,7 @@ impl Node for PeerService {
         request: Request<proto::ContractQuery>,
     ) -> Result<Response<proto::SignedContractMsg>, Status> {
         let peer = self.caller(&request)?;
+        self.cap(&peer.node_id, "contract id", request.get_ref().contract_id.len(), MAX_ID_BYTES)?;
         contracts::fetch(&self.ctx, &peer, &request.get_ref().contract_id)
             .map(Response::new)
             .map_err(|e| self.refused(&peer.node_id, e))
@@ -88,6 +144,7 @@ impl Node for PeerService {
         request: Request<proto::RevocationMsg>,
     ) -> Result<Response<proto::ContractAck>, Status> {
         let peer = self.caller(&request)?;
+        self.cap(&peer.node_id, "revocation", request.get_ref().revocation_json.len(), MAX_REVOCATION_BYTES)?;
         contracts::receive_revocation(&self.ctx, &peer, request.into_inner())
             .map(Response::new)
             .map_err(|e| self.refused(&peer.node_id, e))
@@ -100,7 +157,9 @@ impl Node for PeerService {
         request: Request<Streaming<proto::Frame>>,
     ) -> Result<Response<Self::PsiStream>, Status> {
         let peer = self.caller(&request)?;
-        crate::run::psi::serve_session(self.ctx.clone(), peer, request.into_inner()).await
+        let slot = self.session_slot(&peer.node_id)?;
+        let response = crate::run::psi::serve_session(self.ctx.clone(), peer, request.into_inner()).await?;
+        Ok(hold_until_done(response, slot))
     }
 
     type SecAggStream = ResponseStream<proto::Frame>;
@@ -110,7 +169,10 @@ impl Node for PeerService {
         request: Request<Streaming<proto::Frame>>,
     ) -> Result<Response<Self::SecAggStream>, Status> {
         let peer = self.caller(&request)?;
-        crate::run::secagg::serve_session(self.ctx.clone(), peer, request.into_inner()).await
+        let slot = self.session_slot(&peer.node_id)?;
+        let response =
+            crate::run::secagg::serve_session(self.ctx.clone(), peer, request.into_inner()).await?;
+        Ok(hold_until_done(response, slot))
     }
 
     async fn fetch_crl(
@@ -128,6 +190,7 @@ impl Node for PeerService {
         request: Request<proto::AuditHead>,
     ) -> Result<Response<proto::WitnessAck>, Status> {
         let peer = self.caller(&request)?;
+        self.cap(&peer.node_id, "audit head", request.get_ref().head_json.len(), 4096)?;
         crate::witness::receive_head(&self.ctx, &peer, &request.get_ref().head_json)
             .map(|outcome| Response::new(proto::WitnessAck { outcome: outcome.to_string() }))
             .map_err(|e| self.refused(&peer.node_id, e))

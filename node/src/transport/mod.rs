@@ -80,11 +80,43 @@ impl fmt::Debug for LocalIdentity {
 /// Largest gRPC message accepted or sent (8 MiB). Protocol payloads are streamed in
 /// frames; anything bigger is a peer misbehaving, refused before it is buffered whole.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
-/// Most connections a server holds at once (including those still in their handshake).
-/// An alliance has tens of nodes; the cap only bounds what a flood can cost.
-pub const MAX_CONNECTIONS: usize = 256;
-/// How long a server waits for a client to finish its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a server lets connections cost (issue 11), from `[limits]` in the
+/// configuration; [`ServerLimits::default`] holds the documented defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Authenticated connections held at once, all peers together.
+    pub max_connections: usize,
+    /// Connections in their TLS handshake or identity proof at once. When full, the
+    /// oldest one is dropped for the newcomer: a flood of silent TCP connections
+    /// cannot hold the door shut against an honest peer whose handshake takes
+    /// milliseconds.
+    pub max_pending_handshakes: usize,
+    /// Authenticated connections one node id may hold at once.
+    pub max_connections_per_peer: usize,
+    /// Concurrent HTTP/2 streams one connection may open.
+    pub max_streams_per_connection: u32,
+    /// TLS handshake plus identity proof must finish within this.
+    pub handshake: Duration,
+    /// After the identity proof, the client's HTTP/2 preface must start within this.
+    pub preface: Duration,
+    /// A connection that sends nothing (not even an HTTP/2 ping) for this long is
+    /// closed. Our clients ping every 30 s while idle.
+    pub idle: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            max_pending_handshakes: 128,
+            max_connections_per_peer: 8,
+            max_streams_per_connection: 32,
+            handshake: Duration::from_secs(10),
+            preface: Duration::from_secs(10),
+            idle: Duration::from_secs(300),
+        }
+    }
+}
 /// HTTP/2 pings that detect a peer that vanished (a bank killed mid-protocol) instead of
 /// waiting for TCP to notice.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -166,10 +198,11 @@ fn refusal_side(reason: &rustls::Error) -> &'static str {
 /// A tonic server builder with this module's HTTP/2 settings (keep-alive pings that
 /// notice a vanished peer). Add services to it, each with its message size limits set to
 /// [`MAX_MESSAGE_BYTES`], and pass the router to [`serve`].
-pub fn server_builder() -> Server {
+pub fn server_builder(limits: &ServerLimits) -> Server {
     Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(limits.max_streams_per_connection))
 }
 
 /// Serves `router` on an already-bound `listener` over mutual TLS until `shutdown`
@@ -183,7 +216,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TransportError> {
     let live = Arc::new(LiveConnections::default());
-    serve_reloadable(listener, Arc::new(ServerTls::new(tls)), local, live, router, shutdown).await
+    serve_reloadable(
+        listener,
+        Arc::new(ServerTls::new(tls)),
+        local,
+        live,
+        ServerLimits::default(),
+        router,
+        shutdown,
+    )
+    .await
 }
 
 /// The server's TLS configuration, replaceable while serving: a new CRL (or a renewed
@@ -220,13 +262,14 @@ pub async fn serve_reloadable(
     tls: Arc<ServerTls>,
     local: LocalIdentity,
     live: Arc<LiveConnections>,
+    limits: ServerLimits,
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TransportError> {
     // Authenticated streams queue here for tonic; when tonic stops, the receiver is
     // dropped and the accept loop sees the channel closed.
     let (streams, incoming) = mpsc::channel::<Result<ServerStream, io::Error>>(16);
-    let accept = tokio::spawn(accept_loop(listener, tls, Arc::new(local), live, streams));
+    let accept = tokio::spawn(accept_loop(listener, tls, Arc::new(local), live, limits, streams));
     let result = router.serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown).await;
     accept.abort();
     result.map_err(|error| TransportError::Serve { error })
@@ -237,9 +280,13 @@ async fn accept_loop(
     tls: Arc<ServerTls>,
     local: Arc<LocalIdentity>,
     live: Arc<LiveConnections>,
+    limits: ServerLimits,
     streams: mpsc::Sender<Result<ServerStream, io::Error>>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_peer = Arc::new(PeerCounts::default());
+    // Handshakes in progress, oldest first, so the oldest can be dropped for a newcomer.
+    let mut pending: std::collections::VecDeque<tokio::task::AbortHandle> = std::collections::VecDeque::new();
     loop {
         // Take a connection slot before accepting: at the cap, new connections wait in
         // the kernel's backlog instead of costing a handshake.
@@ -261,38 +308,121 @@ async fn accept_loop(
                 }
             },
         };
+        pending.retain(|task| !task.is_finished());
+        if pending.len() >= limits.max_pending_handshakes {
+            if let Some(oldest) = pending.pop_front() {
+                oldest.abort();
+                tracing::warn!(address = %remote_addr, limit = limits.max_pending_handshakes, "too many handshakes in progress: dropped the oldest for a new connection");
+            }
+        }
         let acceptor = TlsAcceptor::from(tls.current());
         let streams = streams.clone();
-        let (local, live) = (local.clone(), live.clone());
-        tokio::spawn(async move {
-            let handshake = authenticate(&acceptor, &local, tcp, remote_addr);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.unwrap_or_else(|_elapsed| {
-                Err(format!("TLS handshake and identity proof not finished within {HANDSHAKE_TIMEOUT:?}"))
+        let (local, live, per_peer) = (local.clone(), live.clone(), per_peer.clone());
+        let task = tokio::spawn(async move {
+            let handshake = authenticate(&acceptor, &local, tcp, remote_addr, &per_peer, limits.max_connections_per_peer);
+            match tokio::time::timeout(limits.handshake, handshake).await.unwrap_or_else(|_elapsed| {
+                Err(format!("TLS handshake and identity proof not finished within {:?}", limits.handshake))
             }) {
-                Ok((tls, peer, serial)) => {
+                Ok((tls, peer, serial, slot)) => {
                     tracing::debug!(peer = %peer.node_id, key = %peer.identity_key, address = %remote_addr, "accepted a connection");
                     let registration = live.register(peer.node_id.clone(), serial);
+                    let deadline = Box::pin(tokio::time::sleep(limits.preface));
+                    let stream = ServerStream {
+                        tls,
+                        peer,
+                        registration,
+                        idle: IdleTimer { deadline, idle: limits.idle, preface: true },
+                        _slot: slot,
+                        _permit: permit,
+                    };
                     // Fails only when the server is shutting down; the connection is dropped.
-                    let _ = streams.send(Ok(ServerStream { tls, peer, registration, _permit: permit })).await;
+                    let _ = streams.send(Ok(stream)).await;
                 }
                 Err(reason) => {
                     tracing::warn!(address = %remote_addr, %reason, "refused a TLS connection");
                 }
             }
         });
+        pending.push_back(task.abort_handle());
+    }
+}
+
+/// Authenticated connections per node id.
+#[derive(Debug, Default)]
+struct PeerCounts(Mutex<std::collections::HashMap<NodeId, usize>>);
+
+/// One of a peer's connection slots; returned on drop.
+#[derive(Debug)]
+struct PeerSlot {
+    counts: Arc<PeerCounts>,
+    peer: NodeId,
+}
+
+impl PeerCounts {
+    fn take(self: &Arc<Self>, peer: &NodeId, limit: usize) -> Option<PeerSlot> {
+        let mut counts = self.0.lock().ok()?;
+        let count = counts.entry(peer.clone()).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot { counts: self.clone(), peer: peer.clone() })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.counts.0.lock() {
+            if let Some(count) = counts.get_mut(&self.peer) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.remove(&self.peer);
+                }
+            }
+        }
+    }
+}
+
+/// Closes a connection that stays silent: first until its HTTP/2 preface, then
+/// between any two reads.
+#[derive(Debug)]
+struct IdleTimer {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    idle: Duration,
+    preface: bool,
+}
+
+impl IdleTimer {
+    /// Polled when a read is pending: fails once the deadline passes.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                if self.preface { "no HTTP/2 preface in time" } else { "connection idle for too long" },
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Bytes arrived: the idle clock starts again.
+    fn reset(&mut self) {
+        self.preface = false;
+        self.deadline.as_mut().reset(tokio::time::Instant::now() + self.idle);
     }
 }
 
 /// The server half of the handshake: TLS with a client certificate (verified by rustls
 /// against the CA and CRLs), the node id from that certificate, then the identity
 /// proofs (the client's first, checked, then ours). Returns the stream, who the peer
-/// is, and its certificate serial.
+/// is, its certificate serial and one of its connection slots.
 async fn authenticate(
     acceptor: &TlsAcceptor,
     local: &LocalIdentity,
     tcp: TcpStream,
     remote_addr: SocketAddr,
-) -> Result<(server::TlsStream<TcpStream>, PeerIdentity, Vec<u8>), String> {
+    per_peer: &Arc<PeerCounts>,
+    per_peer_limit: usize,
+) -> Result<(server::TlsStream<TcpStream>, PeerIdentity, Vec<u8>, PeerSlot), String> {
     // Latency, not throughput, matters for protocol rounds; failure only costs speed.
     let _ = tcp.set_nodelay(true);
     let mut tls = acceptor.accept(tcp).await.map_err(|error| describe_io_error(&error))?;
@@ -308,9 +438,13 @@ async fn authenticate(
     let proof =
         identity::read_proof(&mut tls).await.map_err(|e| format!("{node_id} sent no identity proof: {e}"))?;
     let identity_key = identity::verify_proof(&proof, Role::TlsClient, &node_id, &exporter)?;
+    // Over its connection limit, the peer gets no proof back: its connect fails.
+    let slot = per_peer.take(&node_id, per_peer_limit).ok_or_else(|| {
+        format!("{node_id} already holds its limit of connections ({per_peer_limit}, limits.max_connections_per_peer)")
+    })?;
     let ours = identity::make_proof(&local.key, Role::TlsServer, &local.node_id, &exporter);
     identity::write_proof(&mut tls, &ours).await.map_err(|e| format!("sending our identity proof: {e}"))?;
-    Ok((tls, PeerIdentity { node_id, identity_key, remote_addr }, serial))
+    Ok((tls, PeerIdentity { node_id, identity_key, remote_addr }, serial, slot))
 }
 
 /// rustls's reason if the I/O error carries one, else the I/O error itself.
@@ -331,6 +465,8 @@ struct ServerStream {
     tls: server::TlsStream<TcpStream>,
     peer: PeerIdentity,
     registration: Registration,
+    idle: IdleTimer,
+    _slot: PeerSlot,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -348,7 +484,23 @@ impl AsyncRead for ServerStream {
         if let Poll::Ready(Err(closed)) = this.registration.switch.check(cx) {
             return Poll::Ready(Err(closed));
         }
-        Pin::new(&mut this.tls).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut this.tls).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.idle.reset();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.idle.poll_expired(cx) {
+                Poll::Ready(error) => {
+                    tracing::info!(peer = %this.peer.node_id, reason = %error, "closed a silent connection");
+                    Poll::Ready(Err(error))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
     }
 }
 

@@ -216,7 +216,8 @@ pub async fn serve_session(
     mut incoming: Streaming<proto::Frame>,
 ) -> Result<Response<ResponseStream<proto::Frame>>, Status> {
     let peer = caller.node_id.clone();
-    let first = tokio::time::timeout(ctx.config.timeouts.round(), incoming.next())
+    // A stream that opens and says nothing is dropped after the hello timeout.
+    let first = tokio::time::timeout(ctx.config.timeouts.hello(), incoming.next())
         .await
         .map_err(|_| Status::deadline_exceeded("no hello"))?
         .ok_or_else(|| Status::invalid_argument("empty psi stream"))??;
