@@ -319,7 +319,8 @@ async fn accept_loop(
         let streams = streams.clone();
         let (local, live, per_peer) = (local.clone(), live.clone(), per_peer.clone());
         let task = tokio::spawn(async move {
-            let handshake = authenticate(&acceptor, &local, tcp, remote_addr, &per_peer, limits.max_connections_per_peer);
+            let handshake =
+                authenticate(&acceptor, &local, tcp, remote_addr, &per_peer, limits.max_connections_per_peer);
             match tokio::time::timeout(limits.handshake, handshake).await.unwrap_or_else(|_elapsed| {
                 Err(format!("TLS handshake and identity proof not finished within {:?}", limits.handshake))
             }) {
