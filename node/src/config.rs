@@ -176,7 +176,7 @@ impl Default for Policy {
 /// connections per peer, 32 streams per connection, 16 protocol sessions per peer at
 /// once; TLS handshake and identity proof within 10 s, HTTP/2 preface within 10 s,
 /// connections silent for 300 s closed; ids a peer sends at most 128 bytes, contract
-/// documents 256 KiB.
+/// documents 256 KiB; 50,000 lookups per querier per dataset per day across contracts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -198,6 +198,17 @@ pub struct Limits {
     pub preface_secs: u64,
     #[serde(default = "default_idle_secs")]
     pub idle_secs: u64,
+    /// Most elements one querier may have this node evaluate per day over one of its
+    /// datasets, across every contract (issue 10: a second contract must not multiply a
+    /// bank's lookups). Also the ceiling on the daily quotas this node signs: the
+    /// quotas of all its contracts that give one querier one dataset must sum to at
+    /// most this. Default 50,000 (a bank's daily applicant flow, with room).
+    #[serde(default = "default_dataset_lookups_per_day")]
+    pub dataset_lookups_per_day: u64,
+}
+
+fn default_dataset_lookups_per_day() -> u64 {
+    50_000
 }
 
 fn default_max_set_size() -> u64 {
@@ -248,6 +259,7 @@ impl Default for Limits {
             handshake_secs: default_handshake_secs(),
             preface_secs: default_preface_secs(),
             idle_secs: default_idle_secs(),
+            dataset_lookups_per_day: default_dataset_lookups_per_day(),
         }
     }
 }

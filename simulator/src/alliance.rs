@@ -278,6 +278,9 @@ pub struct Alliance {
     pub nodes: Vec<NodeHandle>,
     pub base: PathBuf,
     pub program: NodeProgram,
+    /// Extra `[limits]` lines for every node's configuration (benches raise the
+    /// per-dataset lookup ceiling to their set sizes).
+    pub limits_toml: String,
 }
 
 impl Alliance {
@@ -288,6 +291,17 @@ impl Alliance {
         base: &Path,
         ids: &[&str],
         require_approval: bool,
+    ) -> Result<Self> {
+        Self::create_with_limits(program, base, ids, require_approval, "").await
+    }
+
+    /// [`Alliance::create`] with extra `[limits]` lines in every node's configuration.
+    pub async fn create_with_limits(
+        program: NodeProgram,
+        base: &Path,
+        ids: &[&str],
+        require_approval: bool,
+        limits_toml: &str,
     ) -> Result<Self> {
         let mut nodes = Vec::new();
         for id in ids {
@@ -345,7 +359,8 @@ impl Alliance {
                 std::fs::copy(ca_dir.join("crl.der"), node.dir.join("crl.der"))?;
             }
         }
-        let mut alliance = Self { nodes, base: base.to_path_buf(), program };
+        let mut alliance =
+            Self { nodes, base: base.to_path_buf(), program, limits_toml: limits_toml.to_string() };
         alliance.write_configs(require_approval)?;
         for node in &mut alliance.nodes {
             node.start().await?;
@@ -370,6 +385,9 @@ impl Alliance {
                 text.push_str(&format!("crl_source = \"{ca_node}\"\n"));
             }
             text.push_str("\n[audit]\nhead_period_secs = 2\n");
+            if !self.limits_toml.is_empty() {
+                text.push_str(&format!("\n[limits]\n{}\n", self.limits_toml));
+            }
             for peer in self.nodes.iter().filter(|p| p.id != node.id) {
                 text.push_str(&format!(
                     "\n[[peers]]\nid = \"{}\"\naddress = \"{}\"\nidentity_key = \"{}\"\n",

@@ -79,7 +79,16 @@ pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Resul
     server.extend_from_slice(&client[..overlap.min(m)]);
     let expected = overlap.min(m) as u64;
 
-    let alliance = Alliance::create(program, base, &["credit-center", "bank-a"], true).await?;
+    // The bench's sets are far above a bank's daily flow: raise the per-dataset ceiling
+    // and the contract's quota to fit two runs.
+    let alliance = Alliance::create_with_limits(
+        program,
+        base,
+        &["credit-center", "bank-a"],
+        true,
+        &format!("dataset_lookups_per_day = {}", 2 * n as u64),
+    )
+    .await?;
     let idle = alliance.node("bank-a")?.memory_kib().map_or(0.0, |(_, rss)| rss as f64 / 1024.0);
     let data = base.join("bench-data");
     std::fs::create_dir_all(&data)?;
@@ -116,7 +125,8 @@ pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Resul
         &[],
         1,
         1,
-    );
+    )
+    .replace(&format!("= {} }}", contracts::PSI_DAILY_QUOTA), &format!("= {} }}", 2 * n as u64));
     alliance.agree("credit-center", &toml, "credit-center.bench-psi", &["bank-a"]).await?;
     let floor_s = floor.psi_floor_s(n as u64, m as u64);
     let mut runs = Vec::new();

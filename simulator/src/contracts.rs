@@ -40,8 +40,8 @@ pub fn parties(text: &mut String, parties: &[PartyLine<'_>]) {
 }
 
 /// The daily quota (elements evaluated per day) the generated PSI contracts give the
-/// client.
-pub const PSI_DAILY_QUOTA: u64 = 10_000_000;
+/// client: a bank's daily applicant flow with room for a re-run, not millions (issue 10).
+pub const PSI_DAILY_QUOTA: u64 = 10_000;
 
 /// A PSI contract between `server` (its `server_dataset`) and `client`
 /// (`loan_applicants`), with output form `output` and the given minimum set sizes.

@@ -8,13 +8,13 @@
 use std::sync::Arc;
 
 use xmcredit_contracts::audit::Outcome;
-use xmcredit_contracts::{ComputationKind, Contract, Revocation, SignedContract};
+use xmcredit_contracts::{ComputationKind, Contract, Revocation, Role, SignedContract};
 use xmcredit_crypto::sign::{IdentityPublicKey, Signature};
 use xmcredit_crypto::NodeId;
 
 use crate::context::NodeContext;
 use crate::proto::{self, node_client::NodeClient};
-use crate::store::StoredContract;
+use crate::store::{ContractState, StoredContract};
 use crate::transport::PeerIdentity;
 use crate::NodeError;
 
@@ -160,7 +160,13 @@ pub fn receive_proposal(
         let auto_sign = !ctx.config.policy.require_operator_approval
             && !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id());
         if auto_sign {
-            stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
+            match check_quota_ceiling(ctx, stored.signed.contract()) {
+                Ok(()) => {
+                    stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
+                }
+                // Stored unsigned: the operator sees why in `contract sign`.
+                Err(e) => tracing::warn!(contract = %document.id, error = %e, "not signing automatically"),
+            }
         }
         Ok(stored)
     })?;
@@ -285,6 +291,52 @@ fn check_party_keys(ctx: &NodeContext, document: &Contract) -> Result<(), NodeEr
     Ok(())
 }
 
+/// Refuses to sign a contract that, with the contracts this node has already signed,
+/// would let one querier have more lookups a day over one of this node's datasets than
+/// `limits.dataset_lookups_per_day` (issue 10: quotas that cannot be multiplied by
+/// signing a second contract). Only contracts where this node serves (PSI server,
+/// lookup provider) count; revoked and expired ones do not.
+fn check_quota_ceiling(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
+    let me = ctx.node_id();
+    let serves = |c: &Contract| {
+        c.party(me).is_some_and(|p| p.roles.iter().any(|r| matches!(r, Role::Server | Role::Provider)))
+    };
+    if !serves(document) {
+        return Ok(());
+    }
+    let Some(dataset) = document.datasets.iter().find(|d| &d.party == me).map(|d| d.name.clone()) else {
+        return Ok(());
+    };
+    let ceiling = ctx.config.limits.dataset_lookups_per_day;
+    let now = ctx.now_unix();
+    let held = ctx.store.contracts()?;
+    for (querier, quota) in &document.limits.lookups_per_day {
+        let mut total = *quota;
+        let mut others = Vec::new();
+        for stored in &held {
+            let other = stored.signed.contract();
+            let signed_by_me = stored.signed.signatures().iter().any(|(n, _)| n == me);
+            let live = !matches!(stored.state(now), ContractState::Revoked { .. }) && other.not_after >= now;
+            let same_dataset = other.datasets.iter().any(|d| &d.party == me && d.name == dataset);
+            if other.id == document.id || !signed_by_me || !live || !same_dataset || !serves(other) {
+                continue;
+            }
+            if let Some(q) = other.limits.lookups_per_day.get(querier) {
+                total = total.saturating_add(*q);
+                others.push(format!("{} ({q})", other.id));
+            }
+        }
+        if total > ceiling {
+            return Err(NodeError::Refused(format!(
+                "signing {} would let {querier} have {total} lookups a day over dataset {dataset} (this contract {quota}{}), above this node's ceiling of {ceiling} (limits.dataset_lookups_per_day)",
+                document.id,
+                if others.is_empty() { String::new() } else { format!(", already signed: {}", others.join(", ")) }
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The other parties of a contract.
 fn other_parties(ctx: &NodeContext, signed: &SignedContract) -> Vec<NodeId> {
     signed.contract().parties.iter().map(|p| p.node.clone()).filter(|n| n != ctx.node_id()).collect()
@@ -352,6 +404,7 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
         return Err(NodeError::Refused(format!("this node is not a party to contract {}", document.id)));
     }
     check_party_keys(ctx, &document)?;
+    check_quota_ceiling(ctx, &document)?;
     if document.proposer() != Some(ctx.node_id()) {
         return Err(NodeError::Refused(format!(
             "contract id {} is not in this node's scope: ids this node proposes start with \"{}.\"",
@@ -403,6 +456,7 @@ pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck
         let mut stored =
             existing.ok_or_else(|| NodeError::NotFound { what: "contract", id: id.to_string() })?;
         if !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id()) {
+            check_quota_ceiling(ctx, stored.signed.contract())?;
             stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
         }
         Ok(stored)

@@ -36,6 +36,7 @@ pub use contracts::{ContractState, StoredContract};
 pub use datasets::{DatasetRow, DatasetVersion, VersionState};
 pub use jobs::{JobRecord, JobState};
 pub use peers::Pin;
+pub use quotas::QuotaRefusal;
 pub use witness::{SignedHead, Witnessed, HEADS_KEPT_PER_NODE};
 
 use std::path::Path;

@@ -25,7 +25,7 @@ use crate::context::NodeContext;
 use crate::proto;
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
-use crate::store::{DatasetRow, JobState};
+use crate::store::{DatasetRow, JobState, QuotaRefusal};
 use crate::transport::PeerIdentity;
 use crate::NodeError;
 
@@ -74,17 +74,33 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
     // A replayed session is refused before it can spend the client's quota.
     ctx.store.claim_session(binding.session.as_bytes(), binding.contract.as_str())?;
     let (set, rows) = server_set(ctx, &verified, epoch, &label_columns)?;
-    // Quota last: only a session that will be answered counts against it.
-    if let Some(limit) = verified.contract().limits.lookups_per_day.get(peer) {
-        let day = lookup_day(ctx.now_unix());
-        if let Err(used) = ctx.store.quota_consume(
-            binding.contract.as_str(),
-            peer.as_str(),
-            day,
-            hello.client_set_size,
-            *limit,
-        )? {
+    // Quota last: only a session that will be answered counts against it. Two counts,
+    // spent together or not at all: the contract's quota, and this node's ceiling for
+    // the client over this dataset across every contract.
+    let limit = *verified.contract().limits.lookups_per_day.get(peer).ok_or_else(|| {
+        NodeError::Refused(format!("contract {} gives {peer} no daily quota", binding.contract))
+    })?;
+    let dataset = server_dataset_name(&verified, me)?;
+    let ceiling = ctx.config.limits.dataset_lookups_per_day;
+    let day = lookup_day(ctx.now_unix());
+    match ctx.store.quota_consume_with_dataset(
+        binding.contract.as_str(),
+        &dataset,
+        peer.as_str(),
+        day,
+        hello.client_set_size,
+        limit,
+        ceiling,
+    )? {
+        Ok(()) => {}
+        Err(QuotaRefusal::Contract { used }) => {
             verified.check_lookup_quota(peer, used, hello.client_set_size)?;
+        }
+        Err(QuotaRefusal::Dataset { used, ceiling }) => {
+            return Err(NodeError::Refused(format!(
+                "{peer} has made {used} lookups today over dataset {dataset}, across all contracts, and asks for {} more; this node allows {ceiling} a day (limits.dataset_lookups_per_day)",
+                hello.client_set_size
+            )));
         }
     }
     Ok(ServerSession {
@@ -98,6 +114,17 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
         set,
         dataset_rows: rows,
     })
+}
+
+/// The name of the dataset the contract uses from this node.
+fn server_dataset_name(verified: &VerifiedContract, me: &NodeId) -> Result<String, NodeError> {
+    verified
+        .contract()
+        .datasets
+        .iter()
+        .find(|d| &d.party == me)
+        .map(|d| d.name.clone())
+        .ok_or_else(|| NodeError::Refused(format!("contract {} names no dataset of {me}", verified.id())))
 }
 
 /// The evaluated server set for this contract and epoch, from the cache or built now.
