@@ -58,10 +58,40 @@ pub enum Computation {
     Overthreshold { threshold: u32 },
     /// Secure aggregation of one vector per contributor: entry i is the sum of
     /// `value_column` over the contributor's rows whose `group_column` is `groups[i]`.
-    Secagg { threshold: u32, value_column: String, group_column: String, groups: Vec<String> },
+    Secagg {
+        threshold: u32,
+        value_column: String,
+        group_column: String,
+        groups: Vec<String>,
+        /// Whose inputs must count for the sum to be unmasked (issue 10, the differencing
+        /// defence). Absent = `threshold`.
+        #[serde(default, skip_serializing_if = "SurvivorRule::is_threshold")]
+        survivors: SurvivorRule,
+    },
     /// Private aggregate lookup: each provider scores every entity of the universe with
     /// its rules; queriers learn the totals of their own applicants only.
     Lookup { output: LookupOutput },
+}
+
+/// Which contributors of a `secagg` contract must count for its sum to be unmasked.
+/// Enforced by the contributors (the nodes that would leak), not the coordinator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SurvivorRule {
+    /// Any `threshold` of them (Bonawitz et al.'s dropout tolerance). Two runs over
+    /// different survivor sets (two epochs, say) differ by the inputs of the banks in
+    /// one and not the other: a coordinator can subtract them.
+    #[default]
+    Threshold,
+    /// Every named contributor: a run with a dropout aborts and unmasks nothing, so no
+    /// two sums ever cover different sets of banks.
+    All,
+}
+
+impl SurvivorRule {
+    pub fn is_threshold(&self) -> bool {
+        *self == Self::Threshold
+    }
 }
 
 /// The output form of `psi`.

@@ -255,7 +255,7 @@ impl Contract {
                     ));
                 }
             }
-            Computation::Secagg { threshold, value_column, group_column, groups } => {
+            Computation::Secagg { threshold, value_column, group_column, groups, .. } => {
                 // The protocol needs t >= 2: with t = 1 one share is the secret, so any
                 // single share the coordinator collects unmasks a contributor.
                 let t = *threshold as usize;

@@ -67,6 +67,18 @@ async fn district_contract(
     threshold: usize,
     output_bits: u32,
 ) -> Result<()> {
+    district_contract_with(alliance, id, banks, threshold, output_bits, false).await
+}
+
+/// [`district_contract`], optionally with `survivors = "all"` (the differencing defence).
+async fn district_contract_with(
+    alliance: &Alliance,
+    id: &str,
+    banks: &[&str],
+    threshold: usize,
+    output_bits: u32,
+    survivors_all: bool,
+) -> Result<()> {
     let party = |node: &str, roles: &'static [&'static str]| -> Result<PartyLine<'_>> {
         let handle = alliance.node(node)?;
         Ok(PartyLine { node: handle.id.as_str(), public_key: &handle.public_key, roles })
@@ -84,7 +96,15 @@ async fn district_contract(
         groups: districts(),
         output_bits,
     };
-    alliance.agree(CENTER, &contract.toml(), id, banks).await
+    let mut toml = contract.toml();
+    if survivors_all {
+        toml = toml.replace(
+            "[computation]\nkind = \"secagg\"\n",
+            "[computation]\nkind = \"secagg\"\nsurvivors = \"all\"\n",
+        );
+        anyhow::ensure!(toml.contains("survivors = \"all\""), "{toml}");
+    }
+    alliance.agree(CENTER, &toml, id, banks).await
 }
 
 fn sum_of(report: &Value) -> Vec<u64> {
@@ -530,5 +550,78 @@ fn universe_mode_needs_the_key_as_group_column() -> Result<()> {
     Contract::from_toml_str(&contract("credit_code").toml())?;
     let refused = Contract::from_toml_str(&contract("district").toml()).err().context("accepted")?;
     assert!(refused.to_string().contains("key column"), "{refused}");
+    Ok(())
+}
+
+/// Moves every node but `down` a day on (the contracts' next epoch) and restarts it;
+/// `down` stays stopped.
+async fn next_epoch_without(alliance: &mut Alliance, down: &str) -> Result<()> {
+    alliance.node_mut(down)?.stop()?;
+    let others: Vec<String> =
+        alliance.nodes.iter().map(|n| n.id.to_string()).filter(|id| id != down).collect();
+    for id in others {
+        let node = alliance.node_mut(&id)?;
+        node.stop()?;
+        node.set_env("XMCREDIT_TIME_OFFSET_SECS", "86400");
+        node.start().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differencing_across_epochs_recovers_nothing_under_survivors_all() -> Result<()> {
+    // The attack (issue 10): a contract with min_contributors 2 runs in epoch 0 with
+    // bank-a, bank-b and bank-c, and in epoch 1 without bank-a; the difference of the
+    // two sums is bank-a's vector.
+    let dir = tempfile::tempdir()?;
+    let mut rng = ChaCha20Rng::seed_from_u64(10);
+    let banks = ["bank-a", "bank-b", "bank-c"];
+    let books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 30, 1_000_000)).collect::<Result<_>>()?;
+    let mut alliance = alliance(dir.path(), &banks, &books).await?;
+    let (open, guarded) = ("credit-center.loans-threshold", "credit-center.loans-all");
+    district_contract_with(&alliance, open, &banks, 2, 48, false).await?;
+    district_contract_with(&alliance, guarded, &banks, 2, 48, true).await?;
+    let all = by_district(&[&books[0], &books[1], &books[2]]);
+    let epoch0_open = sum_of(&alliance.node(CENTER)?.run("secagg", open).await?);
+    let epoch0_guarded = sum_of(&alliance.node(CENTER)?.run("secagg", guarded).await?);
+    assert_eq!((&epoch0_open, &epoch0_guarded), (&all, &all));
+
+    next_epoch_without(&mut alliance, "bank-a").await?;
+    // Without the defence the attack works: the difference is bank-a's vector exactly.
+    let epoch1_open = sum_of(&alliance.node(CENTER)?.run("secagg", open).await?);
+    let difference: Vec<u64> = epoch0_open.iter().zip(&epoch1_open).map(|(a, b)| a - b).collect();
+    assert_eq!(difference, by_district(&[&books[0]]), "the differencing attack is real");
+    // With survivors = "all", the run without bank-a aborts and unmasks nothing.
+    let outputs = alliance.node(CENTER)?.dir.join("outputs");
+    let written = std::fs::read_dir(&outputs)?.count();
+    let error = alliance.node(CENTER)?.run("secagg", guarded).await.err().context("a sum without bank-a")?;
+    let message = format!("{error:#}");
+    assert!(message.contains("2 contributors left, the threshold is 3; aborted"), "{message}");
+    assert_eq!(std::fs::read_dir(&outputs)?.count(), written, "no output file");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_contract_over_the_same_column_with_other_contributors_is_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let banks = ["bank-a", "bank-b", "bank-c"];
+    let books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 10, 1_000_000)).collect::<Result<_>>()?;
+    let alliance = alliance(dir.path(), &banks, &books).await?;
+    district_contract(&alliance, "credit-center.loans-abc", &banks, 2, 48).await?;
+    // Attack: the same column over "all but bank-c", to subtract from the first.
+    let refused = district_contract(&alliance, "credit-center.loans-ab", &["bank-a", "bank-b"], 2, 48)
+        .await
+        .err()
+        .context("the second contract was signed")?;
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("sums column outstanding of dataset loans over contributors [bank-a, bank-b]")
+            && message.contains("credit-center.loans-abc (already signed)")
+            && message.contains("could subtract"),
+        "{message}"
+    );
+    // The same contributors over another grouping is fine (nothing to subtract).
+    district_contract(&alliance, "credit-center.loans-abc-again", &banks, 2, 48).await?;
     Ok(())
 }

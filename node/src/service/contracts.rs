@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use xmcredit_contracts::audit::Outcome;
-use xmcredit_contracts::{ComputationKind, Contract, Revocation, Role, SignedContract};
+use xmcredit_contracts::{Computation, ComputationKind, Contract, Revocation, Role, SignedContract};
 use xmcredit_crypto::sign::{IdentityPublicKey, Signature};
 use xmcredit_crypto::NodeId;
 
@@ -160,7 +160,9 @@ pub fn receive_proposal(
         let auto_sign = !ctx.config.policy.require_operator_approval
             && !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id());
         if auto_sign {
-            match check_quota_ceiling(ctx, stored.signed.contract()) {
+            let checks = check_quota_ceiling(ctx, stored.signed.contract())
+                .and_then(|()| check_secagg_overlap(ctx, stored.signed.contract()));
+            match checks {
                 Ok(()) => {
                     stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
                 }
@@ -337,6 +339,50 @@ fn check_quota_ceiling(ctx: &NodeContext, document: &Contract) -> Result<(), Nod
     Ok(())
 }
 
+/// Refuses to sign a second SecAgg contract in which this node contributes the same
+/// column of the same dataset as in a contract it already signed, but with another set
+/// of contributors (issue 10): the coordinator of both could subtract the two sums and
+/// recover the inputs of the banks in one set and not the other. (Declared noise would
+/// make that tolerable; it is not implemented yet, so the rule has no exception.)
+fn check_secagg_overlap(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
+    let me = ctx.node_id();
+    let contributes = |c: &Contract| c.party(me).is_some_and(|p| p.roles.contains(&Role::Contributor));
+    let column_of = |c: &Contract| match &c.computation {
+        Computation::Secagg { value_column, .. } => Some(value_column.clone()),
+        _ => None,
+    };
+    let (Some(column), true) = (column_of(document), contributes(document)) else { return Ok(()) };
+    let dataset_of = |c: &Contract| c.datasets.iter().find(|d| &d.party == me).map(|d| d.name.clone());
+    let contributors =
+        |c: &Contract| -> Vec<NodeId> { c.parties_with(Role::Contributor).map(|p| p.node.clone()).collect() };
+    let dataset = dataset_of(document);
+    let set = contributors(document);
+    let now = ctx.now_unix();
+    for stored in ctx.store.contracts()? {
+        let other = stored.signed.contract();
+        let signed_by_me = stored.signed.signatures().iter().any(|(n, _)| n == me);
+        let live = !matches!(stored.state(now), ContractState::Revoked { .. }) && other.not_after >= now;
+        if other.id == document.id || !signed_by_me || !live || !contributes(other) {
+            continue;
+        }
+        if column_of(other).as_ref() == Some(&column)
+            && dataset_of(other) == dataset
+            && contributors(other) != set
+        {
+            let names = |v: &[NodeId]| v.iter().map(NodeId::as_str).collect::<Vec<_>>().join(", ");
+            return Err(NodeError::Refused(format!(
+                "{} sums column {column} of dataset {} over contributors [{}], and {} (already signed) sums it over [{}]: the coordinator could subtract the two sums; refused",
+                document.id,
+                dataset.as_deref().unwrap_or("-"),
+                names(&set),
+                other.id,
+                names(&contributors(other))
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The other parties of a contract.
 fn other_parties(ctx: &NodeContext, signed: &SignedContract) -> Vec<NodeId> {
     signed.contract().parties.iter().map(|p| p.node.clone()).filter(|n| n != ctx.node_id()).collect()
@@ -405,6 +451,7 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
     }
     check_party_keys(ctx, &document)?;
     check_quota_ceiling(ctx, &document)?;
+    check_secagg_overlap(ctx, &document)?;
     if document.proposer() != Some(ctx.node_id()) {
         return Err(NodeError::Refused(format!(
             "contract id {} is not in this node's scope: ids this node proposes start with \"{}.\"",
@@ -457,6 +504,7 @@ pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck
             existing.ok_or_else(|| NodeError::NotFound { what: "contract", id: id.to_string() })?;
         if !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id()) {
             check_quota_ceiling(ctx, stored.signed.contract())?;
+            check_secagg_overlap(ctx, stored.signed.contract())?;
             stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
         }
         Ok(stored)

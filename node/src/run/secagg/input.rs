@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use xmcredit_contracts::{Computation, DatasetSchema, Value, VerifiedContract};
+use xmcredit_contracts::{Computation, DatasetSchema, Role, SurvivorRule, Value, VerifiedContract};
 
 use crate::store::DatasetRow;
 use crate::NodeError;
@@ -25,7 +25,8 @@ pub(crate) struct Params {
 impl Params {
     pub(crate) fn of(verified: &VerifiedContract) -> Result<Self, NodeError> {
         let contract = verified.contract();
-        let Computation::Secagg { threshold, value_column, group_column, groups } = &contract.computation
+        let Computation::Secagg { threshold, value_column, group_column, groups, survivors } =
+            &contract.computation
         else {
             return Err(NodeError::Refused(format!(
                 "contract {} is for {}, not secagg",
@@ -37,7 +38,14 @@ impl Params {
             .limits
             .output_bits
             .ok_or_else(|| NodeError::Refused(format!("contract {} sets no output_bits", verified.id())))?;
-        let threshold = *threshold as usize;
+        // `survivors = "all"` makes every contributor's input necessary: each contributor
+        // builds its own setup from the contract with threshold n, so it refuses every
+        // round (and every unmask request) that leaves anyone out.
+        let contributors = contract.parties_with(Role::Contributor).count();
+        let threshold = match survivors {
+            SurvivorRule::All => contributors,
+            SurvivorRule::Threshold => *threshold as usize,
+        };
         let min_contributors =
             contract.limits.min_contributors.map_or(threshold, |m| m as usize).max(threshold);
         Ok(Self {
