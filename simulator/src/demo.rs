@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::alliance::{Alliance, NodeProgram};
 use crate::data::World;
 use crate::floor::FloorReport;
-use crate::{datasets, faults, limit_faults, scenarios, trust_faults};
+use crate::{datasets, faults, limit_faults, privacy_faults, scenarios, trust_faults};
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -105,6 +105,8 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
         fault_results
             .push(limit_faults::stream_flood(&alliance, "credit-center", &attacker, &bank_ids[0], 40).await?);
         fault_results.push(limit_faults::oversized_request(&alliance, "credit-center", &attacker).await?);
+        // Privacy limits (issue 10): the two-epoch differencing attack on SecAgg.
+        fault_results.push(privacy_faults::secagg_differencing(&mut alliance, &bank_ids).await?);
         // Trust faults (issue 9). The last three leave damage behind (damaged chains, a
         // revoked bank), so they come after everything else, each on its own bank.
         fault_results.push(trust_faults::ca_minted_certificate(&program, &alliance, &bank_ids[0]).await?);

@@ -51,6 +51,7 @@ async fn simulator_demo_matches_every_plaintext_answer() -> anyhow::Result<()> {
         "connection-flood",
         "stream-flood",
         "oversized-request",
+        "secagg-differencing",
     ] {
         assert!(ids.contains(&id), "the demo injects {id}: {ids:?}");
     }
