@@ -154,6 +154,7 @@ async fn drive_client(
     let (mut client, first) = PsiClient::start(config, inputs, &mut rand::rngs::OsRng)?;
     let (tx, rx) = mpsc::channel::<proto::Frame>(16);
     for message in &first {
+        crate::run::fault::exit_before_psi_send("client", message.kind);
         tx.send(frame(message)).await.map_err(|_| NodeError::Internal("psi stream closed".into()))?;
     }
     let channel = ctx.channel_for_contract(&server, contract.as_str()).await?;
@@ -204,6 +205,7 @@ async fn drive_client(
         let (next_state, out) = client.handle(&server, &frame_in.payload)?;
         client = next_state;
         for message in &out {
+            crate::run::fault::exit_before_psi_send("client", message.kind);
             tx.send(frame(message)).await.map_err(|_| NodeError::Internal("psi stream closed".into()))?;
         }
     }

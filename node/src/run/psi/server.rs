@@ -430,6 +430,7 @@ async fn drive_server(
             if message.kind == PsiMessageKind::ServerDone {
                 tracing::debug!("psi server sent its last message");
             }
+            crate::run::fault::exit_before_psi_send("server", message.kind);
             tx.send(Ok(frame(message))).await.map_err(|_| NodeError::Peer {
                 peer: peer.to_string(),
                 message: "closed the session".into(),
