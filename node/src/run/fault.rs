@@ -17,6 +17,15 @@ pub const EXIT_STATUS: i32 = 86;
 /// The PSI client's point: once the server has answered its first chunk, mid-protocol.
 pub const PSI_CLIENT_AFTER_FIRST_REPLY: &str = "psi-client-after-first-reply";
 
+/// The SecAgg coordinator's points, one before each message it sends per round (the
+/// contributor's are `run::secagg::fault::ExitPoint`).
+pub const SECAGG_COORDINATOR_POINTS: [&str; 4] = [
+    "secagg-coordinator-before-key-list",
+    "secagg-coordinator-before-share-relay",
+    "secagg-coordinator-before-unmask-request",
+    "secagg-coordinator-before-sum",
+];
+
 /// The PSI message kinds a node can be made to exit before sending, per role.
 pub const PSI_CLIENT_KINDS: [&str; 3] = ["hello", "blinded-chunk", "match-report"];
 pub const PSI_SERVER_KINDS: [&str; 4] = ["hello-ack", "evaluated-chunk", "tag-chunk", "server-done"];

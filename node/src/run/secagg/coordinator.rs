@@ -573,6 +573,7 @@ async fn rounds(
     let mut keys = CollectingKeys::new(prepared.setup.clone());
     let answered = collect(&mut keys, links, events, log, timeout, progress).await;
     enough(params, Round::AdvertiseKeys, answered)?;
+    crate::run::fault::exit_if_asked("secagg-coordinator-before-key-list");
     let (mut shares, key_list) = keys.close_round()?;
     let bytes = SecAggMessage::KeyList(key_list.message).to_bytes();
     for peer in &key_list.to {
@@ -583,6 +584,7 @@ async fn rounds(
     // Round 1: ShareKeys.
     let answered = collect(&mut shares, links, events, log, timeout, progress).await;
     enough(params, Round::ShareKeys, answered)?;
+    crate::run::fault::exit_if_asked("secagg-coordinator-before-share-relay");
     let (mut masked, relays) = shares.close_round()?;
     for relay in relays {
         let bytes = SecAggMessage::ShareRelay(relay.message).to_bytes();
@@ -593,6 +595,7 @@ async fn rounds(
     // Round 2: MaskedInputCollection.
     let answered = collect(&mut masked, links, events, log, timeout, progress).await;
     enough(params, Round::MaskedInputCollection, answered)?;
+    crate::run::fault::exit_if_asked("secagg-coordinator-before-unmask-request");
     let (mut unmasking, request) = masked.close_round()?;
     let bytes = SecAggMessage::UnmaskRequest(request.message).to_bytes();
     log.unmask_requested = true;
@@ -604,6 +607,7 @@ async fn rounds(
     // Round 4: Unmasking.
     let answered = collect(&mut unmasking, links, events, log, timeout, progress).await;
     enough(params, Round::Unmasking, answered)?;
+    crate::run::fault::exit_if_asked("secagg-coordinator-before-sum");
     let aggregate = tokio::task::block_in_place(|| unmasking.close_round())?;
     lap(log, Round::Unmasking);
     Ok(aggregate)
