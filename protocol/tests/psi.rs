@@ -421,6 +421,54 @@ mod psi_forms {
     }
 }
 
+/// Wide labels make smaller tag chunks: no frame outgrows the limit (issue 12).
+#[test]
+fn four_kib_labels_fit_in_frames_and_open_for_matches() {
+    let mut rng = ChaCha20Rng::seed_from_u64(77);
+    let (x, y) = sets(&mut rng, 200, 3000, 50);
+    // 4 KiB per label, one width, distinct per element.
+    let labels: Vec<Vec<u8>> = y
+        .iter()
+        .map(|code| {
+            let mut label = code.clone();
+            label.resize(4096, b'#');
+            label
+        })
+        .collect();
+    let binding = binding(&mut rng);
+    let key = server_key(&mut rng, &binding);
+    let id =
+        ServerSetId { contract: binding.contract.clone(), epoch: binding.epoch, dataset: DatasetVersion(1) };
+    let set = Arc::new(ServerSet::build_with_labels(&key, id, &y, &labels).expect("server set"));
+    let form = PsiOutputForm::Labels;
+    let server = PsiServer::new(server_config(&binding, form), set, key, &mut rng).expect("server");
+    let (client, first) =
+        PsiClient::start(client_config(&binding, form, 8192), x.clone(), &mut rng).expect("client");
+    let mut tag_chunks = 0;
+    let mut largest = 0;
+    let mut tap = |message: &OutgoingMessage| {
+        largest = largest.max(message.bytes.len());
+        if matches!(PsiMessage::from_bytes(&message.bytes), Ok(PsiMessage::TagChunk(_))) {
+            tag_chunks += 1;
+        }
+    };
+    let (client, _) = drive(client, first, server, &mut tap).expect("a 4 KiB-label run succeeds");
+    let per_chunk = xmcredit_protocol::psi::tag_chunk_size(8192, 6, 4096) as usize;
+    assert!(per_chunk < 3000, "wide labels shrink the tag chunk ({per_chunk})");
+    assert_eq!(tag_chunks, 3000usize.div_ceil(per_chunk), "tags of Y in chunks of {per_chunk}");
+    assert!(
+        largest <= xmcredit_protocol::psi::TAG_CHUNK_BUDGET_BYTES + 4096,
+        "largest message {largest} bytes"
+    );
+    // The matches' labels open to exactly their plaintext.
+    let y_index: HashMap<&Vec<u8>, usize> = y.iter().enumerate().map(|(i, c)| (c, i)).collect();
+    let opened = client.labels.expect("labels");
+    assert_eq!(opened.len(), 50);
+    for (index, label) in opened {
+        assert_eq!(label, labels[y_index[&x[index]]], "label of element {index}");
+    }
+}
+
 /// Each refusal, with its own assertion.
 mod psi_refusals {
     use super::*;

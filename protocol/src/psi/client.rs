@@ -316,6 +316,7 @@ impl ClientAwaitingEvaluated {
             matched_tags: Vec::new(),
             labels: Vec::new(),
             cardinality: 0,
+            tag_chunks: None,
         };
         Ok((ClientEvaluatedNext::AwaitingTags(Box::new(next)), out))
     }
@@ -350,6 +351,9 @@ pub struct ClientAwaitingTags {
     matched_tags: Vec<Tag>,
     labels: Vec<(usize, Vec<u8>)>,
     cardinality: u64,
+    /// Tags per TagChunk and the label length, fixed by the first TagChunk
+    /// ([`super::tag_chunk_size`]: the label width decides it).
+    tag_chunks: Option<(u32, usize)>,
 }
 
 /// Where a client goes after a TagChunk or ServerDone.
@@ -389,12 +393,26 @@ impl ClientAwaitingTags {
                 got_bits: u32::from(chunk.tag_len) * 8,
             });
         }
+        // The first chunk fixes the label width, and with it the tags per chunk; every
+        // later label must have that width.
+        let label_len = chunk.labels.get(0).map_or(0, <[u8]>::len);
+        let (tags_per_chunk, width) = *self
+            .tag_chunks
+            .get_or_insert((super::tag_chunk_size(self.chunk_size, tag_len, label_len), label_len));
+        if let Some(i) =
+            (0..chunk.labels.len()).find(|&i| chunk.labels.get(i).map_or(0, <[u8]>::len) != width)
+        {
+            return Err(ProtocolError::Malformed {
+                what: "PSI TagChunk",
+                reason: format!("label {i} of chunk {} is not {width} bytes like the first label", chunk.seq),
+            });
+        }
         let after = check_chunk(
             PROTOCOL,
             "tags",
             self.m,
             self.received,
-            self.chunk_size,
+            tags_per_chunk,
             chunk.seq,
             chunk.tags.len(),
         )?;

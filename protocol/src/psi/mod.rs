@@ -88,6 +88,11 @@
 //! Chunking: each of BlindedChunk, EvaluatedChunk, TagChunk and MatchReport is numbered
 //! from 0 and holds exactly `chunk size` items, the last chunk the rest (n, n, m and the
 //! match total items in all). MatchReport is sent even when empty (one chunk, total 0).
+//! TagChunks are the exception that keeps frames under the limit whatever the label
+//! width: they hold `tag_chunk_size(chunk size, L, label length)` =
+//! `min(chunk size, max(1, floor(4 MiB / (L + 2 + label length))))` tags (label length
+//! and its 2 length bytes counted only in the labels form); the client reads the label
+//! length from the first TagChunk's first label, and every label has that length.
 //!
 //! Labels: `ciphertext = label XOR pad(N_y)` with crypto's pad (`TagContext::xor_pad`),
 //! which depends on (contract, epoch, N_y) only. C can compute the pad of `N_x` for its
@@ -128,6 +133,18 @@ pub use client::{
     ClientAwaitingEvaluated, ClientAwaitingHelloAck, ClientAwaitingTags, ClientConfig, ClientEvaluatedNext,
     ClientOutput, ClientPolicy, ClientTagsNext, PsiClient, CLIENT_WINDOW_CHUNKS,
 };
+/// The bytes of tags and labels one TagChunk may carry (half the 8 MiB frame limit).
+pub const TAG_CHUNK_BUDGET_BYTES: usize = 4 * 1024 * 1024;
+
+/// Tags per TagChunk for a session's `chunk_size`, tag length and label length (0 outside
+/// the labels form): the session's chunk size unless wide labels would make a frame
+/// larger than [`TAG_CHUNK_BUDGET_BYTES`].
+pub fn tag_chunk_size(chunk_size: u32, tag_len: usize, label_len: usize) -> u32 {
+    let per_tag = tag_len + if label_len > 0 { 2 + label_len } else { 0 };
+    let cap = (TAG_CHUNK_BUDGET_BYTES / per_tag.max(1)).max(1);
+    chunk_size.min(u32::try_from(cap).unwrap_or(u32::MAX))
+}
+
 pub use messages::{
     BlindedChunk, EncryptedLabels, EvaluatedChunk, Hello, HelloAck, MatchReport, PsiMessage, PsiMessageKind,
     ServerDone, TagChunk, MAX_CHUNK_ELEMENTS, MAX_LABEL_LEN, WIRE_VERSION,

@@ -269,7 +269,10 @@ impl ServerAwaitingBlinded {
         self.tag_order.shuffle(&mut order);
         let tag_len = self.tag_context.tag_len() as u8;
         let labels = if self.form == PsiOutputForm::Labels { self.set.labels() } else { None };
-        for (seq, positions) in order.chunks(chunk_size).enumerate() {
+        let label_len = labels.and_then(|l| l.get(0)).map_or(0, <[u8]>::len);
+        // Wide labels make smaller tag chunks, so no frame outgrows the limit.
+        let tags_per_chunk = super::tag_chunk_size(self.chunk_size, usize::from(tag_len), label_len) as usize;
+        for (seq, positions) in order.chunks(tags_per_chunk.max(1)).enumerate() {
             let chunk_tags: Vec<Tag> = positions.iter().filter_map(|&p| tags.get(p).copied()).collect();
             let mut chunk_labels = EncryptedLabels::new();
             if let Some(labels) = labels {
