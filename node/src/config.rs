@@ -171,8 +171,8 @@ impl Default for Policy {
 }
 
 /// Local resource limits, whatever a contract allows, and what a peer may cost this
-/// node (issue 11). Defaults: sets of at most 2^22 elements; 256 authenticated
-/// connections, 128 handshakes in progress (the oldest dropped for a newcomer), 8
+/// node (issue 11). Defaults: sets of at most 2^22 elements; 512 authenticated
+/// connections, 128 handshakes in progress (the oldest dropped for a newcomer), 32
 /// connections per peer, 32 streams per connection, 16 protocol sessions per peer at
 /// once; TLS handshake and identity proof within 10 s, HTTP/2 preface within 10 s,
 /// connections silent for 300 s closed; ids a peer sends at most 128 bytes, contract
@@ -215,13 +215,13 @@ fn default_max_set_size() -> u64 {
     1 << 22
 }
 fn default_max_connections() -> usize {
-    256
+    512
 }
 fn default_max_pending_handshakes() -> usize {
     128
 }
 fn default_max_connections_per_peer() -> usize {
-    8
+    32
 }
 fn default_max_streams_per_connection() -> u32 {
     32

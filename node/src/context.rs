@@ -184,13 +184,17 @@ impl NodeContext {
         }
     }
 
-    /// The identity key a stored contract pins for `peer`, if any contract names it.
+    /// The identity key the contracts this node signed (and that are not revoked) pin for
+    /// `peer`. A contract someone proposed but this node never signed pins nothing: a
+    /// party cannot re-key a third one by proposing.
     fn contract_key_of(&self, peer: &NodeId) -> Result<Option<IdentityPublicKey>, NodeError> {
-        Ok(self
-            .store
-            .contracts()?
-            .iter()
-            .find_map(|stored| stored.signed.contract().party(peer).map(|p| p.public_key)))
+        let me = self.node_id();
+        Ok(self.store.contracts()?.iter().find_map(|stored| {
+            let signed = stored.signed.signatures().iter().any(|(n, _)| n == me);
+            (signed && stored.revocations.is_empty())
+                .then(|| stored.signed.contract().party(peer).map(|p| p.public_key))
+                .flatten()
+        }))
     }
 
     /// Checks that a caller proved the key a contract pins for it.

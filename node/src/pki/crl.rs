@@ -23,11 +23,11 @@ pub struct CheckedCrl {
 
 impl CheckedCrl {
     /// Whether `self` supersedes `current`: a strictly greater CRL number when both
-    /// carry one (the alliance CA numbers every CRL), else a `thisUpdate` not older.
+    /// carry one (the alliance CA numbers every CRL), else a strictly newer `thisUpdate`.
     pub fn supersedes(&self, current: &CheckedCrl) -> bool {
         match (&self.number, &current.number) {
             (Some(new), Some(old)) => (new.len(), new) > (old.len(), old),
-            _ => self.this_update >= current.this_update,
+            _ => self.this_update > current.this_update,
         }
     }
 }

@@ -276,10 +276,8 @@ fn check_party_keys(ctx: &NodeContext, document: &Contract) -> Result<(), NodeEr
         let pinned = if &party.node == ctx.node_id() {
             Some((ctx.secrets.public_key(), "this node's own key"))
         } else {
-            ctx.config
-                .peer(&party.node)
-                .and_then(|p| p.identity_key())
-                .map(|k| (k, "this node's configuration"))
+            // Every pin this node holds: configuration, a contract it signed, first sight.
+            ctx.pinned_key(&party.node)?
         };
         if let Some((key, source)) = pinned {
             if key != party.public_key {
@@ -353,23 +351,27 @@ fn check_secagg_overlap(ctx: &NodeContext, document: &Contract) -> Result<(), No
     };
     let (Some(column), true) = (column_of(document), contributes(document)) else { return Ok(()) };
     let dataset_of = |c: &Contract| c.datasets.iter().find(|d| &d.party == me).map(|d| d.name.clone());
-    let contributors =
-        |c: &Contract| -> Vec<NodeId> { c.parties_with(Role::Contributor).map(|p| p.node.clone()).collect() };
+    // As sets: the order parties are listed in does not change what is summed.
+    let contributors = |c: &Contract| -> std::collections::BTreeSet<NodeId> {
+        c.parties_with(Role::Contributor).map(|p| p.node.clone()).collect()
+    };
     let dataset = dataset_of(document);
     let set = contributors(document);
-    let now = ctx.now_unix();
+    // Every contract this node ever signed counts, expired or revoked too: the
+    // coordinator keeps the sums they produced.
     for stored in ctx.store.contracts()? {
         let other = stored.signed.contract();
         let signed_by_me = stored.signed.signatures().iter().any(|(n, _)| n == me);
-        let live = !matches!(stored.state(now), ContractState::Revoked { .. }) && other.not_after >= now;
-        if other.id == document.id || !signed_by_me || !live || !contributes(other) {
+        if other.id == document.id || !signed_by_me || !contributes(other) {
             continue;
         }
         if column_of(other).as_ref() == Some(&column)
             && dataset_of(other) == dataset
             && contributors(other) != set
         {
-            let names = |v: &[NodeId]| v.iter().map(NodeId::as_str).collect::<Vec<_>>().join(", ");
+            let names = |v: &std::collections::BTreeSet<NodeId>| {
+                v.iter().map(NodeId::as_str).collect::<Vec<_>>().join(", ")
+            };
             return Err(NodeError::Refused(format!(
                 "{} sums column {column} of dataset {} over contributors [{}], and {} (already signed) sums it over [{}]: the coordinator could subtract the two sums; refused",
                 document.id,

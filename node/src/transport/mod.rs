@@ -107,9 +107,9 @@ pub struct ServerLimits {
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
-            max_connections: 256,
+            max_connections: 512,
             max_pending_handshakes: 128,
-            max_connections_per_peer: 8,
+            max_connections_per_peer: 32,
             max_streams_per_connection: 32,
             handshake: Duration::from_secs(10),
             preface: Duration::from_secs(10),
@@ -290,6 +290,14 @@ async fn accept_loop(
     loop {
         // Take a connection slot before accepting: at the cap, new connections wait in
         // the kernel's backlog instead of costing a handshake.
+        // At the cap with handshakes still pending, the oldest of those gives its slot
+        // up: silent connections must not hold the slots authenticated ones need.
+        if permits.available_permits() == 0 {
+            pending.retain(|task| !task.is_finished());
+            if let Some(oldest) = pending.pop_front() {
+                oldest.abort();
+            }
+        }
         let permit = tokio::select! {
             () = streams.closed() => return,
             permit = permits.clone().acquire_owned() => match permit {
