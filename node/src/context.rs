@@ -30,6 +30,9 @@ pub struct NodeContext {
     /// The PSI server's evaluated sets with the rows they were built from, per
     /// (contract, epoch, dataset version); one entry per contract.
     pub psi_sets: Mutex<HashMap<crate::run::psi::ServerSetKey, crate::run::psi::CachedServerSet>>,
+    /// The lookup provider's padded vectors with their universe, per (contract, epoch,
+    /// dataset version, universe digest); one entry per contract.
+    pub lookup_vectors: Mutex<HashMap<crate::run::lookup::VectorKey, crate::run::lookup::CachedVector>>,
     /// Every authenticated connection, served or dialled, so a new CRL can close those
     /// of a revoked peer.
     pub live: Arc<LiveConnections>,

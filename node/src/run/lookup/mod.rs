@@ -1,0 +1,227 @@
+//! Private aggregate lookup (design.md computation 4; `xmcredit_protocol::lookup`): the
+//! provider's padded vector and its query sessions ([`provider`]), and the querier's
+//! job (`run lookup --contract X`, [`querier`]).
+//!
+//! # What this node runs today
+//!
+//! One provider, no aggregation: the contract's single provider is also its
+//! coordinator (the credit center), publishes its padded vector `v = g + pad mod 2^w`
+//! itself and answers the querier's OPRF sessions. Contracts with several providers
+//! are refused by [`require_runnable`] until their vectors are summed with SecAgg.
+//!
+//! # The universe
+//!
+//! The universe of an epoch is the sorted keys of the coordinator's `registry` dataset
+//! ([`UNIVERSE_DATASET`], the same dataset SecAgg's universe mode publishes). Only the
+//! keys leave the node: the querier downloads them with the vector (`LookupVector`
+//! RPC), and their digest is bound into every pad, into Hello and into the vector, so a
+//! querier with another universe is refused by the provider rather than given wrong
+//! values.
+//!
+//! # The vector
+//!
+//! Entry `i` is `g(u_i) + pad(u_i) mod 2^w` with `g` the contract's scorecard on the
+//! provider's row for `u_i`: the points (w-bit two's complement), or the bit mask of
+//! the rules that hold at the provider's `BitLayout` offset. An entity of the universe
+//! the provider holds no row for contributes 0 (no points, no criterion met). Rows
+//! whose key is not in the universe are not used. The vector is cached in memory per
+//! (contract, epoch, dataset version, universe version) and its digest is claimed in
+//! the store: one vector per (contract, epoch), a different one is refused
+//! (`store/lookup.rs` says why).
+
+mod provider;
+mod querier;
+
+pub use provider::{serve_session, serve_vector};
+pub use querier::run_querier;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use xmcredit_contracts::{Computation, Contract, LookupOutput, Role, VerifiedContract};
+use xmcredit_crypto::keys::KeyPurpose;
+use xmcredit_crypto::{ContractId, Epoch, NodeId};
+use xmcredit_protocol::lookup::{
+    prepare_contribution, BitLayout, LookupVector, Universe, VectorHeader, Width,
+};
+
+use crate::context::NodeContext;
+use crate::NodeError;
+
+/// The coordinator's dataset whose keys are the universe.
+pub const UNIVERSE_DATASET: &str = "registry";
+
+/// Bytes of the universe encoding per `LookupVectorPart` (the transport caps a message
+/// at 8 MiB).
+const UNIVERSE_FRAGMENT_BYTES: usize = 1 << 20;
+
+/// A session's deadline, in round timeouts.
+const SESSION_DEADLINE_ROUNDS: u32 = 30;
+
+/// Blinded elements per chunk: 8192 × 32 bytes = 256 KiB frames.
+const CHUNK_SIZE: u32 = 8192;
+
+/// Cache key of a provider's vector: (contract, epoch, dataset, dataset version,
+/// universe dataset version).
+pub type VectorKey = (ContractId, Epoch, String, u64, u64);
+/// A provider's padded vector and the universe it is over.
+pub type CachedVector = (Arc<Universe>, Arc<LookupVector>);
+
+/// The node-side rules on a lookup contract, checked before anyone signs it: one
+/// provider, which is the coordinator (several providers need SecAgg aggregation,
+/// which this node does not run for lookup yet).
+pub fn require_runnable(document: &Contract) -> Result<(), NodeError> {
+    let providers: Vec<&NodeId> = document.parties_with(Role::Provider).map(|p| &p.node).collect();
+    let coordinator = document.parties_with(Role::Coordinator).map(|p| &p.node).next();
+    if providers.len() != 1 {
+        return Err(NodeError::Refused(format!(
+            "contract {} has {} lookup providers; this node runs lookup with one provider only (aggregation of several is not implemented yet)",
+            document.id,
+            providers.len()
+        )));
+    }
+    if coordinator != Some(providers[0]) {
+        return Err(NodeError::Refused(format!(
+            "contract {}: with one provider, the provider publishes its own vector, so it must also be the coordinator",
+            document.id
+        )));
+    }
+    Ok(())
+}
+
+/// What a lookup contract fixes for a run.
+#[derive(Clone, Debug)]
+pub(crate) struct Params {
+    pub output: LookupOutput,
+    pub width: Width,
+    pub coordinator: NodeId,
+    /// In node order.
+    pub providers: Vec<NodeId>,
+}
+
+impl Params {
+    pub(crate) fn of(verified: &VerifiedContract) -> Result<Self, NodeError> {
+        let contract = verified.contract();
+        let Computation::Lookup { output } = &contract.computation else {
+            return Err(NodeError::Refused(format!(
+                "contract {} is for {}, not lookup",
+                verified.id(),
+                contract.kind()
+            )));
+        };
+        require_runnable(contract)?;
+        let bits = contract
+            .limits
+            .output_bits
+            .ok_or_else(|| NodeError::Refused(format!("contract {} sets no output_bits", verified.id())))?;
+        let width = Width::new(bits)?;
+        let coordinator =
+            contract.parties_with(Role::Coordinator).map(|p| p.node.clone()).next().ok_or_else(|| {
+                NodeError::Refused(format!("contract {} names no coordinator", verified.id()))
+            })?;
+        let mut providers: Vec<NodeId> =
+            contract.parties_with(Role::Provider).map(|p| p.node.clone()).collect();
+        providers.sort();
+        Ok(Self { output: *output, width, coordinator, providers })
+    }
+
+    /// The providers' rule counts, for the bit layout.
+    fn rule_counts(&self, verified: &VerifiedContract) -> Vec<(NodeId, u32)> {
+        self.providers
+            .iter()
+            .map(|p| {
+                let rules = verified.contract().dataset_of(p).map_or(0, |d| d.rules.len());
+                (p.clone(), rules as u32)
+            })
+            .collect()
+    }
+
+    pub(crate) fn bit_layout(&self, verified: &VerifiedContract) -> Result<BitLayout, NodeError> {
+        Ok(BitLayout::new(&self.rule_counts(verified), self.width)?)
+    }
+}
+
+/// The universe: the sorted, distinct keys of the local `registry` dataset, with the
+/// dataset's version.
+fn load_universe(ctx: &NodeContext) -> Result<(Universe, u64), NodeError> {
+    let meta = ctx
+        .store
+        .current_dataset(UNIVERSE_DATASET)?
+        .ok_or_else(|| NodeError::NotFound { what: "universe dataset", id: UNIVERSE_DATASET.to_string() })?;
+    let mut keys = ctx.store.dataset_keys(&meta)?;
+    keys.sort_unstable();
+    keys.dedup();
+    let universe = Universe::new(keys.into_iter().map(String::into_bytes).collect())?;
+    Ok((universe, meta.version))
+}
+
+/// This provider's padded vector for (contract, epoch): from the cache, or computed
+/// from its dataset now and claimed in the store (one vector per contract and epoch).
+pub(crate) fn provider_vector(
+    ctx: &NodeContext,
+    verified: &VerifiedContract,
+    params: &Params,
+    epoch: Epoch,
+) -> Result<CachedVector, NodeError> {
+    let me = ctx.node_id().clone();
+    verified.require_role(&me, Role::Provider)?;
+    let named = verified
+        .contract()
+        .dataset_of(&me)
+        .ok_or_else(|| NodeError::Refused(format!("contract {} names no dataset for {me}", verified.id())))?;
+    let meta = ctx
+        .store
+        .current_dataset(&named.name)?
+        .ok_or_else(|| NodeError::NotFound { what: "dataset", id: named.name.clone() })?;
+    verified.require_schema(&me, &meta.schema)?;
+    let universe_version = ctx
+        .store
+        .current_dataset(UNIVERSE_DATASET)?
+        .ok_or_else(|| NodeError::NotFound { what: "universe dataset", id: UNIVERSE_DATASET.to_string() })?
+        .version;
+    let key = (verified.id().clone(), epoch, meta.name.clone(), meta.version, universe_version);
+    let lock = |cache: &std::sync::Mutex<HashMap<VectorKey, CachedVector>>| {
+        cache.lock().map(|c| c.get(&key).cloned()).map_err(|_| NodeError::Internal("cache lock".into()))
+    };
+    if let Some(cached) = lock(&ctx.lookup_vectors)? {
+        return Ok(cached);
+    }
+    let started = Instant::now();
+    let (universe, _) = load_universe(ctx)?;
+    let rows = ctx.store.dataset_rows(&meta)?;
+    let scorecard = verified.scorecard(&me, &meta.schema)?;
+    let by_key: HashMap<&[u8], &[xmcredit_contracts::Value]> =
+        rows.iter().map(|r| (r.key.as_bytes(), r.values.as_slice())).collect();
+    let layout = match params.output {
+        LookupOutput::Bitmask => Some(params.bit_layout(verified)?),
+        LookupOutput::Points => None,
+    };
+    let mut values = Vec::with_capacity(universe.len());
+    for entry in universe.entries() {
+        let Some(row) = by_key.get(entry.as_slice()) else {
+            values.push(0);
+            continue;
+        };
+        let value = match &layout {
+            Some(layout) => layout.place(&me, scorecard.evaluate_mask(row)?)?,
+            None => params.width.encode_signed(scorecard.evaluate(row)?)?,
+        };
+        values.push(value);
+    }
+    let oprf_key = ctx.secrets.master.derive_oprf_key(verified.id(), epoch, KeyPurpose::LookupProvider)?;
+    let header = VectorHeader::new(verified.id().clone(), epoch, &universe, params.width);
+    let vector = prepare_contribution(&oprf_key, &header, &universe, &values)?;
+    ctx.store.claim_lookup_vector(verified.id(), epoch, &vector.digest())?;
+    tracing::info!(
+        entries = universe.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "lookup vector prepared"
+    );
+    let entry = (Arc::new(universe), Arc::new(vector));
+    let mut cache = ctx.lookup_vectors.lock().map_err(|_| NodeError::Internal("cache lock".into()))?;
+    // One entry per contract: a new epoch or dataset version replaces the old one.
+    cache.retain(|(contract, ..), _| contract != verified.id());
+    cache.insert(key, entry.clone());
+    Ok(entry)
+}
