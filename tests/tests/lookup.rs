@@ -326,3 +326,143 @@ async fn another_universe_and_a_second_vector_are_refused() -> Result<()> {
     assert_contains(refused.message(), &["already has a lookup vector in epoch 0", "next epoch"]);
     Ok(())
 }
+
+// ---- Several providers: SecAgg aggregation --------------------------------------------
+
+const LOANS_SCHEMA: &str =
+    "name = \"loans\"\nkey = \"credit_code\"\ncolumns = [{ name = \"outstanding\", type = \"integer\" }]\n";
+
+/// Multi-bank exposure in points: 1000 per bank with an outstanding loan, plus one per
+/// 50,000 yuan band (up to 10 bands) at each bank.
+fn exposure_rules() -> String {
+    let mut rules = String::from(
+        "[\n  { column = \"outstanding\", comparison = \"gt\", constant = 0, points = 1000 },\n",
+    );
+    for band in 1..=10 {
+        let _ = writeln!(
+            rules,
+            "  {{ column = \"outstanding\", comparison = \"ge\", constant = {}, points = 1 }},",
+            band * 50_000
+        );
+    }
+    rules.push(']');
+    rules
+}
+
+fn exposure_points(outstanding: i64) -> i64 {
+    if outstanding <= 0 {
+        return 0;
+    }
+    1000 + (1..=10).filter(|band| outstanding >= band * 50_000).count() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_bank_exposure_sums_three_banks_through_secagg() -> Result<()> {
+    let (dir, alliance) = alliance(&["credit-center", "bank-a", "bank-b", "bank-c", "bank-d"], true).await?;
+    let universe = codes(41, 600);
+    let mut csv = String::from("credit_code,tax_grade,si_headcount,utility_arrears_months,dishonest\n");
+    for r in registry_rows(&universe) {
+        let _ = writeln!(csv, "{},{},{},{},{}", r.code, r.tax_grade, r.si_headcount, r.arrears, r.dishonest);
+    }
+    let center = alliance.node("credit-center")?;
+    import_ok(
+        center,
+        "registry",
+        &(
+            write(dir.path(), "registry.schema.toml", REGISTRY_SCHEMA)?,
+            write(dir.path(), "registry.csv", &csv)?,
+        ),
+    )
+    .await?;
+    // Each bank lends to a different slice of the universe, overlapping.
+    // bank-a queries (a contract names one dataset per party: its applicants); the other
+    // three banks provide.
+    let banks = ["bank-b", "bank-c", "bank-d"];
+    let mut books: BTreeMap<&str, BTreeMap<String, i64>> = BTreeMap::new();
+    for (b, bank) in banks.iter().enumerate() {
+        let book: BTreeMap<String, i64> = universe
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (i + b) % (2 + b) == 0)
+            .map(|(i, code)| (code.clone(), ((i * 7919 + b * 104_729) % 600_000) as i64))
+            .collect();
+        let mut text = String::from("credit_code,outstanding\n");
+        for (code, amount) in &book {
+            let _ = writeln!(text, "{code},{amount}");
+        }
+        let files = (
+            write(dir.path(), &format!("loans-{bank}.schema.toml"), LOANS_SCHEMA)?,
+            write(dir.path(), &format!("loans-{bank}.csv"), &text)?,
+        );
+        import_ok(alliance.node(bank)?, "loans", &files).await?;
+        books.insert(bank, book);
+    }
+    let mut applicants: Vec<String> = universe.iter().step_by(3).cloned().collect();
+    applicants.extend(codes(42, 20).into_iter().filter(|c| !universe.contains(c)).take(10));
+    import_ok(
+        alliance.node("bank-a")?,
+        "loan_applicants",
+        &write_applicants(dir.path(), "apps", &applicants)?,
+    )
+    .await?;
+
+    let id = "credit-center.lookup-exposure";
+    let rules = exposure_rules();
+    let providers: Vec<LookupProvider> = banks
+        .iter()
+        .map(|bank| LookupProvider { node: bank, dataset: "loans", columns: &["outstanding"], rules: &rules })
+        .collect();
+    let toml = lookup(
+        id,
+        "integration test: multi-bank exposure",
+        &[
+            party(center, &["coordinator"]),
+            party(alliance.node("bank-a")?, &["querier"]),
+            party(alliance.node("bank-d")?, &["provider"]),
+            party(alliance.node("bank-b")?, &["provider"]),
+            party(alliance.node("bank-c")?, &["provider"]),
+        ],
+        &providers,
+        &["bank-a"],
+        "points",
+        16,
+        10_000,
+    );
+    alliance.agree("credit-center", &toml, id, &["bank-a", "bank-b", "bank-c", "bank-d"]).await?;
+
+    // Before the coordinator aggregates, there is nothing to download.
+    let early = run_status(alliance.node("bank-a")?, "lookup", id).await?.expect_err("no aggregate yet");
+    assert_contains(early.message(), &["no aggregate for epoch 0 yet"]);
+
+    let published = center.run("lookup", id).await?;
+    assert_eq!(published["aggregated"], true, "{published}");
+    assert_eq!(published["secagg"]["computation"], "secagg");
+    // The banks gave their one masked input for this epoch: a second aggregate is refused.
+    let again = run_status(center, "lookup", id).await?.expect_err("one aggregate per epoch");
+    assert_contains(again.message(), &["already has its aggregate for epoch 0"]);
+
+    let report = alliance.node("bank-a")?.run("lookup", id).await?;
+    let results = report["results"].as_object().expect("results");
+    let known: std::collections::BTreeSet<&String> = universe.iter().collect();
+    let mut nonzero = 0;
+    for code in &applicants {
+        let got = &results[code];
+        if !known.contains(code) {
+            assert_eq!(got["registered"], false, "{code}");
+            continue;
+        }
+        let want: i64 =
+            books.values().map(|book| exposure_points(book.get(code).copied().unwrap_or(0))).sum();
+        nonzero += usize::from(want > 1000);
+        assert_eq!(got["value"], want, "{code}: {got}");
+    }
+    assert!(nonzero > 10, "several applicants borrow at more than one bank");
+    // Each provider answered one session of the registered applicants.
+    let registered = applicants.iter().filter(|c| known.contains(c)).count() as u64;
+    for bank in banks {
+        let jobs = alliance.node(bank)?.status().await?.jobs;
+        let job = jobs.iter().find(|j| j.contract_id == id && j.role == "provider").expect("provider job");
+        assert!(job.detail.contains(&format!("{registered} lookups by bank-a")), "{job:?}");
+    }
+    Ok(())
+}

@@ -29,7 +29,7 @@ pub async fn run_job(
     match request.computation.as_str() {
         "psi" => psi::run_client(ctx, &request.contract_id, &request.dataset, progress).await,
         "secagg" => secagg::run_coordinator(ctx, &request.contract_id, &request.dataset, progress).await,
-        "lookup" => lookup::run_querier(ctx, &request.contract_id, &request.dataset, progress).await,
+        "lookup" => lookup::run(ctx, &request.contract_id, &request.dataset, progress).await,
         other => Err(NodeError::Refused(format!("unknown computation {other:?}: use psi, secagg or lookup"))),
     }
 }

@@ -29,9 +29,11 @@
 //! the store: one vector per (contract, epoch), a different one is refused
 //! (`store/lookup.rs` says why).
 
+mod coordinator;
 mod provider;
 mod querier;
 
+pub use coordinator::{run, run_coordinator};
 pub use provider::{serve_session, serve_vector};
 pub use querier::run_querier;
 
@@ -63,27 +65,31 @@ const SESSION_DEADLINE_ROUNDS: u32 = 30;
 const CHUNK_SIZE: u32 = 8192;
 
 /// Cache key of a provider's vector: (contract, epoch, dataset, dataset version,
-/// universe dataset version).
-pub type VectorKey = (ContractId, Epoch, String, u64, u64);
+/// universe digest).
+pub type VectorKey = (ContractId, Epoch, String, u64, [u8; 32]);
 /// A provider's padded vector and the universe it is over.
 pub type CachedVector = (Arc<Universe>, Arc<LookupVector>);
 
-/// The node-side rules on a lookup contract, checked before anyone signs it: one
-/// provider, which is the coordinator (several providers need SecAgg aggregation,
-/// which this node does not run for lookup yet).
+/// The node-side rules on a lookup contract, checked before anyone signs it: either one
+/// provider that is also the coordinator (it publishes its own vector), or providers of
+/// which at least two are not the coordinator (their vectors are summed with SecAgg,
+/// whose threshold is at least 2; the coordinator, if a provider, adds its own).
 pub fn require_runnable(document: &Contract) -> Result<(), NodeError> {
     let providers: Vec<&NodeId> = document.parties_with(Role::Provider).map(|p| &p.node).collect();
     let coordinator = document.parties_with(Role::Coordinator).map(|p| &p.node).next();
-    if providers.len() != 1 {
-        return Err(NodeError::Refused(format!(
-            "contract {} has {} lookup providers; this node runs lookup with one provider only (aggregation of several is not implemented yet)",
-            document.id,
-            providers.len()
-        )));
+    if providers.len() == 1 {
+        if coordinator != Some(providers[0]) {
+            return Err(NodeError::Refused(format!(
+                "contract {}: with one provider, the provider publishes its own vector, so it must also be the coordinator",
+                document.id
+            )));
+        }
+        return Ok(());
     }
-    if coordinator != Some(providers[0]) {
+    let others = providers.iter().filter(|p| Some(**p) != coordinator).count();
+    if others < 2 {
         return Err(NodeError::Refused(format!(
-            "contract {}: with one provider, the provider publishes its own vector, so it must also be the coordinator",
+            "contract {}: the providers other than the coordinator are summed with secagg, which needs at least 2 of them ({others} here)",
             document.id
         )));
     }
@@ -126,6 +132,19 @@ impl Params {
         Ok(Self { output: *output, width, coordinator, providers })
     }
 
+    /// One provider, which publishes its own vector (no aggregation).
+    pub(crate) fn single(&self) -> bool {
+        self.providers.len() == 1
+    }
+
+    /// The providers summed with SecAgg: all but the coordinator.
+    pub(crate) fn secagg_contributors(&self) -> Vec<NodeId> {
+        if self.single() {
+            return Vec::new();
+        }
+        self.providers.iter().filter(|p| **p != self.coordinator).cloned().collect()
+    }
+
     /// The providers' rule counts, for the bit layout.
     fn rule_counts(&self, verified: &VerifiedContract) -> Vec<(NodeId, u32)> {
         self.providers
@@ -156,13 +175,15 @@ fn load_universe(ctx: &NodeContext) -> Result<(Universe, u64), NodeError> {
     Ok((universe, meta.version))
 }
 
-/// This provider's padded vector for (contract, epoch): from the cache, or computed
-/// from its dataset now and claimed in the store (one vector per contract and epoch).
+/// This provider's padded vector for (contract, epoch) over `universe` (the local
+/// registry's when `None`): from the cache, or computed from its dataset now and claimed
+/// in the store (one vector per contract and epoch).
 pub(crate) fn provider_vector(
     ctx: &NodeContext,
     verified: &VerifiedContract,
     params: &Params,
     epoch: Epoch,
+    universe: Option<Arc<Universe>>,
 ) -> Result<CachedVector, NodeError> {
     let me = ctx.node_id().clone();
     verified.require_role(&me, Role::Provider)?;
@@ -175,20 +196,20 @@ pub(crate) fn provider_vector(
         .current_dataset(&named.name)?
         .ok_or_else(|| NodeError::NotFound { what: "dataset", id: named.name.clone() })?;
     verified.require_schema(&me, &meta.schema)?;
-    let universe_version = ctx
-        .store
-        .current_dataset(UNIVERSE_DATASET)?
-        .ok_or_else(|| NodeError::NotFound { what: "universe dataset", id: UNIVERSE_DATASET.to_string() })?
-        .version;
-    let key = (verified.id().clone(), epoch, meta.name.clone(), meta.version, universe_version);
-    let lock = |cache: &std::sync::Mutex<HashMap<VectorKey, CachedVector>>| {
-        cache.lock().map(|c| c.get(&key).cloned()).map_err(|_| NodeError::Internal("cache lock".into()))
+    let universe = match universe {
+        Some(universe) => universe,
+        None => Arc::new(load_universe(ctx)?.0),
     };
-    if let Some(cached) = lock(&ctx.lookup_vectors)? {
+    let key = (verified.id().clone(), epoch, meta.name.clone(), meta.version, universe.digest());
+    let cached = ctx
+        .lookup_vectors
+        .lock()
+        .map(|c| c.get(&key).cloned())
+        .map_err(|_| NodeError::Internal("cache lock".into()))?;
+    if let Some(cached) = cached {
         return Ok(cached);
     }
     let started = Instant::now();
-    let (universe, _) = load_universe(ctx)?;
     let rows = ctx.store.dataset_rows(&meta)?;
     let scorecard = verified.scorecard(&me, &meta.schema)?;
     let by_key: HashMap<&[u8], &[xmcredit_contracts::Value]> =
@@ -212,16 +233,81 @@ pub(crate) fn provider_vector(
     let oprf_key = ctx.secrets.master.derive_oprf_key(verified.id(), epoch, KeyPurpose::LookupProvider)?;
     let header = VectorHeader::new(verified.id().clone(), epoch, &universe, params.width);
     let vector = prepare_contribution(&oprf_key, &header, &universe, &values)?;
-    ctx.store.claim_lookup_vector(verified.id(), epoch, &vector.digest())?;
+    ctx.store.claim_lookup_vector(verified.id(), epoch, &vector.digest(), &universe.digest())?;
     tracing::info!(
         entries = universe.len(),
         seconds = started.elapsed().as_secs_f64(),
         "lookup vector prepared"
     );
-    let entry = (Arc::new(universe), Arc::new(vector));
+    let entry = (universe, Arc::new(vector));
     let mut cache = ctx.lookup_vectors.lock().map_err(|_| NodeError::Internal("cache lock".into()))?;
     // One entry per contract: a new epoch or dataset version replaces the old one.
     cache.retain(|(contract, ..), _| contract != verified.id());
     cache.insert(key, entry.clone());
     Ok(entry)
+}
+
+/// A provider's SecAgg input for a lookup: its padded vector over the coordinator's
+/// universe (the codes of the opening message), and its dataset's name.
+pub(crate) fn contribution(
+    ctx: &NodeContext,
+    verified: &VerifiedContract,
+    epoch: Epoch,
+    codes: &[String],
+) -> Result<(Vec<u64>, String), NodeError> {
+    let params = Params::of(verified)?;
+    let universe = Universe::new(codes.iter().map(|c| c.as_bytes().to_vec()).collect())?;
+    let (_, vector) = provider_vector(ctx, verified, &params, epoch, Some(Arc::new(universe)))?;
+    let dataset = verified.contract().dataset_of(ctx.node_id()).map(|d| d.name.clone()).unwrap_or_default();
+    Ok((vector.values().to_vec(), dataset))
+}
+
+/// The universe digest a provider's query sessions of this epoch must carry: that of
+/// the vector it published (computed now when it publishes alone).
+pub(crate) fn session_universe(
+    ctx: &NodeContext,
+    verified: &VerifiedContract,
+    params: &Params,
+    epoch: Epoch,
+) -> Result<[u8; 32], NodeError> {
+    if let Some(digest) = ctx.store.lookup_vector_universe(verified.id(), epoch)? {
+        return Ok(digest);
+    }
+    if params.single() {
+        let (universe, _) = provider_vector(ctx, verified, params, epoch, None)?;
+        return Ok(universe.digest());
+    }
+    Err(NodeError::Refused(format!(
+        "{} has contributed no vector to contract {} in epoch {epoch}: the coordinator aggregates first",
+        ctx.node_id(),
+        verified.id()
+    )))
+}
+
+/// The vector queriers download from the coordinator this epoch: the provider's own
+/// (one provider) or the stored aggregate (several), with its universe.
+pub(crate) fn published_vector(
+    ctx: &NodeContext,
+    verified: &VerifiedContract,
+    params: &Params,
+    epoch: Epoch,
+) -> Result<CachedVector, NodeError> {
+    if params.single() {
+        return provider_vector(ctx, verified, params, epoch, None);
+    }
+    let Some((digest, bits, values)) = ctx.store.lookup_sum(verified.id(), epoch)? else {
+        return Err(NodeError::Refused(format!(
+            "contract {} has no aggregate for epoch {epoch} yet: its coordinator runs `run lookup` first",
+            verified.id()
+        )));
+    };
+    let (universe, _) = load_universe(ctx)?;
+    if universe.digest() != digest || bits != params.width.bits() {
+        return Err(NodeError::Refused(format!(
+            "the registry changed since contract {}'s aggregate of epoch {epoch}; a new aggregate waits for the next epoch",
+            verified.id()
+        )));
+    }
+    let header = VectorHeader::new(verified.id().clone(), epoch, &universe, params.width);
+    Ok((Arc::new(universe), Arc::new(LookupVector::from_aggregate(header, values))))
 }

@@ -18,7 +18,7 @@ use xmcredit_protocol::lookup::{
 };
 use xmcredit_protocol::{ProtocolError, SessionBinding};
 
-use super::{provider_vector, Params, SESSION_DEADLINE_ROUNDS, UNIVERSE_FRAGMENT_BYTES};
+use super::{published_vector, session_universe, Params, SESSION_DEADLINE_ROUNDS, UNIVERSE_FRAGMENT_BYTES};
 use crate::context::NodeContext;
 use crate::proto;
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
@@ -73,7 +73,7 @@ fn vector_parts(
         .try_into()
         .map_err(|_| NodeError::Refused("a download session id has 16 bytes".into()))?;
     ctx.store.claim_session(&session, verified.id().as_str())?;
-    let (universe, vector) = provider_vector(ctx, &verified, &params, epoch)?;
+    let (universe, vector) = published_vector(ctx, &verified, &params, epoch)?;
     let binding = SessionBinding { contract: verified.id().clone(), epoch, session: SessionId(session) };
     let mut parts: Vec<proto::LookupVectorPart> = universe
         .to_bytes()
@@ -125,10 +125,10 @@ fn prepare_session(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Pro
     verified.require_receiver(peer, OutputForm::Scores)?;
     // A replayed session is refused before it can spend the querier's quota.
     ctx.store.claim_session(binding.session.as_bytes(), binding.contract.as_str())?;
-    let (universe, _) = provider_vector(ctx, &verified, &params, epoch)?;
-    if hello.universe_digest != universe.digest() {
+    let universe_digest = session_universe(ctx, &verified, &params, epoch)?;
+    if hello.universe_digest != universe_digest {
         return Err(ProtocolError::UniverseMismatch {
-            expected: hex::encode(universe.digest()),
+            expected: hex::encode(universe_digest),
             got: hex::encode(hello.universe_digest),
         }
         .into());
@@ -155,7 +155,7 @@ fn prepare_session(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Pro
     let config = ProviderConfig {
         binding: binding.clone(),
         querier: peer.clone(),
-        universe_digest: universe.digest(),
+        universe_digest,
         policy: ProviderPolicy { remaining_quota: remaining, max_lookups },
     };
     Ok(ProviderSession { verified, binding, provider: LookupProvider::new(config, key) })
