@@ -14,6 +14,7 @@ pub mod datasets;
 pub mod demo;
 pub mod faults;
 pub mod floor;
+pub mod lookup_scenarios;
 pub mod scenarios;
 pub mod secagg_scenarios;
 pub mod trust_faults;
