@@ -82,6 +82,7 @@ async fn run_lookup(
 }
 
 /// The scenario row: `use`, provider-side and query-side seconds.
+#[allow(clippy::too_many_arguments)]
 fn result(
     name: String,
     use_case: &str,
