@@ -11,7 +11,15 @@ use xmcredit_simulator::alliance::NodeProgram;
 use xmcredit_simulator::demo::{self, DemoOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "xmcredit-simulator", about = "Run the xmcredit alliance demo on one machine")]
+#[command(
+    name = "xmcredit-simulator",
+    about = "Run the xmcredit alliance demo on one machine",
+    long_about = "Run the xmcredit alliance demo on one machine: the credit center, N banks and a utilities \
+company as node processes. Scenarios: PSI (A-grade taxpayers, dishonest count, registry labels, \
+co-lending), SecAgg (loans per district, industry and entity, with dropouts) and lookup \
+(easy-loan-matching, multi-bank-exposure, sole-proprietor-profile), each checked against the \
+plaintext answer; then the faults."
+)]
 struct Args {
     /// Number of banks.
     #[arg(long, default_value_t = 3)]
