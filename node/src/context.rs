@@ -32,6 +32,9 @@ pub struct NodeContext {
     pub psi_sets: Mutex<HashMap<crate::run::psi::ServerSetKey, crate::run::psi::CachedServerSet>>,
     /// The lookup provider's padded vectors with their universe, per (contract, epoch,
     /// dataset version, universe digest); one entry per contract.
+    /// The last lookup universe this node downloaded as a querier (public codes), so a
+    /// repeat download in the epoch moves w/8 bytes per entry only.
+    pub lookup_universe: Mutex<Option<Arc<xmcredit_protocol::lookup::Universe>>>,
     pub lookup_vectors: Mutex<HashMap<crate::run::lookup::VectorKey, crate::run::lookup::CachedVector>>,
     /// Every authenticated connection, served or dialled, so a new CRL can close those
     /// of a revoked peer.

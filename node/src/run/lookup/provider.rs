@@ -75,8 +75,10 @@ fn vector_parts(
     ctx.store.claim_session(&session, verified.id().as_str())?;
     let (universe, vector) = published_vector(ctx, &verified, &params, epoch)?;
     let binding = SessionBinding { contract: verified.id().clone(), epoch, session: SessionId(session) };
-    let mut parts: Vec<proto::LookupVectorPart> = universe
-        .to_bytes()
+    // The querier already holds this universe: the vector alone.
+    let known = request.known_universe.as_slice() == universe.digest().as_slice();
+    let encoding = if known { Vec::new() } else { universe.to_bytes() };
+    let mut parts: Vec<proto::LookupVectorPart> = encoding
         .chunks(UNIVERSE_FRAGMENT_BYTES)
         .map(|fragment| proto::LookupVectorPart {
             universe_fragment: fragment.to_vec(),

@@ -183,11 +183,13 @@ async fn download(
         peer: coordinator.to_string(),
         message: status.message().to_string(),
     };
+    let cached = ctx.lookup_universe.lock().map_err(|_| NodeError::Internal("cache lock".into()))?.clone();
     let mut parts = crate::service::peer_client(channel)
         .lookup_vector(proto::LookupVectorRequest {
             contract_id: contract.to_string(),
             epoch: epoch.0,
             session_id: session.as_bytes().to_vec(),
+            known_universe: cached.as_ref().map(|u| u.digest().to_vec()).unwrap_or_default(),
         })
         .await
         .map_err(peer_error)?
@@ -228,7 +230,12 @@ async fn download(
         let state = match download.take() {
             Some(state) => state,
             None => {
-                let decoded = Arc::new(Universe::from_bytes(&std::mem::take(&mut universe_bytes))?);
+                let decoded = match (&cached, universe_bytes.is_empty()) {
+                    // No fragments: the coordinator's universe is the one held (the
+                    // chunks' universe digest is checked against it below).
+                    (Some(held), true) => held.clone(),
+                    _ => Arc::new(Universe::from_bytes(&std::mem::take(&mut universe_bytes))?),
+                };
                 let header = VectorHeader::new(contract.clone(), epoch, &decoded, params.width);
                 let state = VectorDownload::new(binding.clone(), coordinator.clone(), header, decoded.len())?;
                 universe = Some(decoded);
@@ -239,6 +246,9 @@ async fn download(
             DownloadNext::More(state) => download = Some(state),
             DownloadNext::Done(vector) => {
                 let universe = universe.ok_or_else(|| NodeError::Internal("no universe".into()))?;
+                if let Ok(mut held) = ctx.lookup_universe.lock() {
+                    *held = Some(universe.clone());
+                }
                 return Ok((universe, vector, received));
             }
         }
