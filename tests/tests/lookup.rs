@@ -369,7 +369,8 @@ fn exposure_points(outstanding: i64) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_bank_exposure_sums_three_banks_through_secagg() -> Result<()> {
-    let (dir, alliance) = alliance(&["credit-center", "bank-a", "bank-b", "bank-c", "bank-d"], true).await?;
+    let (dir, mut alliance) =
+        alliance(&["credit-center", "bank-a", "bank-b", "bank-c", "bank-d"], true).await?;
     let universe = codes(41, 600);
     let mut csv = String::from("credit_code,tax_grade,si_headcount,utility_arrears_months,dishonest\n");
     for r in registry_rows(&universe) {
@@ -475,5 +476,10 @@ async fn multi_bank_exposure_sums_three_banks_through_secagg() -> Result<()> {
         let job = jobs.iter().find(|j| j.contract_id == id && j.role == "provider").expect("provider job");
         assert!(job.detail.contains(&format!("{registered} lookups by bank-a")), "{job:?}");
     }
+
+    // A provider missing from the run: no partial result, and the refusal names it.
+    alliance.node_mut("bank-d")?.stop()?;
+    let missing = run_status(alliance.node("bank-a")?, "lookup", id).await?.expect_err("bank-d is down");
+    assert_contains(missing.message(), &["bank-d"]);
     Ok(())
 }

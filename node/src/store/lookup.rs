@@ -119,3 +119,35 @@ impl Store {
         Ok(Some((digest, width, values)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_vector_per_contract_and_epoch_and_the_sum_survives_a_restart() -> Result<(), NodeError> {
+        let dir = tempfile::tempdir().map_err(|e| NodeError::Internal(e.to_string()))?;
+        let contract = ContractId::new("credit-center.l")?;
+        {
+            let store = Store::open(dir.path())?;
+            assert_eq!(store.lookup_vector_universe(&contract, Epoch(2))?, None);
+            store.claim_lookup_vector(&contract, Epoch(2), &[1; 32], &[9; 32])?;
+            // The same vector again (a cache rebuilt after a restart) is accepted.
+            store.claim_lookup_vector(&contract, Epoch(2), &[1; 32], &[9; 32])?;
+            let refused = store.claim_lookup_vector(&contract, Epoch(2), &[2; 32], &[9; 32]);
+            assert!(
+                matches!(&refused, Err(NodeError::Refused(r)) if r.contains("already has a lookup vector in epoch 2")),
+                "{refused:?}"
+            );
+            // Another epoch is a new claim.
+            store.claim_lookup_vector(&contract, Epoch(3), &[2; 32], &[9; 32])?;
+            store.save_lookup_sum(&contract, Epoch(2), &[9; 32], 16, &[0, 1, 65535])?;
+            assert!(store.save_lookup_sum(&contract, Epoch(2), &[9; 32], 16, &[5]).is_err());
+        }
+        let store = Store::open(dir.path())?;
+        assert_eq!(store.lookup_vector_universe(&contract, Epoch(2))?, Some([9; 32]));
+        assert_eq!(store.lookup_sum(&contract, Epoch(2))?, Some(([9; 32], 16, vec![0, 1, 65535])));
+        assert_eq!(store.lookup_sum(&contract, Epoch(3))?, None);
+        Ok(())
+    }
+}
