@@ -147,14 +147,24 @@ async fn drive(
     let query_started = Instant::now();
     let mut replies = Vec::with_capacity(params.providers.len());
     let mut query_bytes = 0u64;
+    let query = Arc::new(query);
     if !query.lookups().is_empty() {
-        for provider in &params.providers {
-            let reply = query_provider(ctx, &query, &contract, epoch, provider).await?;
+        // One session per provider, all at once (each its own blind); dropping the set
+        // on an error ends the others.
+        let mut sessions = tokio::task::JoinSet::new();
+        for provider in params.providers.clone() {
+            let (ctx, query, contract) = (ctx.clone(), query.clone(), contract.clone());
+            sessions.spawn(async move { query_provider(&ctx, &query, &contract, epoch, &provider).await });
+        }
+        while let Some(joined) = sessions.join_next().await {
+            let reply = joined.map_err(|e| NodeError::Internal(format!("a lookup session task: {e}")))??;
             query_bytes += reply.bytes_sent + reply.bytes_received;
             replies.push(reply);
             progress.progress("providers", replies.len() as u64, params.providers.len() as u64);
         }
     }
+    let query =
+        Arc::try_unwrap(query).map_err(|_| NodeError::Internal("the query is still shared".into()))?;
     let output = query.finish(&vector, replies)?;
     Ok(Finished {
         session,
