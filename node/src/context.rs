@@ -35,6 +35,9 @@ pub struct NodeContext {
     /// The last lookup universe this node downloaded as a querier (public codes), so a
     /// repeat download in the epoch moves w/8 bytes per entry only.
     pub lookup_universe: Mutex<Option<Arc<xmcredit_protocol::lookup::Universe>>>,
+    /// The local registry's universe, with the dataset version it was read from (the
+    /// coordinator serves it with every download).
+    pub lookup_registry: Mutex<Option<(u64, Arc<xmcredit_protocol::lookup::Universe>)>>,
     pub lookup_vectors: Mutex<HashMap<crate::run::lookup::VectorKey, crate::run::lookup::CachedVector>>,
     /// Every authenticated connection, served or dialled, so a new CRL can close those
     /// of a revoked peer.

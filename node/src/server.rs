@@ -72,6 +72,7 @@ pub fn open(config: NodeConfig) -> Result<(Arc<NodeContext>, TlsIdentity), NodeE
         psi_sets: Mutex::new(Default::default()),
         lookup_vectors: Mutex::new(Default::default()),
         lookup_universe: Mutex::new(None),
+        lookup_registry: Mutex::new(None),
         live: Arc::new(crate::transport::LiveConnections::default()),
         refusal_window: Mutex::new(Default::default()),
         crl_digest: Mutex::new(None),

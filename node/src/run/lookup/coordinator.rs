@@ -51,8 +51,7 @@ pub async fn run_coordinator(
             verified.id()
         )));
     }
-    let (universe, _) = tokio::task::block_in_place(|| load_universe(&ctx))?;
-    let universe = Arc::new(universe);
+    let universe = tokio::task::block_in_place(|| load_universe(&ctx))?;
     let codes: Vec<String> =
         universe.entries().iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect();
     // Own vector first: a coordinator that cannot contribute does not start a session.

@@ -161,18 +161,25 @@ impl Params {
     }
 }
 
-/// The universe: the sorted, distinct keys of the local `registry` dataset, with the
-/// dataset's version.
-fn load_universe(ctx: &NodeContext) -> Result<(Universe, u64), NodeError> {
+/// The universe: the sorted, distinct keys of the local `registry` dataset, read once
+/// per dataset version (`NodeContext::lookup_registry`).
+fn load_universe(ctx: &NodeContext) -> Result<Arc<Universe>, NodeError> {
     let meta = ctx
         .store
         .current_dataset(UNIVERSE_DATASET)?
         .ok_or_else(|| NodeError::NotFound { what: "universe dataset", id: UNIVERSE_DATASET.to_string() })?;
+    let lock = || ctx.lookup_registry.lock().map_err(|_| NodeError::Internal("cache lock".into()));
+    if let Some((version, universe)) = lock()?.as_ref() {
+        if *version == meta.version {
+            return Ok(universe.clone());
+        }
+    }
     let mut keys = ctx.store.dataset_keys(&meta)?;
     keys.sort_unstable();
     keys.dedup();
-    let universe = Universe::new(keys.into_iter().map(String::into_bytes).collect())?;
-    Ok((universe, meta.version))
+    let universe = Arc::new(Universe::new(keys.into_iter().map(String::into_bytes).collect())?);
+    *lock()? = Some((meta.version, universe.clone()));
+    Ok(universe)
 }
 
 /// This provider's padded vector for (contract, epoch) over `universe` (the local
@@ -198,7 +205,7 @@ pub(crate) fn provider_vector(
     verified.require_schema(&me, &meta.schema)?;
     let universe = match universe {
         Some(universe) => universe,
-        None => Arc::new(load_universe(ctx)?.0),
+        None => load_universe(ctx)?,
     };
     let key = (verified.id().clone(), epoch, meta.name.clone(), meta.version, universe.digest());
     let cached = ctx
@@ -301,7 +308,7 @@ pub(crate) fn published_vector(
             verified.id()
         )));
     };
-    let (universe, _) = load_universe(ctx)?;
+    let universe = load_universe(ctx)?;
     if universe.digest() != digest || bits != params.width.bits() {
         return Err(NodeError::Refused(format!(
             "the registry changed since contract {}'s aggregate of epoch {epoch}; a new aggregate waits for the next epoch",
@@ -309,5 +316,5 @@ pub(crate) fn published_vector(
         )));
     }
     let header = VectorHeader::new(verified.id().clone(), epoch, &universe, params.width);
-    Ok((Arc::new(universe), Arc::new(LookupVector::from_aggregate(header, values))))
+    Ok((universe, Arc::new(LookupVector::from_aggregate(header, values))))
 }
