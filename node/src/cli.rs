@@ -78,7 +78,7 @@ pub enum Command {
     Run {
         #[command(flatten)]
         config: ConfigArg,
-        /// psi or secagg.
+        /// psi, secagg or lookup.
         computation: String,
         #[arg(long)]
         contract: String,

@@ -30,6 +30,15 @@ pub struct NodeContext {
     /// The PSI server's evaluated sets with the rows they were built from, per
     /// (contract, epoch, dataset version); one entry per contract.
     pub psi_sets: Mutex<HashMap<crate::run::psi::ServerSetKey, crate::run::psi::CachedServerSet>>,
+    /// The lookup provider's padded vectors with their universe, per (contract, epoch,
+    /// dataset version, universe digest); one entry per contract.
+    /// The last lookup universe this node downloaded as a querier (public codes), so a
+    /// repeat download in the epoch moves w/8 bytes per entry only.
+    pub lookup_universe: Mutex<Option<Arc<xmcredit_protocol::lookup::Universe>>>,
+    /// The local registry's universe, with the dataset version it was read from (the
+    /// coordinator serves it with every download).
+    pub lookup_registry: Mutex<Option<(u64, Arc<xmcredit_protocol::lookup::Universe>)>>,
+    pub lookup_vectors: Mutex<HashMap<crate::run::lookup::VectorKey, crate::run::lookup::CachedVector>>,
     /// Every authenticated connection, served or dialled, so a new CRL can close those
     /// of a revoked peer.
     pub live: Arc<LiveConnections>,

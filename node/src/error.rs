@@ -86,6 +86,8 @@ impl From<NodeError> for tonic::Status {
         let message = error.to_string();
         match error {
             NodeError::Contract(_) | NodeError::Refused(_) => Status::permission_denied(message),
+            // A quota is a policy refusal, whichever layer noticed it.
+            NodeError::Protocol(ProtocolError::QuotaExceeded { .. }) => Status::permission_denied(message),
             NodeError::Protocol(_)
             | NodeError::Crypto(_)
             | NodeError::Import(_)

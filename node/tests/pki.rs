@@ -83,6 +83,23 @@ impl Node for EchoPeer {
         Err(Status::unimplemented("test service"))
     }
 
+    type LookupVectorStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<xmcredit_node::proto::LookupVectorPart, Status>> + Send>,
+    >;
+
+    async fn lookup_vector(
+        &self,
+        _: Request<xmcredit_node::proto::LookupVectorRequest>,
+    ) -> Result<Response<Self::LookupVectorStream>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
+    type LookupStream = FrameStream;
+
+    async fn lookup(&self, _: Request<Streaming<Frame>>) -> Result<Response<Self::LookupStream>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
     async fn fetch_crl(
         &self,
         _: Request<xmcredit_node::proto::CrlRequest>,

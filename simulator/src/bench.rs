@@ -211,3 +211,143 @@ pub async fn import(program: NodeProgram, base: &Path, rows: usize) -> Result<Im
         node_peak_mib: node.memory_kib().map_or(0.0, |(hwm, _)| hwm as f64 / 1024.0),
     })
 }
+
+#[derive(Debug, Serialize)]
+pub struct LookupQueryRun {
+    pub applicants: usize,
+    pub lookups: u64,
+    /// The querier's whole run: vector download, query session, output.
+    pub wall_s: f64,
+    /// The query session alone (blind, evaluate, unblind, unpad).
+    pub query_s: f64,
+    /// The vector download (universe and vector chunks).
+    pub vector_s: f64,
+    pub bytes_vector: u64,
+    pub bytes_query: u64,
+    pub verified: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LookupBench {
+    pub universe: usize,
+    /// The provider's preparation of its padded vector at the node (registry and rows
+    /// read, scorecard, hash, multiply, pad), from the coordinator's `run lookup`.
+    pub provider_s: f64,
+    /// H + mul + batched compress + SHA-512 per entry, on all cores, measured here.
+    pub provider_floor_s: f64,
+    pub provider_ratio_to_floor: f64,
+    /// Vector bytes downloaded per universe entry (w/8 plus the universe's codes).
+    pub vector_bytes_per_entry: f64,
+    pub output_bits: u32,
+    pub queries: Vec<LookupQueryRun>,
+    pub floor: FloorReport,
+}
+
+/// Lookup between two node processes: the credit center prepares its padded easy-loan
+/// vector over a universe of `universe` entities, bank-a queries 1,000 and then 10,000
+/// applicants (90 % registered). One provider (no SecAgg step).
+pub async fn lookup(program: NodeProgram, base: &Path, universe: usize) -> Result<LookupBench> {
+    let floor = FloorReport::measure(4096);
+    let mut rng = ChaCha20Rng::seed_from_u64(18);
+    let sizes = [1_000usize, 10_000];
+    let outside = codes(&mut rng, universe + sizes[1] / 10 + 1)?;
+    let registry: Vec<EntityCode> = outside[..universe].to_vec();
+    let unregistered: Vec<EntityCode> = outside[universe..].to_vec();
+    let data = base.join("bench-data");
+    std::fs::create_dir_all(&data)?;
+    let mut text = String::with_capacity(universe * 40);
+    text.push_str("credit_code,tax_grade,si_headcount,utility_arrears_months,dishonest\n");
+    for code in &registry {
+        let grade = ["A", "B", "M", "C", "D"][rng.gen_range(0..5)];
+        let _ = writeln!(
+            text,
+            "{code},{grade},{},{},{}",
+            rng.gen_range(0..50),
+            rng.gen_range(0..8),
+            rng.gen_bool(0.05)
+        );
+    }
+    std::fs::write(data.join("registry.csv"), text)?;
+    std::fs::write(
+        data.join("registry.toml"),
+        "name = \"registry\"\nkey = \"credit_code\"\ncolumns = [\n  { name = \"tax_grade\", type = \"enum\", values = [\"A\", \"B\", \"M\", \"C\", \"D\"] },\n  { name = \"si_headcount\", type = \"integer\" },\n  { name = \"utility_arrears_months\", type = \"integer\" },\n  { name = \"dishonest\", type = \"bool\" },\n]\n",
+    )?;
+    std::fs::write(
+        data.join("applicants.toml"),
+        "name = \"loan_applicants\"\nkey = \"credit_code\"\ncolumns = []\n",
+    )?;
+    let alliance = Alliance::create(program, base, &["credit-center", "bank-a"], true).await?;
+    let center = alliance.node("credit-center")?;
+    let bank = alliance.node("bank-a")?;
+    center.import("registry", &data.join("registry.toml"), &data.join("registry.csv"), false).await?;
+    let id = "credit-center.bench-lookup";
+    let toml = contracts::lookup(
+        id,
+        "benchmark",
+        &[
+            PartyLine {
+                node: "credit-center",
+                public_key: &center.public_key,
+                roles: &["coordinator", "provider"],
+            },
+            PartyLine { node: "bank-a", public_key: &bank.public_key, roles: &["querier"] },
+        ],
+        &[contracts::LookupProvider {
+            node: "credit-center",
+            dataset: "registry",
+            columns: contracts::EASY_LOAN_COLUMNS,
+            rules: contracts::EASY_LOAN_RULES,
+        }],
+        &["bank-a"],
+        "bitmask",
+        8,
+        10_000_000,
+    );
+    alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
+    let started = Instant::now();
+    let published = center.run("lookup", id).await.context("publishing the vector")?;
+    let provider_s = started.elapsed().as_secs_f64();
+    let cores = floor.cores.max(1) as f64;
+    let provider_floor_s = floor.costs.lookup_provider_cpu_seconds(universe as u64) / cores;
+    anyhow::ensure!(published["universe_size"].as_u64() == Some(universe as u64), "{published}");
+
+    let known: std::collections::HashSet<EntityCode> = registry.iter().copied().collect();
+    let mut queries = Vec::new();
+    let mut vector_bytes_per_entry = 0.0;
+    for (i, &n) in sizes.iter().enumerate() {
+        let registered = n - n / 10;
+        let mut applicants: Vec<EntityCode> =
+            registry.iter().step_by((universe / registered).max(1)).take(registered).copied().collect();
+        applicants.extend(unregistered.iter().take(n - applicants.len()).copied());
+        let file = data.join(format!("applicants-{i}.csv"));
+        write_key_csv(&file, &applicants)?;
+        bank.import("loan_applicants", &data.join("applicants.toml"), &file, false).await?;
+        let started = Instant::now();
+        let report = bank.run("lookup", id).await.context("lookup run")?;
+        let wall_s = started.elapsed().as_secs_f64();
+        let lookups = report["lookups"].as_u64().unwrap_or(0);
+        let bytes_vector = report["bytes_vector"].as_u64().unwrap_or(0);
+        vector_bytes_per_entry = bytes_vector as f64 / universe as f64;
+        queries.push(LookupQueryRun {
+            applicants: n,
+            lookups,
+            wall_s,
+            query_s: report["query_s"].as_f64().unwrap_or(0.0),
+            vector_s: report["vector_s"].as_f64().unwrap_or(0.0),
+            bytes_vector,
+            bytes_query: report["bytes_query"].as_u64().unwrap_or(0),
+            verified: lookups == applicants.iter().filter(|c| known.contains(*c)).count() as u64
+                && report["applicants"].as_u64() == Some(n as u64),
+        });
+    }
+    Ok(LookupBench {
+        universe,
+        provider_s,
+        provider_floor_s,
+        provider_ratio_to_floor: provider_s / provider_floor_s.max(1e-9),
+        vector_bytes_per_entry,
+        output_bits: 8,
+        queries,
+        floor,
+    })
+}

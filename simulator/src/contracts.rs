@@ -90,3 +90,79 @@ pub fn psi(
     );
     text
 }
+
+/// One lookup provider's dataset: its name, the columns its rules read, and the rules
+/// as a TOML array (`[{ column = "...", comparison = "...", constant = ..., points = n }, ...]`).
+#[derive(Debug, Clone)]
+pub struct LookupProvider<'a> {
+    pub node: &'a str,
+    pub dataset: &'a str,
+    pub columns: &'a [&'a str],
+    pub rules: &'a str,
+}
+
+/// A lookup contract: `parties` (with their roles: one coordinator, the providers, the
+/// queriers), the providers' datasets and rules, each querier's `loan_applicants` with
+/// `quota` lookups a day, output `points` or `bitmask` over `bits` bits.
+#[allow(clippy::too_many_arguments)]
+pub fn lookup(
+    id: &str,
+    purpose: &str,
+    parties_list: &[PartyLine<'_>],
+    providers: &[LookupProvider<'_>],
+    queriers: &[&str],
+    output: &str,
+    bits: u32,
+    quota: u64,
+) -> String {
+    let mut text = header(id, purpose);
+    let _ = write!(text, "[computation]\nkind = \"lookup\"\noutput = \"{output}\"\n\n");
+    parties(&mut text, parties_list);
+    for provider in providers {
+        let columns: Vec<String> = provider.columns.iter().map(|c| format!("\"{c}\"")).collect();
+        let _ = write!(
+            text,
+            "[[datasets]]\nparty = \"{}\"\nname = \"{}\"\nkey = \"credit_code\"\ncolumns = [{}]\nrules = {}\n\n",
+            provider.node,
+            provider.dataset,
+            columns.join(", "),
+            provider.rules
+        );
+    }
+    for querier in queriers {
+        let _ = write!(
+            text,
+            "[[datasets]]\nparty = \"{querier}\"\nname = \"loan_applicants\"\nkey = \"credit_code\"\ncolumns = []\n\n[[receivers]]\nnode = \"{querier}\"\nform = \"scores\"\n\n"
+        );
+    }
+    let quotas: Vec<String> = queriers.iter().map(|q| format!("{q} = {quota}")).collect();
+    let _ = write!(
+        text,
+        "[limits]\nlookups_per_day = {{ {} }}\nmin_contributors = {}\noutput_bits = {bits}\n",
+        quotas.join(", "),
+        providers.len()
+    );
+    text
+}
+
+/// The Credit Easy Loan product of the simulator and the tests, as rules on the credit
+/// center's `registry`: tax grade A or B, social-insurance headcount >= 5, utility
+/// arrears of at most 3 months, not on the dishonesty list (bits 0..=3 in that order).
+pub const EASY_LOAN_COLUMNS: &[&str] = &["tax_grade", "si_headcount", "utility_arrears_months", "dishonest"];
+pub const EASY_LOAN_RULES: &str = r#"[
+  { column = "tax_grade", comparison = "in", constant = ["A", "B"], points = 1 },
+  { column = "si_headcount", comparison = "ge", constant = 5, points = 1 },
+  { column = "utility_arrears_months", comparison = "le", constant = 3, points = 1 },
+  { column = "dishonest", comparison = "eq", constant = false, points = 1 },
+]"#;
+
+/// The easy-loan criteria evaluated in the clear on one registry row (what the lookup
+/// must reproduce): one flag per rule, in rule order.
+pub fn easy_loan_criteria(
+    tax_grade: &str,
+    si_headcount: i64,
+    arrears_months: i64,
+    dishonest: bool,
+) -> [bool; 4] {
+    [matches!(tax_grade, "A" | "B"), si_headcount >= 5, arrears_months <= 3, !dishonest]
+}

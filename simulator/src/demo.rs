@@ -51,6 +51,8 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
     let world = World::generate(args.seed, args.entities, args.banks, args.applicants)?;
     let mut ids: Vec<&str> = vec!["credit-center"];
     ids.extend(bank_ids.iter().map(String::as_str));
+    // The utilities company: a data holder of the sole-proprietor profile (lookup).
+    ids.push(crate::lookup_scenarios::UTILITIES);
     let setup_started = Instant::now();
     let mut alliance =
         Alliance::create(program.clone(), &base, &ids, true).await.context("starting the alliance")?;
@@ -86,6 +88,7 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
     results.push(scenarios::labels(&alliance, &world, &bank_ids[1], 1).await?);
     results.push(scenarios::mutual(&alliance, &world, (&bank_ids[0], 0), (&bank_ids[1], 1)).await?);
     results.extend(crate::secagg_scenarios::run_all(&mut alliance, &world, &bank_ids).await?);
+    results.extend(crate::lookup_scenarios::run_all(&alliance, &world, &bank_ids).await?);
 
     let mut fault_results = Vec::new();
     if args.faults {
@@ -158,6 +161,9 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
         "bank as psi server (both form)": "the client's set size and the common applicants, which the contract grants it.",
         "credit-center (secagg coordinator)": "masked vectors (uniformly random alone), the sum over the banks whose input counts, and who dropped at which round. A bank gives one masked input per contract and epoch, so no second run with other survivors can be subtracted.",
         "banks (secagg contributors)": "the other banks' signed public keys and the sealed shares addressed to them; no other bank's input.",
+        "credit-center (lookup coordinator)": "the padded vectors' sum, uniformly random without the providers' keys; as a provider, its own contribution only.",
+        "lookup providers": "the number of lookups of each query session (distinct registered applicants); never which entities, nor another provider's contribution.",
+        "bank (lookup querier)": "the sum of the providers' contributions for its own registered applicants only; every other entry of the vector is padded by keys it does not hold.",
         "network": "blinded and evaluated ristretto255 points, truncated tags, encrypted labels, masked vectors, sealed shares; all inside mutual TLS.",
     });
     let report = serde_json::json!({

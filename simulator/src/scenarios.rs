@@ -23,6 +23,9 @@ pub struct ScenarioResult {
     pub bytes_total: u64,
     /// What the receiving node learned, in brief, and what was compared.
     pub detail: String,
+    /// Fields some computations add (lookup: `use`, `provider_s`, `query_s`).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
 }
 
 fn party<'a>(alliance: &'a Alliance, id: &'a str, roles: &'a [&'a str]) -> Result<PartyLine<'a>> {
@@ -86,6 +89,7 @@ pub async fn a_grade(alliance: &Alliance, world: &World, banks: &[String]) -> Re
             verified: got == expected,
             wall_s,
             bytes_total: bytes_of(&report),
+            extra: Default::default(),
             detail: format!("{bank} learned {} of {} expected matches", got.len(), expected.len()),
         });
     }
@@ -128,6 +132,7 @@ pub async fn dishonest_count(
         verified: got == expected && no_codes,
         wall_s,
         bytes_total: bytes_of(&report),
+        extra: Default::default(),
         detail: format!("{bank} learned the count {got} (expected {expected}) and no codes"),
     })
 }
@@ -178,6 +183,7 @@ pub async fn labels(alliance: &Alliance, world: &World, bank: &str, b: usize) ->
         verified: got == expected,
         wall_s,
         bytes_total: bytes_of(&report),
+        extra: Default::default(),
         detail: format!("{bank} decrypted {} labels, expected {}", got.len(), expected.len()),
     })
 }
@@ -231,6 +237,7 @@ pub async fn mutual(
         verified: got == expected && server_ok,
         wall_s,
         bytes_total: bytes_of(&report),
+        extra: Default::default(),
         detail: format!(
             "{client} learned {} of {} common applicants; {server}'s output {}",
             got.len(),

@@ -27,6 +27,13 @@ async fn simulator_demo_matches_every_plaintext_answer() -> anyhow::Result<()> {
         assert!(scenarios.iter().any(|s| s["output"] == form), "a {form} scenario ran");
     }
     assert!(scenarios.iter().any(|s| s["computation"] == "secagg" && s["output"] == "sum"), "secagg ran");
+    for use_case in ["easy-loan-matching", "multi-bank-exposure", "sole-proprietor-profile"] {
+        let row = scenarios
+            .iter()
+            .find(|s| s["computation"] == "lookup" && s["use"] == use_case)
+            .unwrap_or_else(|| panic!("the lookup use {use_case} ran: {scenarios:?}"));
+        assert!(row["provider_s"].is_number() && row["query_s"].is_number(), "{row}");
+    }
     for scenario in &scenarios {
         assert_eq!(scenario["verified"], true, "{scenario}");
         // Every computed result moved bytes; the deliberate abort reveals nothing.

@@ -3,6 +3,7 @@
 //! protocol messages over gRPC frames, and audits the outcome.
 
 pub mod fault;
+pub mod lookup;
 pub mod psi;
 pub mod secagg;
 
@@ -28,7 +29,8 @@ pub async fn run_job(
     match request.computation.as_str() {
         "psi" => psi::run_client(ctx, &request.contract_id, &request.dataset, progress).await,
         "secagg" => secagg::run_coordinator(ctx, &request.contract_id, &request.dataset, progress).await,
-        other => Err(NodeError::Refused(format!("unknown computation {other:?}: use psi or secagg"))),
+        "lookup" => lookup::run(ctx, &request.contract_id, &request.dataset, progress).await,
+        other => Err(NodeError::Refused(format!("unknown computation {other:?}: use psi, secagg or lookup"))),
     }
 }
 

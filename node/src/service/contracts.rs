@@ -20,18 +20,21 @@ use crate::NodeError;
 
 /// The computations this node can run; contracts for others are refused at proposal,
 /// so nobody signs a contract that can never run.
-const RUNNABLE: [ComputationKind; 2] = [ComputationKind::Psi, ComputationKind::Secagg];
+const RUNNABLE: [ComputationKind; 3] =
+    [ComputationKind::Psi, ComputationKind::Secagg, ComputationKind::Lookup];
 
 fn require_runnable(document: &Contract) -> Result<(), NodeError> {
-    if RUNNABLE.contains(&document.kind()) {
-        Ok(())
-    } else {
-        Err(NodeError::Refused(format!(
-            "contract {} is for {}; this node runs psi and secagg only (overthreshold and lookup are not implemented yet)",
+    if !RUNNABLE.contains(&document.kind()) {
+        return Err(NodeError::Refused(format!(
+            "contract {} is for {}; this node runs psi, secagg and lookup only (overthreshold is not implemented yet)",
             document.id,
             document.kind()
-        )))
+        )));
     }
+    if document.kind() == ComputationKind::Lookup {
+        crate::run::lookup::require_runnable(document)?;
+    }
+    Ok(())
 }
 
 /// The acknowledgement a contract call returns.

@@ -175,6 +175,26 @@ impl Node for PeerService {
         Ok(hold_until_done(response, slot))
     }
 
+    type LookupVectorStream = ResponseStream<proto::LookupVectorPart>;
+
+    async fn lookup_vector(
+        &self,
+        request: Request<proto::LookupVectorRequest>,
+    ) -> Result<Response<Self::LookupVectorStream>, Status> {
+        let peer = self.caller(&request)?;
+        crate::run::lookup::serve_vector(self.ctx.clone(), peer, request.into_inner()).await
+    }
+
+    type LookupStream = ResponseStream<proto::Frame>;
+
+    async fn lookup(
+        &self,
+        request: Request<Streaming<proto::Frame>>,
+    ) -> Result<Response<Self::LookupStream>, Status> {
+        let peer = self.caller(&request)?;
+        crate::run::lookup::serve_session(self.ctx.clone(), peer, request.into_inner()).await
+    }
+
     async fn fetch_crl(
         &self,
         request: Request<proto::CrlRequest>,

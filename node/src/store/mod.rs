@@ -14,6 +14,7 @@
 //! | `sessions` | session id (16 bytes) | contract id (replay refusal) |
 //! | `audit` | seq u64 | JSON audit record |
 //! | `secagg_inputs` | contract ‖ 0x00 ‖ epoch u64 | session id that got this node's masked input |
+//! | `lookup_vectors` | contract ‖ 0x00 ‖ epoch u64 | digest of the one lookup vector this provider published |
 //! | `peer_keys` | node id | Ed25519 key pinned on first sight (peers configured without `identity_key`) |
 //! | `witnessed_heads` | node id ‖ 0x00 ‖ seq u64 | JSON [`SignedHead`] another node sent this witness |
 //!
@@ -26,6 +27,7 @@ mod audit;
 mod contracts;
 mod datasets;
 mod jobs;
+mod lookup;
 mod peers;
 mod quotas;
 mod secagg;

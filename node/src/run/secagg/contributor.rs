@@ -173,7 +173,8 @@ fn prepare(ctx: &NodeContext, peer: &NodeId, open: &Open) -> Result<Session, Ref
         .into());
     }
     let me = ctx.node_id();
-    verified.require_role(me, Role::Contributor)?;
+    let lookup = verified.kind() == xmcredit_contracts::ComputationKind::Lookup;
+    verified.require_role(me, if lookup { Role::Provider } else { Role::Contributor })?;
     verified.require_role(peer, Role::Coordinator)?;
     // One masked input per (contract, epoch) (see the module docs): a re-run is refused
     // here already; the claim itself is made just before the masked input goes out.
@@ -188,6 +189,17 @@ fn prepare(ctx: &NodeContext, peer: &NodeId, open: &Open) -> Result<Session, Ref
         .into());
     }
     let binding = open.binding();
+    if lookup {
+        // The provider's padded vector over the coordinator's universe (claimed as this
+        // epoch's one vector), summed like any input.
+        let (values, dataset) = crate::run::lookup::contribution(ctx, &verified, epoch, &open.universe)?;
+        let rows_used = values.len();
+        let input = Input { values, rows_used, rows_outside: 0 };
+        let roster = roster(&verified, &params, peer)?;
+        let setup = Setup::new(binding, roster, VectorSpec { len: input.values.len(), bits: params.bits })?;
+        ctx.store.claim_session(setup.binding().session.as_bytes(), open.contract.as_str())?;
+        return Ok(Session { verified, params, setup, input, dataset });
+    }
     let (meta, rows) = contract_dataset(ctx, &verified, me, "")?;
     let input = input::build(&params, &meta.schema, &rows, &open.universe).map_err(|error| {
         tracing::warn!(contract = %open.contract, reason = %error, "secagg input refused");

@@ -68,7 +68,43 @@ pub async fn run_coordinator(
     };
     let binding = prepared.setup.binding().clone();
     let span = tracing::info_span!("secagg", node = %ctx.node_id(), contract = %contract_id, session = %binding.session, role = "coordinator");
-    run_prepared(ctx, prepared, progress, started).instrument(span).await
+    run_prepared(ctx, prepared, progress, started).instrument(span).await.map(|(report, _)| report)
+}
+
+/// The SecAgg step of a `lookup` contract with several providers: the coordinator sums
+/// the padded vectors of the providers other than itself over `universe` (every one of
+/// them must be in the sum). Returns the report and the sum mod 2^64.
+pub async fn run_for_lookup(
+    ctx: Arc<NodeContext>,
+    verified: VerifiedContract,
+    epoch: xmcredit_crypto::Epoch,
+    universe: Vec<String>,
+    progress: ProgressSender,
+) -> Result<(serde_json::Value, Vec<u64>), NodeError> {
+    let started = Instant::now();
+    let params = Params::of(&verified)?;
+    let me = ctx.node_id().clone();
+    let len = universe.len();
+    let mut nonce = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    let open =
+        Open { contract: verified.id().clone(), epoch, nonce, contract_digest: verified.digest(), universe };
+    let binding = open.binding();
+    let roster = roster(&verified, &params, &me)?;
+    let contributors: Vec<NodeId> = roster.parties().iter().map(|p| p.id.clone()).collect();
+    let setup = Setup::new(binding, roster, VectorSpec { len, bits: params.bits })?;
+    ctx.store.claim_session(setup.binding().session.as_bytes(), verified.id().as_str())?;
+    let prepared = Prepared {
+        verified,
+        params,
+        setup,
+        open,
+        universe_dataset: Some(DEFAULT_UNIVERSE_DATASET.into()),
+        contributors,
+    };
+    let span = tracing::info_span!("secagg", node = %me, contract = %prepared.verified.id(), session = %prepared.setup.binding().session, role = "lookup coordinator");
+    let (report, aggregate) = run_prepared(ctx, prepared, progress, started).instrument(span).await?;
+    Ok((report, aggregate.sum))
 }
 
 async fn run_prepared(
@@ -76,7 +112,7 @@ async fn run_prepared(
     prepared: Prepared,
     progress: ProgressSender,
     started: Instant,
-) -> Result<serde_json::Value, NodeError> {
+) -> Result<(serde_json::Value, Aggregate), NodeError> {
     let binding = prepared.setup.binding().clone();
     let mut job = start_job(
         &ctx,
@@ -126,7 +162,7 @@ async fn run_prepared(
                 dropped = log.dropped.len(),
                 "secagg coordinator done"
             );
-            Ok(report)
+            Ok((report, aggregate))
         }
         Err(error) => {
             tracing::warn!(error = %error, "secagg coordinator failed");
@@ -662,9 +698,15 @@ fn report(
     let binding = prepared.setup.binding();
     // The report carries the sum (or its digest) either way; a file that cannot be
     // written is logged, not a failure of the run.
-    let output = write_output(ctx, prepared, labels, &aggregate.sum)
-        .map_err(|e| tracing::warn!(error = %e, "could not write the sum to a file"))
-        .ok();
+    // A lookup's sum is the padded vector: uniformly random to the coordinator, and
+    // served to queriers from the store, not from a file.
+    let output = if prepared.params.lookup {
+        None
+    } else {
+        write_output(ctx, prepared, labels, &aggregate.sum)
+            .map_err(|e| tracing::warn!(error = %e, "could not write the sum to a file"))
+            .ok()
+    };
     let total: u128 = aggregate.sum.iter().map(|&v| u128::from(v)).sum();
     let nonzero = aggregate.sum.iter().filter(|&&v| v != 0).count();
     let in_sum: BTreeSet<&NodeId> = aggregate.contributors.iter().collect();

@@ -20,11 +20,28 @@ pub(crate) struct Params {
     pub groups: Vec<String>,
     /// `limits.output_bits`: the width of every element of every contributor's vector.
     pub bits: u32,
+    /// A `lookup` contract's aggregation: the contributors are its providers other than
+    /// the coordinator, each input is its padded vector over the universe
+    /// (`run::lookup`), and every contributor must be in the sum.
+    pub lookup: bool,
 }
 
 impl Params {
     pub(crate) fn of(verified: &VerifiedContract) -> Result<Self, NodeError> {
         let contract = verified.contract();
+        if let Computation::Lookup { .. } = &contract.computation {
+            let params = crate::run::lookup::Params::of(verified)?;
+            let contributors = params.secagg_contributors().len();
+            return Ok(Self {
+                threshold: contributors,
+                min_contributors: contributors,
+                value_column: String::new(),
+                group_column: String::new(),
+                groups: Vec::new(),
+                bits: params.width.bits(),
+                lookup: true,
+            });
+        }
         let Computation::Secagg { threshold, value_column, group_column, groups, survivors } =
             &contract.computation
         else {
@@ -55,6 +72,7 @@ impl Params {
             group_column: group_column.clone(),
             groups: groups.clone(),
             bits,
+            lookup: false,
         })
     }
 
@@ -260,6 +278,7 @@ mod tests {
             group_column: group_column.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             bits,
+            lookup: false,
         }
     }
 

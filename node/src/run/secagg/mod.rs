@@ -84,7 +84,7 @@ mod input;
 mod wire;
 
 pub use contributor::serve_session;
-pub use coordinator::run_coordinator;
+pub use coordinator::{run_coordinator, run_for_lookup};
 pub use wire::sum_digest;
 
 use xmcredit_protocol::secagg::Round;
@@ -119,11 +119,20 @@ fn roster(
     params: &input::Params,
     coordinator: &xmcredit_crypto::NodeId,
 ) -> Result<xmcredit_protocol::secagg::Roster, crate::NodeError> {
-    let parties = verified
-        .contract()
-        .parties_with(xmcredit_contracts::Role::Contributor)
-        .map(|p| (p.node.clone(), p.public_key))
-        .collect();
+    let contract = verified.contract();
+    let parties = if params.lookup {
+        // A lookup's providers other than the coordinator (which adds its own vector).
+        contract
+            .parties_with(xmcredit_contracts::Role::Provider)
+            .filter(|p| !p.roles.contains(&xmcredit_contracts::Role::Coordinator))
+            .map(|p| (p.node.clone(), p.public_key))
+            .collect()
+    } else {
+        contract
+            .parties_with(xmcredit_contracts::Role::Contributor)
+            .map(|p| (p.node.clone(), p.public_key))
+            .collect()
+    };
     Ok(xmcredit_protocol::secagg::Roster::new(parties, params.threshold, coordinator.clone())?)
 }
 
