@@ -56,6 +56,22 @@ impl NodeProgram {
 
 /// A free TCP port on 127.0.0.1 (bound and released; the node binds it right after).
 pub fn free_port() -> Result<u16> {
+    // Ports below the kernel's ephemeral range (32768-60999 on Linux): a port the
+    // kernel hands out for port 0 can be taken by an outgoing connection's local port
+    // before the node binds it, and tests here open hundreds of connections (floods).
+    // A counter per process, from a start that differs between processes, keeps
+    // parallel tests apart.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = 20_000 + (std::process::id() % 600) * 20;
+    for _ in 0..2_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (start - 20_000 + offset) % 12_000;
+        let port = u16::try_from(port).unwrap_or(20_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

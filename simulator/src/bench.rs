@@ -276,7 +276,16 @@ pub async fn lookup(program: NodeProgram, base: &Path, universe: usize) -> Resul
         data.join("applicants.toml"),
         "name = \"loan_applicants\"\nkey = \"credit_code\"\ncolumns = []\n",
     )?;
-    let alliance = Alliance::create(program, base, &["credit-center", "bank-a"], true).await?;
+    // A bench's queries are far above a bank's daily flow: raise the per-dataset ceiling
+    // to the contract's quota.
+    let alliance = Alliance::create_with_limits(
+        program,
+        base,
+        &["credit-center", "bank-a"],
+        true,
+        "dataset_lookups_per_day = 10000000",
+    )
+    .await?;
     let center = alliance.node("credit-center")?;
     let bank = alliance.node("bank-a")?;
     center.import("registry", &data.join("registry.toml"), &data.join("registry.csv"), false).await?;

@@ -24,8 +24,8 @@ pub const UTILITIES: &str = "utilities";
 /// Its dataset.
 pub const UTILITY_DATASET: &str = "utility_arrears";
 
-/// Daily lookups each querier may make in the demo's contracts.
-const QUOTA: u64 = 1_000_000;
+/// Daily lookups each querier may make in the demo's contracts: a bank's daily applicant flow.
+const QUOTA: u64 = 10_000;
 
 fn party<'a>(alliance: &'a Alliance, id: &'a str, roles: &'a [&'a str]) -> Result<PartyLine<'a>> {
     let node = alliance.node(id)?;
