@@ -455,8 +455,6 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
         return Err(NodeError::Refused(format!("this node is not a party to contract {}", document.id)));
     }
     check_party_keys(ctx, &document)?;
-    check_quota_ceiling(ctx, &document)?;
-    check_secagg_overlap(ctx, &document)?;
     if document.proposer() != Some(ctx.node_id()) {
         return Err(NodeError::Refused(format!(
             "contract id {} is not in this node's scope: ids this node proposes start with \"{}.\"",
@@ -474,6 +472,10 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
                 document.id
             )));
         }
+        // Under the contract lock, like `sign`: no concurrent signature slips between
+        // these checks and this one.
+        check_quota_ceiling(ctx, &document)?;
+        check_secagg_overlap(ctx, &document)?;
         Ok(StoredContract {
             signed: signed.clone(),
             revocations: Vec::new(),
