@@ -24,6 +24,7 @@ use crate::proto;
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
 use crate::store::JobState;
+use crate::store::QuotaRefusal;
 use crate::transport::PeerIdentity;
 use crate::NodeError;
 
@@ -145,12 +146,33 @@ fn prepare_session(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Pro
     // refused below (one blind per session makes them visible).
     let limit = verified.contract().limits.lookups_per_day.get(peer).copied().unwrap_or(0);
     let day = lookup_day(ctx.now_unix());
-    let remaining = match ctx.store.quota_consume(binding.contract.as_str(), peer.as_str(), day, n, limit)? {
-        Ok(total) => limit - (total - n),
-        Err(used) => {
+    // The contract's quota and this node's ceiling for the querier over the dataset,
+    // across every contract (issue 10), spent together or not at all.
+    let dataset =
+        verified.contract().datasets.iter().find(|d| &d.party == me).map(|d| d.name.clone()).ok_or_else(
+            || NodeError::Refused(format!("contract {} names no dataset of {me}", verified.id())),
+        )?;
+    let used_before = ctx.store.quota_used(binding.contract.as_str(), peer.as_str(), day)?;
+    let ceiling = ctx.config.limits.dataset_lookups_per_day;
+    let remaining = match ctx.store.quota_consume_with_dataset(
+        binding.contract.as_str(),
+        &dataset,
+        peer.as_str(),
+        day,
+        n,
+        limit,
+        ceiling,
+    )? {
+        Ok(()) => limit.saturating_sub(used_before),
+        Err(QuotaRefusal::Contract { used }) => {
             return Err(
                 ProtocolError::QuotaExceeded { requested: n, remaining: limit.saturating_sub(used) }.into()
             )
+        }
+        Err(QuotaRefusal::Dataset { used, ceiling }) => {
+            return Err(NodeError::Refused(format!(
+                "{peer} has made {used} lookups today over dataset {dataset}, across all contracts, and asks for {n} more; this node allows {ceiling} a day (limits.dataset_lookups_per_day)"
+            )))
         }
     };
     let key = ctx.secrets.master.derive_oprf_key(&binding.contract, epoch, KeyPurpose::LookupProvider)?;
