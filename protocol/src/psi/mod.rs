@@ -258,9 +258,14 @@ impl Channel {
 
     /// Encodes `message`, adds it to the transcript and queues it for the peer.
     fn send(&mut self, message: PsiMessage, out: &mut Vec<OutgoingMessage>) {
+        out.push(self.outgoing(message));
+    }
+
+    /// Encodes `message` and adds it to the transcript: the message to send next.
+    fn outgoing(&mut self, message: PsiMessage) -> OutgoingMessage {
         let bytes = message.to_bytes();
         self.transcript.sent(&bytes);
-        out.push(OutgoingMessage { to: self.peer.clone(), kind: message.kind(), bytes });
+        OutgoingMessage { to: self.peer.clone(), kind: message.kind(), bytes }
     }
 }
 

@@ -202,6 +202,8 @@ pub enum ServerBlindedNext {
     AwaitingMatchReport(Box<ServerAwaitingMatchReport>),
     /// Every other form: the run is over once the returned messages are sent.
     Done(ServerOutput),
+    /// Every blinded chunk answered: the tags go out next, pulled one chunk at a time.
+    SendingTags(Box<ServerSendingTags>),
 }
 
 impl ServerAwaitingBlinded {
@@ -263,56 +265,128 @@ impl ServerAwaitingBlinded {
                 self.channel.send(PsiMessage::EvaluatedChunk(reply), out);
             }
         }
-        // The session's tags, in Y's order; sent in an order shuffled per session.
-        let tags = self.tag_context.tag_batch(self.set.elements());
-        let mut order: Vec<usize> = (0..tags.len()).collect();
+        // The session's tags go out in an order shuffled per session, one chunk at a
+        // time as the node pulls them ([`ServerSendingTags`]): a session never holds
+        // every TagChunk at once, whatever the label width.
+        let m = self.set.len();
+        let mut order: Vec<u32> = (0..u32::try_from(m).unwrap_or(u32::MAX)).collect();
         self.tag_order.shuffle(&mut order);
         let tag_len = self.tag_context.tag_len() as u8;
-        let labels = if self.form == PsiOutputForm::Labels { self.set.labels() } else { None };
-        let label_len = labels.and_then(|l| l.get(0)).map_or(0, <[u8]>::len);
+        let label_len = if self.form == PsiOutputForm::Labels {
+            self.set.labels().and_then(|l| l.get(0)).map_or(0, <[u8]>::len)
+        } else {
+            0
+        };
         // Wide labels make smaller tag chunks, so no frame outgrows the limit.
-        let tags_per_chunk = super::tag_chunk_size(self.chunk_size, usize::from(tag_len), label_len) as usize;
-        for (seq, positions) in order.chunks(tags_per_chunk.max(1)).enumerate() {
-            let chunk_tags: Vec<Tag> = positions.iter().filter_map(|&p| tags.get(p).copied()).collect();
-            let mut chunk_labels = EncryptedLabels::new();
-            if let Some(labels) = labels {
-                chunk_labels = EncryptedLabels::with_capacity(positions.len(), 0);
-                for ciphertext in positions.iter().filter_map(|&p| labels.get(p)) {
-                    chunk_labels.push(ciphertext);
+        let tags_per_chunk = super::tag_chunk_size(self.chunk_size, usize::from(tag_len), label_len).max(1);
+        ServerBlindedNext::SendingTags(Box::new(ServerSendingTags {
+            channel: self.channel,
+            form: self.form,
+            set: self.set,
+            tag_context: self.tag_context,
+            n: self.n,
+            chunk_size: self.chunk_size,
+            order,
+            tags_per_chunk,
+            tag_len,
+            next_seq: 0,
+        }))
+    }
+}
+
+// ---- SendingTags ---------------------------------------------------------------------
+
+/// Every blinded chunk is answered; the tags of Y (and, labels form, the encrypted
+/// labels) go out chunk by chunk as the node pulls them, then ServerDone.
+pub struct ServerSendingTags {
+    channel: Channel,
+    form: PsiOutputForm,
+    set: Arc<ServerSet>,
+    tag_context: TagContext,
+    n: u64,
+    chunk_size: u32,
+    /// Positions of Y in the session's shuffled order.
+    order: Vec<u32>,
+    tags_per_chunk: u32,
+    tag_len: u8,
+    next_seq: u32,
+}
+
+impl fmt::Debug for ServerSendingTags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSendingTags")
+            .field("binding", &self.channel.binding)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a server goes after sending one more message.
+#[derive(Debug)]
+pub enum ServerSendingNext {
+    SendingTags(Box<ServerSendingTags>),
+    AwaitingMatchReport(Box<ServerAwaitingMatchReport>),
+    Done(ServerOutput),
+}
+
+impl ServerSendingTags {
+    /// The next TagChunk, or (after the last) ServerDone and the state that follows.
+    pub fn next(mut self) -> (ServerSendingNext, OutgoingMessage) {
+        let per_chunk = self.tags_per_chunk as usize;
+        let start = (self.next_seq as usize).saturating_mul(per_chunk);
+        if start < self.order.len() {
+            let positions = &self.order[start..(start + per_chunk).min(self.order.len())];
+            let elements = self.set.elements();
+            let tags: Vec<Tag> = positions
+                .iter()
+                .filter_map(|&p| elements.get(p as usize))
+                .map(|element| self.tag_context.tag(element))
+                .collect();
+            let mut labels = EncryptedLabels::new();
+            if let Some(all) = self.set.labels().filter(|_| self.form == PsiOutputForm::Labels) {
+                labels = EncryptedLabels::with_capacity(positions.len(), 0);
+                for ciphertext in positions.iter().filter_map(|&p| all.get(p as usize)) {
+                    labels.push(ciphertext);
                 }
             }
             let chunk = TagChunk {
                 binding: self.channel.binding.clone(),
-                seq: u32::try_from(seq).unwrap_or(u32::MAX),
-                tag_len,
-                tags: chunk_tags,
-                labels: chunk_labels,
+                seq: self.next_seq,
+                tag_len: self.tag_len,
+                tags,
+                labels,
             };
-            self.channel.send(PsiMessage::TagChunk(chunk), out);
+            self.next_seq += 1;
+            let message = self.channel.outgoing(PsiMessage::TagChunk(chunk));
+            return (ServerSendingNext::SendingTags(Box::new(self)), message);
         }
-        let done = ServerDone { binding: self.channel.binding.clone(), total_tags: tags.len() as u64 };
-        self.channel.send(PsiMessage::ServerDone(done), out);
+        let done = ServerDone { binding: self.channel.binding.clone(), total_tags: self.order.len() as u64 };
+        let message = self.channel.outgoing(PsiMessage::ServerDone(done));
         if self.form == PsiOutputForm::Both {
-            return ServerBlindedNext::AwaitingMatchReport(Box::new(ServerAwaitingMatchReport {
+            // The client's MatchReport names tags: the whole tag set, once, to match them.
+            let tags = self.tag_context.tag_batch(self.set.elements());
+            let next = ServerAwaitingMatchReport {
                 channel: self.channel,
                 n: self.n,
                 chunk_size: self.chunk_size,
-                tag_len,
+                tag_len: self.tag_len,
                 tags,
                 next_seq: 0,
                 total: 0,
                 reported: HashSet::new(),
-            }));
+            };
+            return (ServerSendingNext::AwaitingMatchReport(Box::new(next)), message);
         }
         let summary = self.channel.transcript.finish();
-        ServerBlindedNext::Done(ServerOutput {
+        let output = ServerOutput {
             form: self.form,
             client_set_size: self.n,
             intersection: None,
             transcript_digest: summary.digest,
             bytes_sent: summary.bytes_sent,
             bytes_received: summary.bytes_received,
-        })
+        };
+        (ServerSendingNext::Done(output), message)
     }
 }
 
@@ -457,6 +531,7 @@ impl fmt::Debug for ServerAwaitingMatchReport {
 pub enum PsiServer {
     AwaitingHello(Box<ServerAwaitingHello>),
     AwaitingBlinded(Box<ServerAwaitingBlinded>),
+    SendingTags(Box<ServerSendingTags>),
     AwaitingMatchReport(Box<ServerAwaitingMatchReport>),
     Done(ServerOutput),
 }
@@ -472,8 +547,29 @@ impl PsiServer {
         ServerAwaitingHello::new(config, set, key, rng).map(|state| Self::AwaitingHello(Box::new(state)))
     }
 
-    /// Hands one message from `from` to the current state.
+    /// Hands one message from `from` to the current state and returns every message
+    /// to send, the tag chunks included. A node that must bound its memory uses
+    /// [`PsiServer::handle_streaming`] and pulls the tags with [`PsiServer::next_outgoing`].
     pub fn handle(self, from: &NodeId, bytes: &[u8]) -> Result<(Self, Vec<OutgoingMessage>), ProtocolError> {
+        let (mut server, mut out) = self.handle_streaming(from, bytes)?;
+        loop {
+            let (next, message) = server.next_outgoing();
+            server = next;
+            match message {
+                Some(message) => out.push(message),
+                None => return Ok((server, out)),
+            }
+        }
+    }
+
+    /// Like [`PsiServer::handle`], but once every blinded chunk is answered the tag
+    /// chunks are not built: the state is [`PsiServer::SendingTags`] and the node pulls
+    /// them one at a time with [`PsiServer::next_outgoing`] as its stream has room.
+    pub fn handle_streaming(
+        self,
+        from: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(Self, Vec<OutgoingMessage>), ProtocolError> {
         match self {
             Self::AwaitingHello(state) => {
                 let (next, out) = state.handle(from, bytes)?;
@@ -481,9 +577,15 @@ impl PsiServer {
             }
             Self::AwaitingBlinded(state) => Ok(match state.handle(from, bytes)? {
                 (ServerBlindedNext::AwaitingBlinded(next), out) => (Self::AwaitingBlinded(next), out),
+                (ServerBlindedNext::SendingTags(next), out) => (Self::SendingTags(next), out),
                 (ServerBlindedNext::AwaitingMatchReport(next), out) => (Self::AwaitingMatchReport(next), out),
                 (ServerBlindedNext::Done(output), out) => (Self::Done(output), out),
             }),
+            Self::SendingTags(_) => {
+                let got =
+                    PsiMessage::from_bytes(bytes).map(|m| m.kind().name()).unwrap_or("undecodable message");
+                Err(ProtocolError::UnexpectedMessage { state: "server sending tags", got })
+            }
             Self::AwaitingMatchReport(state) => Ok(match state.handle(from, bytes)? {
                 (ServerMatchReportNext::AwaitingMatchReport(next), out) => {
                     (Self::AwaitingMatchReport(next), out)
@@ -495,6 +597,23 @@ impl PsiServer {
                     PsiMessage::from_bytes(bytes).map(|m| m.kind().name()).unwrap_or("undecodable message");
                 Err(ProtocolError::UnexpectedMessage { state: "server done", got })
             }
+        }
+    }
+
+    /// The next message the server has to send without waiting for the client: a tag
+    /// chunk, then ServerDone. `None` in every other state.
+    pub fn next_outgoing(self) -> (Self, Option<OutgoingMessage>) {
+        match self {
+            Self::SendingTags(state) => {
+                let (next, message) = state.next();
+                let next = match next {
+                    ServerSendingNext::SendingTags(state) => Self::SendingTags(state),
+                    ServerSendingNext::AwaitingMatchReport(state) => Self::AwaitingMatchReport(state),
+                    ServerSendingNext::Done(output) => Self::Done(output),
+                };
+                (next, Some(message))
+            }
+            other => (other, None),
         }
     }
 

@@ -116,6 +116,21 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
     })
 }
 
+/// Sends one message to the client (the fault hook first).
+async fn send_message(
+    tx: &mpsc::Sender<Result<proto::Frame, Status>>,
+    peer: &NodeId,
+    message: &xmcredit_protocol::psi::OutgoingMessage,
+) -> Result<(), NodeError> {
+    if message.kind == PsiMessageKind::ServerDone {
+        tracing::debug!("psi server sent its last message");
+    }
+    crate::run::fault::exit_before_psi_send("server", message.kind);
+    tx.send(Ok(frame(message)))
+        .await
+        .map_err(|_| NodeError::Peer { peer: peer.to_string(), message: "closed the session".into() })
+}
+
 /// The name of the dataset the contract uses from this node.
 fn server_dataset_name(verified: &VerifiedContract, me: &NodeId) -> Result<String, NodeError> {
     verified
@@ -424,17 +439,18 @@ async fn drive_server(
             }
         };
         // Evaluation is CPU work (parallel inside crypto): keep it off the I/O threads.
-        let (next_state, out) = tokio::task::block_in_place(|| server.handle(peer, &bytes))?;
+        let (next_state, out) = tokio::task::block_in_place(|| server.handle_streaming(peer, &bytes))?;
         server = next_state;
         for message in &out {
-            if message.kind == PsiMessageKind::ServerDone {
-                tracing::debug!("psi server sent its last message");
-            }
-            crate::run::fault::exit_before_psi_send("server", message.kind);
-            tx.send(Ok(frame(message))).await.map_err(|_| NodeError::Peer {
-                peer: peer.to_string(),
-                message: "closed the session".into(),
-            })?;
+            send_message(tx, peer, message).await?;
+        }
+        // Tag chunks are built one at a time as the stream takes them (its buffer is
+        // bounded): a session holds one chunk, never the whole tag set (issue 11).
+        loop {
+            let (next_state, message) = server.next_outgoing();
+            server = next_state;
+            let Some(message) = message else { break };
+            send_message(tx, peer, &message).await?;
         }
     }
     server.into_output().ok_or_else(|| NodeError::Internal("psi server finished without output".into()))
