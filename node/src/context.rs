@@ -279,6 +279,25 @@ impl NodeContext {
         Ok(channel)
     }
 
+    /// Drops cached PSI server sets (evaluated points and rows) of contracts that are no
+    /// longer active here: revoked, expired, or gone (issue 12: the cache must not keep
+    /// what no contract may use).
+    pub fn evict_inactive_psi_sets(&self) {
+        let now = self.now_unix();
+        let Ok(mut cache) = self.psi_sets.lock() else { return };
+        let before = cache.len();
+        cache.retain(|(contract, ..), _| {
+            self.store
+                .contract(contract.as_str())
+                .ok()
+                .flatten()
+                .is_some_and(|stored| matches!(stored.state(now), crate::store::ContractState::Active))
+        });
+        if cache.len() < before {
+            tracing::info!(evicted = before - cache.len(), "evicted cached PSI sets of inactive contracts");
+        }
+    }
+
     /// Appends an audit record, logging (not failing) if the store refuses.
     pub fn audit(
         &self,

@@ -206,6 +206,7 @@ pub async fn serve(
             loop {
                 ticker.tick().await;
                 ctx.audit_suppressed_refusals(false);
+                ctx.evict_inactive_psi_sets();
             }
         })
     };

@@ -827,3 +827,28 @@ async fn wire_a_replayed_message_is_refused() -> Result<()> {
     );
     still_serves(&setup, id).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evaluated_set_is_evicted_when_its_contract_is_revoked() -> Result<()> {
+    let setup = Setup::new().await?;
+    let id = "credit-center.psi-evict";
+    setup.agree(id, "intersection", &[], 1000, 100).await?;
+    assert_eq!(setup.center().status().await?.psi_cached_sets, 0);
+    still_serves(&setup, id).await?;
+    assert_eq!(
+        setup.center().status().await?.psi_cached_sets,
+        1,
+        "the evaluated set is cached for the next run"
+    );
+    // The client revokes: the server learns it and drops the evaluated points and rows.
+    setup
+        .bank()
+        .admin()
+        .await?
+        .revoke_contract(proto::RevokeRequest { contract_id: id.into(), reason: "test".into() })
+        .await?;
+    assert_eq!(setup.center().status().await?.psi_cached_sets, 0, "evicted on revocation");
+    let refused = run_status(setup.bank(), "psi", id).await?.expect_err("a revoked contract does not run");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    Ok(())
+}

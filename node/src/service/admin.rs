@@ -124,6 +124,7 @@ impl Admin for AdminService {
             jobs,
             datasets,
             audit_records,
+            psi_cached_sets: ctx.psi_sets.lock().map(|c| c.len() as u64).unwrap_or(0),
         }))
     }
 

@@ -259,6 +259,7 @@ pub fn receive_revocation(
         merge_revocations(&mut stored, std::slice::from_ref(&message.revocation_json))?;
         Ok(stored)
     })?;
+    ctx.evict_inactive_psi_sets();
     let document = stored.signed.contract();
     ctx.audit(
         Some(&document.id),
@@ -596,6 +597,7 @@ pub async fn revoke(ctx: &Arc<NodeContext>, id: &str, reason: &str) -> Result<pr
         Ok(stored)
     })?;
     let revocation = revocation.ok_or_else(|| NodeError::Internal("revocation not made".into()))?;
+    ctx.evict_inactive_psi_sets();
     let document = stored.signed.contract().clone();
     ctx.audit(
         Some(&document.id),

@@ -189,6 +189,7 @@ fn server_set(
         "psi server set evaluated"
     );
     let entry = (Arc::new(set), rows);
+    ctx.evict_inactive_psi_sets();
     let mut cache = ctx.psi_sets.lock().map_err(|_| NodeError::Internal("cache lock".into()))?;
     // One entry per contract: a new epoch or dataset version replaces the old one.
     cache.retain(|(contract, ..), _| contract != verified.id());
