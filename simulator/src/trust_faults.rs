@@ -212,8 +212,8 @@ pub async fn wait_witnessed(node: &NodeHandle) -> Result<u64> {
 }
 
 /// Stops `bank`, rewrites its store's audit chain with `edit`, starts it again, and
-/// reports what plain and witnessed verification say.
-async fn tamper(
+/// reports what plain and witnessed verification say (in that order).
+pub async fn tamper(
     alliance: &mut Alliance,
     bank: &str,
     edit: impl FnOnce(&sled::Tree, &[AuditRecord]) -> Result<()>,

@@ -18,9 +18,7 @@ use xmcredit_node::config::NodeConfig;
 use xmcredit_node::proto;
 use xmcredit_node::service::{admin_client, peer_client};
 use xmcredit_simulator::alliance::NodeHandle;
-use xmcredit_simulator::trust_faults::{
-    cut_last_two, mint_certificate, read_chain, rewrite_record_one, wait_witnessed,
-};
+use xmcredit_simulator::trust_faults::{cut_last_two, mint_certificate, rewrite_record_one, tamper};
 
 async fn minted_channel(minted: &NodeConfig, to: &NodeHandle) -> Result<tonic::transport::Channel> {
     let auth = xmcredit_node::server::client_auth(minted)?;
@@ -132,85 +130,40 @@ async fn a_revoked_peers_open_connection_is_closed_within_one_crl_period() -> Re
     Ok(())
 }
 
-async fn verify_with_witnesses(node: &NodeHandle) -> Result<proto::AuditVerifyReply> {
-    Ok(node.admin().await?.audit_verify(proto::AuditVerifyRequest { witnesses: true }).await?.into_inner())
+/// An alliance whose bank-a has a few audit records, then `edit` applied to bank-a's
+/// stored chain (node stopped, as someone with the store files would): what plain and
+/// witnessed verification say afterwards.
+async fn tampered_chain(
+    edit: impl FnOnce(&sled::Tree, &[xmcredit_contracts::audit::AuditRecord]) -> Result<()>,
+) -> Result<(proto::AuditVerifyReply, proto::AuditVerifyReply)> {
+    let (dir, mut alliance) = alliance(&["credit-center", "bank-a", "bank-b"], true).await?;
+    for i in 0..4u64 {
+        let files = write_applicants(dir.path(), &format!("apps{i}"), &codes(i, 20))?;
+        import_ok(alliance.node("bank-a")?, "loan_applicants", &files).await?;
+    }
+    tamper(&mut alliance, "bank-a", edit).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewritten_audit_chain_is_caught_by_witnesses() -> Result<()> {
-    let (dir, mut alliance) = alliance(&["credit-center", "bank-a", "bank-b"], true).await?;
-    let bank_a = alliance.node("bank-a")?;
-    for i in 0..4u64 {
-        import_ok(
-            bank_a,
-            "loan_applicants",
-            &write_applicants(dir.path(), &format!("apps{i}"), &codes(i, 20))?,
-        )
-        .await?;
-    }
-    wait_witnessed(bank_a).await?;
-
-    // audit-rewritten: edit record 1 and re-hash every later record, node stopped.
-    alliance.node_mut("bank-a")?.stop()?;
-    let bank_a = alliance.node("bank-a")?;
-    {
-        let (db, tree, records) = read_chain(bank_a)?;
-        rewrite_record_one(&tree, &records)?;
-        db.flush()?;
-    }
-    alliance.node_mut("bank-a")?.start().await?;
-    let bank_a = alliance.node("bank-a")?;
-    // The chain alone cannot tell...
-    let plain = bank_a
-        .admin()
-        .await?
-        .audit_verify(proto::AuditVerifyRequest { witnesses: false })
-        .await?
-        .into_inner();
+    // audit-rewritten: record 1 edited and every later record re-hashed.
+    let (plain, witnessed) = tampered_chain(rewrite_record_one).await?;
     assert!(plain.ok, "a fully re-hashed chain passes the local check: {}", plain.detail);
-    // ...the witnesses can.
-    let reply = verify_with_witnesses(bank_a).await?;
-    assert!(!reply.ok, "{reply:?}");
-    assert_contains(&reply.detail, &["disagrees with the head", "a record at or before it was changed"]);
-
+    assert!(!witnessed.ok, "{witnessed:?}");
+    assert_contains(&witnessed.detail, &["disagrees with the head", "a record at or before it was changed"]);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_audit_chain_is_caught_by_witnesses() -> Result<()> {
-    let (dir, mut alliance) = alliance(&["credit-center", "bank-a", "bank-b"], true).await?;
-    let bank_a = alliance.node("bank-a")?;
-    for i in 0..4u64 {
-        import_ok(
-            bank_a,
-            "loan_applicants",
-            &write_applicants(dir.path(), &format!("apps{i}"), &codes(i, 20))?,
-        )
-        .await?;
-    }
-    wait_witnessed(bank_a).await?;
-    alliance.node_mut("bank-a")?.stop()?;
-    let bank_a = alliance.node("bank-a")?;
-    {
-        let (db, tree, records) = read_chain(bank_a)?;
-        cut_last_two(&tree, &records)?;
-        db.flush()?;
-    }
-    alliance.node_mut("bank-a")?.start().await?;
-    let bank_a = alliance.node("bank-a")?;
-    let plain = bank_a
-        .admin()
-        .await?
-        .audit_verify(proto::AuditVerifyRequest { witnesses: false })
-        .await?
-        .into_inner();
+    // audit-truncated: the last two records cut.
+    let (plain, witnessed) = tampered_chain(cut_last_two).await?;
     assert!(plain.ok, "a cut chain passes the local check: {}", plain.detail);
-    let reply = verify_with_witnesses(bank_a).await?;
-    assert!(!reply.ok, "{reply:?}");
+    assert!(!witnessed.ok, "{witnessed:?}");
     assert!(
-        reply.detail.contains("cut short") || reply.detail.contains("disagrees with the head"),
+        witnessed.detail.contains("cut short") || witnessed.detail.contains("disagrees with the head"),
         "{}",
-        reply.detail
+        witnessed.detail
     );
     Ok(())
 }
