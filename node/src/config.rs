@@ -32,6 +32,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
     /// The other nodes of the alliance this node talks to.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -279,6 +281,24 @@ impl Limits {
     }
 }
 
+/// The sled store. Default: a 64 MiB page cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+}
+
+fn default_cache_mb() -> u64 {
+    64
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { cache_mb: default_cache_mb() }
+    }
+}
+
 /// Who vouches for this node's audit chain. After each job and every
 /// `head_period_secs`, the node sends its signed chain head to each witness; `audit
 /// verify --witnesses` fetches them back. Default witnesses: the peer `credit-center`
@@ -374,6 +394,9 @@ impl NodeConfig {
             return Err(
                 "limits: every connection, stream and session limit and deadline must be at least 1".into()
             );
+        }
+        if self.store.cache_mb == 0 {
+            return Err("store.cache_mb: at least 1".into());
         }
         if self.tls.crl_refresh_secs == 0 || self.audit.head_period_secs == 0 {
             return Err("tls.crl_refresh_secs and audit.head_period_secs must be at least 1".into());

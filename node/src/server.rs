@@ -63,7 +63,10 @@ pub fn client_auth(config: &NodeConfig) -> Result<crate::transport::ClientAuth, 
 pub fn open(config: NodeConfig) -> Result<(Arc<NodeContext>, TlsIdentity), NodeError> {
     let secrets = NodeSecrets::load(&config.data_dir)?;
     let tls = load_tls(&config)?;
-    let store = crate::store::Store::open(&config.data_dir.join(STORE_DIR))?;
+    let store = crate::store::Store::open_with_cache(
+        &config.data_dir.join(STORE_DIR),
+        config.store.cache_mb.saturating_mul(1024 * 1024),
+    )?;
     let ctx = Arc::new(NodeContext {
         tls_client: std::sync::RwLock::new(tls.client_config()?),
         store,

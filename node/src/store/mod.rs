@@ -46,8 +46,8 @@ use std::sync::Mutex;
 
 use crate::NodeError;
 
-/// sled page cache size.
-const STORE_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+/// sled page cache size unless the configuration says otherwise (`store.cache_mb`).
+pub const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Handle to the node's sled database and its trees.
 #[derive(Debug)]
@@ -73,13 +73,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store and repairs what a crash may have left.
+    /// Opens (or creates) the store with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, NodeError> {
+        Self::open_with_cache(dir, STORE_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store with a page cache of `cache_bytes`
+    /// (`store.cache_mb` in the configuration).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, NodeError> {
         // sled's default page cache is 1 GiB; a node's working set is far smaller, and
         // large imports would otherwise hold that much resident.
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(STORE_CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| NodeError::store("open", e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| NodeError::store("open tree", e));
