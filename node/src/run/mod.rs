@@ -161,3 +161,25 @@ pub fn write_output(
     crate::pki::write_secret_file(&path, bytes)?;
     Ok(path)
 }
+
+/// The next message a peer sends on a session stream it opened (the server side of
+/// PSI and lookup), within one round. A stream error is the peer's fault (a frame over
+/// the size limit, a reset); an end of stream is the peer ending the session early.
+pub(crate) async fn next_from_peer(
+    ctx: &NodeContext,
+    incoming: &mut tonic::Streaming<proto::Frame>,
+    peer: &NodeId,
+    what: &str,
+) -> Result<Vec<u8>, NodeError> {
+    use tokio_stream::StreamExt;
+    let received = tokio::time::timeout(ctx.config.timeouts.round(), incoming.next())
+        .await
+        .map_err(|_| NodeError::Timeout(format!("a {what} message from {peer}")))?;
+    match received {
+        Some(Ok(frame)) => Ok(frame.payload),
+        Some(Err(status)) => {
+            Err(NodeError::BadFrame { peer: peer.to_string(), reason: status.message().to_string() })
+        }
+        None => Err(NodeError::Peer { peer: peer.to_string(), message: "ended the session early".into() }),
+    }
+}

@@ -293,26 +293,7 @@ async fn drive_provider(
     while !provider.is_done() {
         let bytes = match next.take() {
             Some(bytes) => bytes,
-            None => {
-                let received = tokio::time::timeout(ctx.config.timeouts.round(), incoming.next())
-                    .await
-                    .map_err(|_| NodeError::Timeout(format!("a lookup message from {peer}")))?;
-                match received {
-                    Some(Ok(frame)) => frame.payload,
-                    Some(Err(status)) => {
-                        return Err(NodeError::BadFrame {
-                            peer: peer.to_string(),
-                            reason: status.message().to_string(),
-                        })
-                    }
-                    None => {
-                        return Err(NodeError::Peer {
-                            peer: peer.to_string(),
-                            message: "ended the session early".into(),
-                        })
-                    }
-                }
-            }
+            None => crate::run::next_from_peer(ctx, &mut incoming, peer, "lookup").await?,
         };
         if let Ok(LookupMessage::BlindedChunk(chunk)) = LookupMessage::from_bytes(&bytes) {
             if chunk.elements.iter().any(|e| !seen.insert(*e)) {

@@ -416,28 +416,7 @@ async fn drive_server(
     while !server.is_done() {
         let bytes = match next.take() {
             Some(bytes) => bytes,
-            None => {
-                let received = tokio::time::timeout(ctx.config.timeouts.round(), incoming.next())
-                    .await
-                    .map_err(|_| NodeError::Timeout(format!("a psi message from {peer}")))?;
-                match received {
-                    Some(Ok(frame)) => frame.payload,
-                    // Reading the client's stream failed here (a frame over the size limit,
-                    // a reset): the fault is in what the client sent, not an answer of its.
-                    Some(Err(status)) => {
-                        return Err(NodeError::BadFrame {
-                            peer: peer.to_string(),
-                            reason: status.message().to_string(),
-                        })
-                    }
-                    None => {
-                        return Err(NodeError::Peer {
-                            peer: peer.to_string(),
-                            message: "ended the session early".into(),
-                        })
-                    }
-                }
-            }
+            None => crate::run::next_from_peer(ctx, &mut incoming, peer, "psi").await?,
         };
         // Evaluation is CPU work (parallel inside crypto): keep it off the I/O threads.
         let (next_state, out) = tokio::task::block_in_place(|| server.handle_streaming(peer, &bytes))?;
