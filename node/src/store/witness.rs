@@ -122,3 +122,39 @@ impl Store {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(key: &IdentityKey, node: &NodeId, seq: u64, hash: u8, time: u64) -> SignedHead {
+        SignedHead::sign(key, node, seq, &[hash; 32], time)
+    }
+
+    #[test]
+    fn a_witness_keeps_the_first_head_refuses_a_rewrite_and_bounds_its_window() -> Result<(), NodeError> {
+        let dir = tempfile::tempdir().map_err(|e| NodeError::Internal(e.to_string()))?;
+        let store = Store::open(dir.path())?;
+        let key = IdentityKey::from_seed(&[5; 32])?;
+        let node = NodeId::new("bank-a")?;
+        let first = head(&key, &node, 7, 0xAA, 100);
+        first.verify(&key.public_key()).map_err(NodeError::Internal)?;
+        assert_eq!(store.witness_head(&first)?, Witnessed::Stored);
+        // An idle node re-sends the same head later: not a conflict.
+        assert_eq!(store.witness_head(&head(&key, &node, 7, 0xAA, 400))?, Witnessed::AlreadyHeld);
+        // A rewritten chain gives another hash for the same record: refused, first kept.
+        assert_eq!(store.witness_head(&head(&key, &node, 7, 0xBB, 500))?, Witnessed::Conflict(first.clone()));
+        assert_eq!(store.witnessed_heads(&node)?, vec![first]);
+        // A head signed by another key does not verify under the node's.
+        let other = IdentityKey::from_seed(&[6; 32])?;
+        assert!(head(&other, &node, 8, 0xCC, 600).verify(&key.public_key()).is_err());
+        // The window: the oldest go once more than HEADS_KEPT_PER_NODE are held.
+        for seq in 8..(8 + HEADS_KEPT_PER_NODE as u64) {
+            store.witness_head(&head(&key, &node, seq, 0x11, 700))?;
+        }
+        let held = store.witnessed_heads(&node)?;
+        assert_eq!(held.len(), HEADS_KEPT_PER_NODE);
+        assert_eq!(held.first().map(|h| h.seq), Some(8), "record 7's head was the oldest");
+        Ok(())
+    }
+}
