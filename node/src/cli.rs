@@ -275,6 +275,7 @@ fn init(data_dir: &Path, node_id: &NodeId, listen: &str) -> Result<()> {
     let secrets = NodeSecrets::create(data_dir, &mut rand::rngs::OsRng)?;
     let key = NodeKey::generate()?;
     key.write(&data_dir.join(identity::TLS_KEY_FILE))?;
+    crate::console::auth::LoginToken::ensure(data_dir)?;
     let csr = pki::certificate_request(&key, node_id)?;
     std::fs::write(data_dir.join(identity::CSR_FILE), &csr)?;
     let config_path = data_dir.join("node.toml");

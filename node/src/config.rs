@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub audit: AuditConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    /// The operator's web console, `/metrics` and `/healthz` (off by default).
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
     /// The other nodes of the alliance this node talks to.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,

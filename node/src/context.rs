@@ -359,6 +359,7 @@ impl NodeContext {
         let reason = bounded(&error.to_string());
         let kind = refusal_kind(&error);
         let kind = kind.as_str();
+        crate::console::metrics::METRICS.refused(kind);
         let minute = self.now_unix() / 60;
         let peer_name = peer.map(NodeId::as_str).unwrap_or("-");
         let admitted = match self.refusal_window.lock() {

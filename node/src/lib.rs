@@ -16,6 +16,7 @@
 pub mod admin_socket;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod context;
 mod error;
 pub mod identity;

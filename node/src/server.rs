@@ -201,6 +201,7 @@ pub async fn serve(
             }
         })
     };
+    let console = crate::console::start(ctx.clone(), stopped(stop_rx.clone())).await?;
     let heads = tokio::spawn(crate::witness::publish_periodically(ctx.clone()));
     let refusal_summaries = {
         let ctx = ctx.clone();
@@ -251,6 +252,9 @@ pub async fn serve(
         Ok(Err(e)) => tracing::error!(error = %e, "the admin socket server failed"),
         Err(e) => tracing::error!(error = %e, "the admin socket server panicked"),
         Ok(Ok(())) => {}
+    }
+    if let Some(console) = console {
+        let _ = console.await;
     }
     let _ = std::fs::remove_file(crate::admin_socket::socket_path(&ctx.config.data_dir));
     served?;

@@ -113,6 +113,7 @@ pub fn finish_job(ctx: &NodeContext, job: &mut JobRecord, contract: &VerifiedCon
     if let Err(e) = ctx.store.finish_job(job, outcome.state, outcome.detail.clone(), ctx.now_unix()) {
         tracing::error!(job = job.id, error = %e, "could not record the job's end");
     }
+    crate::console::record_job_end(ctx, job, &outcome.set_sizes, outcome.transcript_digest);
     ctx.audit(
         Some(contract.id()),
         Some(contract.kind()),

@@ -74,21 +74,7 @@ impl Admin for AdminService {
         let ctx = &self.ctx;
         let mut peers = Vec::new();
         for peer in &ctx.config.peers {
-            let (reachable, detail) = match ctx.channel(&peer.id).await {
-                Ok(channel) => match peer_client(channel).health(proto::HealthRequest {}).await {
-                    Ok(reply) => {
-                        (true, format!("certificate names {}, version {}", peer.id, reply.get_ref().version))
-                    }
-                    Err(status) => (false, status.message().to_string()),
-                },
-                Err(e) => (false, e.to_string()),
-            };
-            peers.push(proto::PeerStatus {
-                node_id: peer.id.to_string(),
-                address: peer.address.clone(),
-                reachable,
-                detail,
-            });
+            peers.push(peer_status(ctx, peer).await);
         }
         let contracts = contract_summaries(ctx)?;
         let jobs = ctx
@@ -275,6 +261,20 @@ impl Admin for AdminService {
     }
 }
 
+/// Whether `peer` answers a health request over mutual TLS, proving the pinned key.
+pub async fn peer_status(ctx: &NodeContext, peer: &crate::config::PeerConfig) -> proto::PeerStatus {
+    let (reachable, detail) = match ctx.channel(&peer.id).await {
+        Ok(channel) => match peer_client(channel).health(proto::HealthRequest {}).await {
+            Ok(reply) => {
+                (true, format!("certificate names {}, version {}", peer.id, reply.get_ref().version))
+            }
+            Err(status) => (false, status.message().to_string()),
+        },
+        Err(e) => (false, e.to_string()),
+    };
+    proto::PeerStatus { node_id: peer.id.to_string(), address: peer.address.clone(), reachable, detail }
+}
+
 /// Every stored contract with its state now.
 fn contract_summaries(ctx: &NodeContext) -> Result<Vec<proto::ContractSummary>, NodeError> {
     let now = ctx.now_unix();
@@ -346,7 +346,9 @@ fn import_dataset(
         sizes.insert(ctx.node_id().clone(), meta.rows);
         ctx.audit(None, None, Vec::new(), sizes, Outcome::Ok, hex_digest(&meta.digest));
     }
-    serde_json::to_value(&report).map_err(|e| NodeError::Internal(e.to_string()))
+    let report = serde_json::to_value(&report).map_err(|e| NodeError::Internal(e.to_string()))?;
+    crate::console::record_import(ctx, &report);
+    Ok(report)
 }
 
 fn hex_digest(text: &str) -> Option<[u8; 32]> {

@@ -17,6 +17,8 @@
 //! | `lookup_vectors` | contract ‖ 0x00 ‖ epoch u64 | digest of the one lookup vector this provider published |
 //! | `peer_keys` | node id | Ed25519 key pinned on first sight (peers configured without `identity_key`) |
 //! | `witnessed_heads` | node id ‖ 0x00 ‖ seq u64 | JSON [`SignedHead`] another node sent this witness |
+//! | `job_summaries` | job id u64 | JSON [`JobSummary`] (the console's jobs page) |
+//! | `import_reports` | seq u64 | JSON [`StoredImportReport`] (the last 50 imports) |
 //!
 //! Consistency after a crash: a dataset version becomes visible only when its meta
 //! record turns `committed` and `dataset_current` points at it, in one sled batch;
@@ -24,6 +26,7 @@
 //! at startup is marked `interrupted` and audited.
 
 mod audit;
+mod console;
 mod contracts;
 mod datasets;
 mod jobs;
@@ -34,6 +37,7 @@ mod secagg;
 mod witness;
 
 pub use audit::AuditLog;
+pub use console::{JobSummary, StoredImportReport};
 pub use contracts::{ContractState, StoredContract};
 pub use datasets::{DatasetRow, DatasetVersion, VersionState};
 pub use jobs::{JobRecord, JobState};

@@ -498,6 +498,7 @@ impl AsyncRead for ServerStream {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     this.idle.reset();
+                    crate::console::metrics::METRICS.received(buf.filled().len() - before);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -539,7 +540,11 @@ macro_rules! write_through_tls {
                 if this.killed() {
                     return Poll::Ready(Err(revoked_error()));
                 }
-                Pin::new(&mut this.tls).poll_write(cx, buf)
+                let written = Pin::new(&mut this.tls).poll_write(cx, buf);
+                if let Poll::Ready(Ok(n)) = &written {
+                    crate::console::metrics::METRICS.sent(*n);
+                }
+                written
             }
 
             fn poll_write_vectored(
@@ -551,7 +556,11 @@ macro_rules! write_through_tls {
                 if this.killed() {
                     return Poll::Ready(Err(revoked_error()));
                 }
-                Pin::new(&mut this.tls).poll_write_vectored(cx, bufs)
+                let written = Pin::new(&mut this.tls).poll_write_vectored(cx, bufs);
+                if let Poll::Ready(Ok(n)) = &written {
+                    crate::console::metrics::METRICS.sent(*n);
+                }
+                written
             }
 
             fn is_write_vectored(&self) -> bool {
@@ -777,7 +786,10 @@ impl AsyncRead for ClientStream {
                 return Poll::Ready(Err(closed));
             }
         }
-        Pin::new(&mut this.tls).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.tls).poll_read(cx, buf);
+        crate::console::metrics::METRICS.received(buf.filled().len() - before);
+        read
     }
 }
 
