@@ -83,6 +83,8 @@ pub struct NodeHandle {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub address: String,
+    /// The console's HTTP address (`/metrics`, `/healthz`, the web console).
+    pub console: String,
     /// Ed25519 identity public key (hex), for contracts.
     pub public_key: String,
     child: Option<Child>,
@@ -135,6 +137,11 @@ impl NodeHandle {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The console login token the node wrote in its data directory.
+    pub fn console_token(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(self.dir.join(xmcredit_node::console::TOKEN_FILE))?.trim().to_string())
     }
 
     /// Sets an environment variable for the next start (e.g. a clock offset).
@@ -326,6 +333,7 @@ impl Alliance {
             std::fs::create_dir_all(&dir)?;
             let port = free_port()?;
             let address = format!("127.0.0.1:{port}");
+            let console = format!("127.0.0.1:{}", free_port()?);
             program.run(
                 &[
                     "init",
@@ -344,6 +352,7 @@ impl Alliance {
                 id,
                 dir,
                 address,
+                console,
                 public_key,
                 child: None,
                 program: program.clone(),
@@ -401,6 +410,7 @@ impl Alliance {
                 text.push_str(&format!("crl_source = \"{ca_node}\"\n"));
             }
             text.push_str("\n[audit]\nhead_period_secs = 2\n");
+            text.push_str(&format!("\n[console]\nenabled = true\nlisten = \"{}\"\n", node.console));
             if !self.limits_toml.is_empty() {
                 text.push_str(&format!("\n[limits]\n{}\n", self.limits_toml));
             }
