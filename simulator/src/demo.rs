@@ -21,6 +21,8 @@ pub struct DemoOptions {
     pub report: Option<PathBuf>,
     pub dir: Option<PathBuf>,
     pub faults: bool,
+    /// Write the report as a self-contained HTML page with charts here.
+    pub html: Option<PathBuf>,
 }
 
 /// Runs the whole demo; true when every result matched and every fault was handled.
@@ -178,6 +180,10 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         println!("\nreport written to {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, crate::html::render(&report))?;
+        println!("HTML report written to {}", path.display());
     }
     alliance.stop_all();
     println!(

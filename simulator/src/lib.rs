@@ -14,6 +14,7 @@ pub mod datasets;
 pub mod demo;
 pub mod faults;
 pub mod floor;
+pub mod html;
 pub mod limit_faults;
 pub mod lookup_scenarios;
 pub mod privacy_faults;

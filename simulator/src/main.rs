@@ -35,6 +35,9 @@ struct Args {
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write the report as a self-contained HTML page with SVG charts here.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Keep the nodes' data directories here (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -95,6 +98,7 @@ fn main() -> Result<()> {
         report: args.report,
         dir: args.dir,
         faults: !args.no_faults,
+        html: args.html,
     };
     let passed = runtime.block_on(demo::run(options, NodeProgram::SelfWith("node".into())))?;
     if !passed {

@@ -2,6 +2,9 @@
 //! scenario checked against its plaintext answer, the faults injected. This is the
 //! README's main job, run in CI.
 
+#[path = "common/browser.rs"]
+mod browser;
+
 use xmcredit_simulator::alliance::NodeProgram;
 use xmcredit_simulator::demo::{run, DemoOptions};
 
@@ -17,6 +20,7 @@ async fn simulator_demo_matches_every_plaintext_answer() -> anyhow::Result<()> {
         report: Some(report.clone()),
         dir: Some(dir.path().join("alliance")),
         faults: true,
+        html: Some(dir.path().join("report.html")),
     };
     let program = NodeProgram::Binary(env!("CARGO_BIN_EXE_xmcredit-node-under-test").into());
     let passed = run(options, program).await?;
@@ -63,5 +67,39 @@ async fn simulator_demo_matches_every_plaintext_answer() -> anyhow::Result<()> {
         assert!(ids.contains(&id), "the demo injects {id}: {ids:?}");
     }
     assert!(passed);
+    check_html_report(&dir.path().join("report.html"), &scenarios, &faults)?;
+    Ok(())
+}
+
+/// The `--html` page: every scenario and fault in it, and both charts drawn with a bar
+/// per scenario, as a real browser lays them out.
+fn check_html_report(
+    path: &std::path::Path,
+    scenarios: &[serde_json::Value],
+    faults: &[serde_json::Value],
+) -> anyhow::Result<()> {
+    let page = std::fs::read_to_string(path)?;
+    for fault in faults {
+        assert!(page.contains(fault["id"].as_str().unwrap_or("?")), "fault {fault} in the page");
+    }
+    assert!(
+        !page.contains("<script") && !page.contains("http://") && !page.contains("https://"),
+        "self-contained"
+    );
+    let Some(chromium) = browser::required()? else { return Ok(()) };
+    let mut browser = browser::Browser::launch(&chromium)?;
+    browser.open(&format!("file://{}", path.display()))?;
+    let drawn = "(id) => [...document.querySelectorAll('#' + id + ' rect.bar')].filter(r => r.getBoundingClientRect().width > 0).length";
+    let wall = browser.eval(&format!("({drawn})('wall-time')"))?;
+    assert_eq!(wall.as_u64(), Some(scenarios.len() as u64), "a drawn wall-time bar per scenario");
+    let floors = browser.eval("document.querySelectorAll('#wall-time rect.floor').length")?;
+    let with_floor = scenarios.iter().filter(|s| s["floor_s"].is_number()).count() as u64;
+    assert_eq!(floors.as_u64(), Some(with_floor), "a floor bar per PSI scenario");
+    let bytes = browser.eval(&format!("({drawn})('bytes-per-element')"))?;
+    assert!(bytes.as_u64().is_some_and(|n| n > 0), "bytes-per-element bars drawn: {bytes}");
+    let rows = browser.eval("document.querySelectorAll('#scenarios tr').length")?;
+    assert_eq!(rows.as_u64(), Some(scenarios.len() as u64 + 1));
+    let shots = browser::screenshot_dir(path.parent().unwrap_or(std::path::Path::new(".")));
+    browser.screenshot(&shots.join("simulator-report.png"))?;
     Ok(())
 }

@@ -367,7 +367,7 @@ pub fn audit(records: &[AuditRecord], total: usize, verify: Option<(bool, String
                 Some((false, detail)) => p.bad #verify { "Does not verify: " (detail) },
                 None => p { "The chain links each record to the previous one's hash; verifying re-checks every link." },
             }
-            form.inline method="get" action="/audit" { input type="hidden" name="verify" value="local"; button type="submit" id="verify" { "Verify the chain" } }
+            form.inline method="get" action="/audit" { input type="hidden" name="verify" value="local"; button type="submit" id="verify-chain" { "Verify the chain" } }
             " "
             form.inline method="get" action="/audit" { input type="hidden" name="verify" value="witnesses"; button type="submit" { "Verify against the witnesses" } }
         }
