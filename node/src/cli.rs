@@ -186,7 +186,40 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Res
     crate::logging::init(cli.log_json);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(run(cli.command))
+    runtime.block_on(run(cli.command)).map_err(readable)
+}
+
+/// The error as an operator should read it: a gRPC status from the node becomes what
+/// happened and the node's message (real line breaks, no metadata dump), after whatever
+/// context the command added.
+fn readable(error: anyhow::Error) -> anyhow::Error {
+    if error.downcast_ref::<tonic::Status>().is_none() {
+        return error;
+    }
+    let parts: Vec<String> = error
+        .chain()
+        .map(|cause| match cause.downcast_ref::<tonic::Status>() {
+            Some(status) => status_text(status),
+            None => cause.to_string(),
+        })
+        .collect();
+    anyhow::anyhow!(parts.join(": "))
+}
+
+fn status_text(status: &tonic::Status) -> String {
+    use tonic::Code;
+    let what = match status.code() {
+        Code::PermissionDenied => "refused",
+        Code::InvalidArgument => "invalid input",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "refused as a replay",
+        Code::DeadlineExceeded => "timed out",
+        Code::Unavailable => "unreachable",
+        Code::ResourceExhausted => "over a limit",
+        Code::Unauthenticated => "not authenticated",
+        _ => "the node failed",
+    };
+    format!("{what}: {}", status.message())
 }
 
 async fn run(command: Command) -> Result<()> {
@@ -395,10 +428,12 @@ fn ca(command: CaCommand) -> Result<()> {
 async fn serve(config_path: &Path) -> Result<()> {
     let config = NodeConfig::load(config_path)?;
     crate::server::check_data_dir(&config.data_dir)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    // The store first: its lock says whether a node already serves this directory,
+    // which is the error to show rather than the port it also holds.
+    let listen = config.listen;
     let (ctx, tls) = crate::server::open(config)?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let shutdown = async {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(signal) => signal,

@@ -85,6 +85,8 @@ impl From<NodeError> for tonic::Status {
         use tonic::Status;
         let message = error.to_string();
         match error {
+            // A contract file that does not parse is the operator's input, not a refusal.
+            NodeError::Contract(ContractError::Toml { .. }) => Status::invalid_argument(message),
             NodeError::Contract(_) | NodeError::Refused(_) => Status::permission_denied(message),
             // A quota is a policy refusal, whichever layer noticed it.
             NodeError::Protocol(ProtocolError::QuotaExceeded { .. }) => Status::permission_denied(message),

@@ -63,10 +63,16 @@ pub fn client_auth(config: &NodeConfig) -> Result<crate::transport::ClientAuth, 
 pub fn open(config: NodeConfig) -> Result<(Arc<NodeContext>, TlsIdentity), NodeError> {
     let secrets = NodeSecrets::load(&config.data_dir)?;
     let tls = load_tls(&config)?;
+    let pid_file = config.data_dir.join(PID_FILE);
     let store = crate::store::Store::open_with_cache(
         &config.data_dir.join(STORE_DIR),
         config.store.cache_mb.saturating_mul(1024 * 1024),
-    )?;
+    )
+    .map_err(|e| already_serving(&pid_file, e))?;
+    // Only the process holding the store's lock gets here, so the file names it.
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        tracing::warn!(path = %pid_file.display(), error = %e, "could not write the pid file");
+    }
     let ctx = Arc::new(NodeContext {
         tls_client: std::sync::RwLock::new(tls.client_config()?),
         store,
@@ -84,6 +90,32 @@ pub fn open(config: NodeConfig) -> Result<(Arc<NodeContext>, TlsIdentity), NodeE
     crate::revocation::note_loaded(&ctx);
     recover(&ctx)?;
     Ok((ctx, tls))
+}
+
+/// The file naming the process that serves a data directory (informational: the
+/// store's own lock is what keeps a second `serve` out).
+pub const PID_FILE: &str = "serve.pid";
+
+/// A store that will not open because another process holds its lock says so, with
+/// that process's id when the pid file names a live one.
+fn already_serving(pid_file: &std::path::Path, error: NodeError) -> NodeError {
+    let text = error.to_string();
+    if !(text.contains("WouldBlock") || text.contains("could not acquire lock")) {
+        return error;
+    }
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let dir = pid_file.parent().map(|d| d.display().to_string()).unwrap_or_default();
+    NodeError::Refused(match pid {
+        Some(pid) => {
+            format!("a node is already running on {dir} (pid {pid}); stop it first (kill -TERM {pid})")
+        }
+        None => format!(
+            "another process holds the store in {dir} (a node is already running there); stop it first"
+        ),
+    })
 }
 
 /// Refuses a data directory that group or others can read, write or enter: it holds the

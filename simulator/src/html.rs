@@ -40,8 +40,10 @@ struct Bar {
     note: String,
 }
 
-const CHART_WIDTH: f64 = 900.0;
-const LABEL_WIDTH: f64 = 380.0;
+const CHART_WIDTH: f64 = 1150.0;
+const LABEL_WIDTH: f64 = 430.0;
+/// Characters of a label that fit left of the bars at 11 px.
+const LABEL_CHARS: usize = 68;
 const ROW_HEIGHT: f64 = 26.0;
 
 /// A horizontal bar chart in SVG, on a log scale when values span more than 100×
@@ -52,7 +54,7 @@ fn bar_chart(id: &str, title: &str, unit: &str, bars: &[Bar], second_name: Optio
     let max = values.iter().copied().fold(0.0_f64, f64::max);
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let log = max > 0.0 && min.is_finite() && max / min > 100.0;
-    let plot = CHART_WIDTH - LABEL_WIDTH - 120.0;
+    let plot = CHART_WIDTH - LABEL_WIDTH - 320.0;
     let scale = |v: f64| -> f64 {
         if v <= 0.0 || max <= 0.0 {
             0.0
@@ -67,7 +69,7 @@ fn bar_chart(id: &str, title: &str, unit: &str, bars: &[Bar], second_name: Optio
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<svg id="{id}" class="chart" xmlns="http://www.w3.org/2000/svg" width="{CHART_WIDTH}" height="{height}" viewBox="0 0 {CHART_WIDTH} {height}" role="img" aria-label="{title}">"#,
+        r#"<svg id="{id}" class="chart" width="{CHART_WIDTH}" height="{height}" viewBox="0 0 {CHART_WIDTH} {height}" role="img" aria-label="{title}">"#,
         title = escape(title)
     );
     let _ = write!(
@@ -80,10 +82,11 @@ fn bar_chart(id: &str, title: &str, unit: &str, bars: &[Bar], second_name: Optio
         let y = 34.0 + ROW_HEIGHT * i as f64;
         let _ = write!(
             svg,
-            r##"<text x="{x}" y="{ty}" font-size="12" text-anchor="end">{label}</text><rect class="bar" x="{LABEL_WIDTH}" y="{y}" width="{w:.1}" height="14" fill="#1d6fb8"><title>{label}: {value} {unit}</title></rect>"##,
+            r##"<text x="{x}" y="{ty}" font-size="11" text-anchor="end">{short}</text><rect class="bar" x="{LABEL_WIDTH}" y="{y}" width="{w:.1}" height="14" fill="#1d6fb8"><title>{label}: {value} {unit}</title></rect>"##,
             x = LABEL_WIDTH - 6.0,
             ty = y + 11.0,
             label = escape(&bar.label),
+            short = escape(&shorten(&bar.label)),
             w = scale(bar.value).max(1.0),
             value = format_value(bar.value),
         );
@@ -119,6 +122,17 @@ fn bar_chart(id: &str, title: &str, unit: &str, bars: &[Bar], second_name: Optio
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// A label cut to fit left of the bars (the full text is in the bar's tooltip and the
+/// scenario table).
+fn shorten(label: &str) -> String {
+    if label.chars().count() <= LABEL_CHARS {
+        return label.to_string();
+    }
+    let mut short: String = label.chars().take(LABEL_CHARS - 1).collect();
+    short.push('…');
+    short
 }
 
 fn format_value(v: f64) -> String {
