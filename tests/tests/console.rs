@@ -79,6 +79,8 @@ async fn metrics_count_a_psi_run_and_health_answers_without_login() -> Result<()
     let received = metric(text, "xmcredit_peer_bytes_received_total").context("bytes received")?;
     assert!(sent >= 32.0 * client_codes.len() as f64, "sent {sent}");
     assert!(received >= 32.0 * client_codes.len() as f64, "received {received}");
+    // bank-a started after the credit center, so its first probe found it answering.
+    assert_eq!(metric(text, "xmcredit_peer_reachable{peer=\"credit-center\"}"), Some(1.0), "{text}");
     let records = audit_verifies(bank).await?;
     assert_eq!(metric(text, "xmcredit_audit_records"), Some(records as f64), "{text}");
 
