@@ -92,6 +92,18 @@ pub async fn start(
     })))
 }
 
+/// When each running job of this process started, for durations finer than the job
+/// record's whole seconds.
+static JOB_STARTS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Notes a job's start (called by `run::start_job`).
+pub fn record_job_start(job_id: u64) {
+    if let Ok(mut starts) = JOB_STARTS.lock() {
+        starts.insert(job_id, std::time::Instant::now());
+    }
+}
+
 /// Records what the console shows of a finished job and counts it in the metrics.
 pub fn record_job_end(
     ctx: &NodeContext,
@@ -103,14 +115,18 @@ pub fn record_job_end(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    // Job records keep whole unix seconds; the start is known to a second.
-    let seconds = now_ms.saturating_sub(job.started_unix.saturating_mul(1000)) as f64 / 1000.0;
+    let started = JOB_STARTS.lock().ok().and_then(|mut starts| starts.remove(&job.id));
+    let seconds = match started {
+        Some(at) => at.elapsed().as_secs_f64(),
+        // Started before a restart: the record's whole seconds are all there is.
+        None => now_ms.saturating_sub(job.started_unix.saturating_mul(1000)) as f64 / 1000.0,
+    };
     metrics::METRICS.job_finished(&job.computation, job.state.as_str(), &job.role, seconds);
     let summary = JobSummary {
         job_id: job.id,
         set_sizes: set_sizes.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
         transcript_digest: transcript_digest.map(hex::encode),
-        duration_s: seconds.round() as u64,
+        duration_ms: (seconds * 1000.0).round() as u64,
     };
     if let Err(e) = ctx.store.save_job_summary(&summary) {
         tracing::warn!(job = job.id, error = %e, "could not keep the job's summary for the console");

@@ -207,6 +207,17 @@ pub fn contract(c: &StoredContract, state: &ContractState, me: &str, csrf: &str,
                     }
                 }
             }
+            p { "Datasets: "
+                @for (i, d) in doc.datasets.iter().enumerate() {
+                    @if i > 0 { "; " } (d.party.as_str()) ": " code { (d.name) } " keyed by " code { (d.key) }
+                    @if !d.columns.is_empty() { ", columns " (d.columns.join(", ")) }
+                }
+                ". Receivers: "
+                @for (i, r) in doc.receivers.iter().enumerate() {
+                    @if i > 0 { ", " } (r.node.as_str()) " (" (serde_json::to_value(r.form).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) ")"
+                }
+                "."
+            }
             p { "Limits: " code { (serde_json::to_string(&doc.limits).unwrap_or_default()) } }
             p { "Digest: " code { (hex::encode(c.signed.digest())) } }
             details { summary { "Canonical document" } pre { (document) } }
@@ -264,7 +275,7 @@ pub fn jobs(jobs: &[(JobRecord, Option<JobSummary>)], outputs: &[(String, u64, u
                     td { (j.id) } td { (j.computation) } td { (j.role) } td { code { (j.contract_id) } }
                     td class=(if j.state.as_str() == "succeeded" { "ok" } else { "bad" }) { (j.state.as_str()) }
                     td { (time(j.started_unix)) }
-                    td { @if let Some(s) = s { (s.duration_s) " s" } @else { (j.finished_unix.unwrap_or(0).saturating_sub(j.started_unix)) " s" } }
+                    td { @if let Some(s) = s { (format!("{:.3}", s.duration_ms as f64 / 1000.0)) " s" } @else { (j.finished_unix.unwrap_or(0).saturating_sub(j.started_unix)) " s" } }
                     td { @if let Some(s) = s { @for (node, size) in &s.set_sizes { (node) ": " (size) br; } } }
                     td { @if let Some(d) = s.as_ref().and_then(|s| s.transcript_digest.as_deref()) { code title=(d) { (short(d)) "…" } } }
                     td { (j.detail) }

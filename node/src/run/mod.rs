@@ -83,18 +83,20 @@ pub fn start_job(
     session: String,
     peers: Vec<String>,
 ) -> Result<JobRecord, NodeError> {
-    ctx.store.start_job(JobRecord {
-        id: 0,
-        computation: computation.to_string(),
-        contract_id: contract.id().to_string(),
-        role: role.to_string(),
-        session,
-        peers,
-        state: JobState::Running,
-        detail: String::new(),
-        started_unix: ctx.now_unix(),
-        finished_unix: None,
-    })
+    ctx.store
+        .start_job(JobRecord {
+            id: 0,
+            computation: computation.to_string(),
+            contract_id: contract.id().to_string(),
+            role: role.to_string(),
+            session,
+            peers,
+            state: JobState::Running,
+            detail: String::new(),
+            started_unix: ctx.now_unix(),
+            finished_unix: None,
+        })
+        .inspect(|job| crate::console::record_job_start(job.id))
 }
 
 /// What a finished run records and audits.

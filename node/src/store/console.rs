@@ -23,8 +23,9 @@ pub struct JobSummary {
     pub set_sizes: BTreeMap<String, u64>,
     /// Hex SHA-256 of the run's transcript, if the run got that far.
     pub transcript_digest: Option<String>,
-    /// Whole seconds from start to finish (job records keep unix seconds).
-    pub duration_s: u64,
+    /// Milliseconds from start to finish.
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 /// One stored import report (the JSON `import` prints), with when it was made.
