@@ -105,6 +105,18 @@ async fn metrics_count_a_psi_run_and_health_answers_without_login() -> Result<()
         None
     );
     assert_eq!(metric(&server_text, "xmcredit_store_open"), Some(1.0));
+
+    // Refusals are counted by the kind of their reason: an id over the length cap, and
+    // a contract the credit center does not hold.
+    let mut wire = xmcredit_node::service::peer_client(channel(bank, center).await?);
+    let long = wire.fetch_contract(proto::ContractQuery { contract_id: "x".repeat(500) }).await;
+    assert_eq!(long.map(|_| ()).map_err(|s| s.code()), Err(tonic::Code::ResourceExhausted));
+    let unknown =
+        wire.fetch_contract(proto::ContractQuery { contract_id: "credit-center.none".into() }).await;
+    assert!(unknown.is_err());
+    let refusals = get(&center.console, "/metrics", None).await?.body;
+    assert_eq!(metric(&refusals, "xmcredit_refusals_total{reason=\"Refused\"}"), Some(1.0), "{refusals}");
+    assert_eq!(metric(&refusals, "xmcredit_refusals_total{reason=\"NotFound\"}"), Some(1.0), "{refusals}");
     assert!(
         metric(&server_text, "xmcredit_certificate_days_left{certificate=\"node\"}").is_some_and(|d| d > 0.0)
     );

@@ -52,6 +52,13 @@ struct CertificateLabels {
     certificate: String,
 }
 
+/// A label value the text format can carry as is: prometheus-client writes values
+/// unescaped, so a quote, backslash or line break would break the exposition. Dataset
+/// names and node ids never hold them; anything else is replaced, not trusted.
+fn label_value(text: &str) -> String {
+    text.chars().map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c }).take(128).collect()
+}
+
 type Histograms = Family<KindLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -173,12 +180,17 @@ impl Metrics {
         }
     }
 
+    /// Counts a refusal under the leading identifier of `reason_kind` (the error's
+    /// variant: `Refused`, `NotFound`, ...), never its text.
     pub fn refused(&self, reason_kind: &str) {
-        self.refusals.get_or_create(&ReasonLabels { reason: reason_kind.into() }).inc();
+        let kind = reason_kind.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').next().unwrap_or("");
+        let kind = if kind.is_empty() { "other" } else { kind };
+        self.refusals.get_or_create(&ReasonLabels { reason: kind.into() }).inc();
     }
 
     pub fn imported(&self, dataset: &str, accepted: u64, rejected: u64) {
-        let labels = |result: &str| ImportLabels { dataset: dataset.into(), result: result.into() };
+        let dataset = label_value(dataset);
+        let labels = |result: &str| ImportLabels { dataset: dataset.clone(), result: result.into() };
         self.import_rows.get_or_create(&labels("accepted")).inc_by(accepted);
         self.import_rows.get_or_create(&labels("rejected")).inc_by(rejected);
     }
@@ -188,7 +200,9 @@ impl Metrics {
         self.audit_records.set(i64::try_from(snapshot.audit_records).unwrap_or(i64::MAX));
         self.store_open.set(i64::from(snapshot.store_open));
         for (peer, reachable) in &snapshot.peers {
-            self.peer_reachable.get_or_create(&PeerLabels { peer: peer.clone() }).set(i64::from(*reachable));
+            self.peer_reachable
+                .get_or_create(&PeerLabels { peer: label_value(peer) })
+                .set(i64::from(*reachable));
         }
         for (certificate, days) in &snapshot.certificates {
             self.certificate_days_left
@@ -200,5 +214,17 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_cannot_break_the_exposition() {
+        assert_eq!(label_value("gov_list"), "gov_list");
+        assert_eq!(label_value("a\"} 1\nfake 2"), "a_} 1_fake 2");
+        assert_eq!(label_value("back\\slash"), "back_slash");
     }
 }
