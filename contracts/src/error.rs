@@ -74,7 +74,7 @@ pub enum ContractError {
     #[error("{node} is not a party to contract {contract}")]
     NotAParty { contract: ContractId, node: NodeId },
     /// The node is a party but does not hold the role it would act in.
-    #[error("{node} would act as {role} but contract {contract} gives it the roles {}", list(.held))]
+    #[error("{node} would act as {role} but contract {contract} gives it only the role(s) {}", list(.held))]
     RoleNotHeld { contract: ContractId, node: NodeId, role: Role, held: Vec<Role> },
     /// The dataset asked for is not the one the contract names for this party.
     #[error("contract {contract} names {} as the dataset of {party}, not {dataset}", named.as_deref().unwrap_or("nothing"))]

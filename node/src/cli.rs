@@ -120,6 +120,9 @@ pub enum CaCommand {
     List {
         #[arg(long)]
         data_dir: PathBuf,
+        /// Print the issuance index as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke a node's certificates and write a new CRL to <data-dir>/crl.der.
     Revoke {
@@ -187,6 +190,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Res
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(run(cli.command)).map_err(readable)
+}
+
+/// A UTC date and time for unix seconds.
+fn utc(unix: u64) -> String {
+    let (y, m, d) = xmcredit_contracts::Date::from_days_since_epoch((unix / 86_400) as i32).ymd();
+    let s = unix % 86_400;
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 /// The error as an operator should read it: a gRPC status from the node becomes what
@@ -400,10 +410,23 @@ fn ca(command: CaCommand) -> Result<()> {
             );
             Ok(())
         }
-        CaCommand::List { data_dir } => {
+        CaCommand::List { data_dir, json } => {
             let (_, _, index_path) = ca_paths(&data_dir);
             let index = Index::read(&index_path)?;
-            println!("{}", index.to_json()?);
+            if json {
+                println!("{}", index.to_json()?);
+                return Ok(());
+            }
+            println!("{:<8} {:<24} {:<22} revoked", "serial", "node", "valid until (UTC)");
+            for entry in &index.issued {
+                let revoked = entry.revoked_at_unix.map_or_else(|| "-".to_string(), utc);
+                println!(
+                    "{:<8} {:<24} {:<22} {revoked}",
+                    entry.serial,
+                    entry.node_id,
+                    utc(entry.not_after_unix)
+                );
+            }
             Ok(())
         }
         CaCommand::Revoke { data_dir, node_id } => {

@@ -179,9 +179,13 @@ fn an_operator_sets_up_a_node_imports_and_verifies() -> Result<()> {
         &format!("{d}/tls.crt"),
     ]));
     assert_contains(&out, &[&format!("issued certificate serial 1 for bank-a -> {d}/tls.crt")]);
-    let index: serde_json::Value = serde_json::from_str(&ok(node(&["ca", "list", "--data-dir", &d])))?;
+    let index: serde_json::Value =
+        serde_json::from_str(&ok(node(&["ca", "list", "--data-dir", &d, "--json"])))?;
     assert_eq!(index["issued"][0]["serial"], 1);
     assert_eq!(index["issued"][0]["node_id"], "bank-a");
+    let table = ok(node(&["ca", "list", "--data-dir", &d]));
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with("1 ") && row.contains("bank-a") && row.ends_with(" -"), "{table}");
 
     // Nothing answers yet.
     let down = fails(node(&["status", "--config", &config]), 1);

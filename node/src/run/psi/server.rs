@@ -329,7 +329,14 @@ async fn run_server(
                         .collect();
                     codes.sort_unstable();
                     let digest = codes_digest(&codes);
-                    match tokio::task::block_in_place(|| save_output(&ctx, &session.binding, &codes)) {
+                    let key_column = session
+                        .verified
+                        .contract()
+                        .dataset_of(ctx.node_id())
+                        .map_or_else(|| "key".to_string(), |d| d.key.clone());
+                    match tokio::task::block_in_place(|| {
+                        save_output(&ctx, &session.binding, &key_column, &codes)
+                    }) {
                         Ok(path) => format!(
                             "intersection of {} in {} (sha256 of sorted codes {digest})",
                             codes.len(),
@@ -370,9 +377,12 @@ async fn run_server(
 fn save_output(
     ctx: &NodeContext,
     binding: &SessionBinding,
+    key_column: &str,
     codes: &[&str],
 ) -> Result<std::path::PathBuf, NodeError> {
-    let mut text = String::from("credit_code\n");
+    // The header is the key column's name in the contract, so the file reads like the
+    // dataset it came from.
+    let mut text = format!("{key_column}\n");
     for code in codes {
         text.push_str(code);
         text.push('\n');
