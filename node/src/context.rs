@@ -298,6 +298,46 @@ impl NodeContext {
         }
     }
 
+    /// Caches an evaluated PSI server set within the byte budget (`store.psi_cache_mb`):
+    /// one entry per contract (a new epoch or dataset version replaces the old), least
+    /// recently used entries evicted to make room, and a set larger than the whole
+    /// budget not cached at all (each session then evaluates it again).
+    pub fn cache_psi_set(
+        &self,
+        key: crate::run::psi::ServerSetKey,
+        set: Arc<xmcredit_protocol::psi::ServerSet>,
+    ) {
+        let budget =
+            usize::try_from(self.config.store.psi_cache_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let Ok(mut cache) = self.psi_sets.lock() else { return };
+        cache.retain(|(contract, ..), _| contract != &key.0);
+        let bytes = set.heap_bytes();
+        if bytes > budget {
+            tracing::info!(
+                bytes,
+                budget,
+                "psi server set larger than the cache budget (store.psi_cache_mb): not cached"
+            );
+            return;
+        }
+        let mut used: usize = cache.values().map(|c| c.set.heap_bytes()).sum();
+        while used + bytes > budget {
+            let Some(oldest) = cache.iter().min_by_key(|(_, c)| c.used).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            if let Some(evicted) = cache.remove(&oldest) {
+                used -= evicted.set.heap_bytes();
+                tracing::info!(contract = %oldest.0, bytes = evicted.set.heap_bytes(), "evicted a cached PSI set (budget)");
+            }
+        }
+        cache.insert(key, crate::run::psi::CachedServerSet { set, used: std::time::Instant::now() });
+    }
+
+    /// Bytes held by the PSI server set cache.
+    pub fn psi_cache_bytes(&self) -> u64 {
+        self.psi_sets.lock().map(|c| c.values().map(|c| c.set.heap_bytes() as u64).sum()).unwrap_or(0)
+    }
+
     /// Appends an audit record, logging (not failing) if the store refuses.
     pub fn audit(
         &self,

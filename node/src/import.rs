@@ -7,18 +7,24 @@
 //! code that occurs on more than one row is a data-quality problem (重错码): every row
 //! carrying it is rejected and reported, never silently merged.
 
+mod sort;
+
 use std::path::Path;
 
 use serde::Serialize;
 use xmcredit_contracts::data::DatasetSchema;
 use xmcredit_contracts::entity_code::EntityCode;
 
-use crate::store::DatasetRow;
+use crate::store::RowCodec;
 use crate::NodeError;
+pub use sort::RUN_BYTES;
 
 /// At most this many rejected rows are listed one by one (the report says how many
 /// there were in all), so a wholly wrong file does not produce a gigantic report.
 pub const MAX_LISTED_REJECTIONS: usize = 1000;
+/// Under the data directory: the import's sorted runs (removed after each import, and
+/// at start in case a crash left some).
+pub const IMPORT_SPILL_DIR: &str = "import-spill";
 /// Longest accepted id in an id-keyed dataset.
 const MAX_ID_LEN: usize = 128;
 
@@ -88,14 +94,83 @@ impl ImportReport {
     }
 }
 
-/// Reads and checks `path` against `schema`. Returns the accepted rows sorted by key
-/// and the report; nothing is written here.
+/// A CSV read and checked, its rows sorted on disk (in runs under the spill
+/// directory) and not yet merged: duplicates show only in the merge.
+pub struct ParsedCsv {
+    sorter: sort::Sorter,
+    /// Rows that parsed (an upper bound of the rows the version will hold).
+    candidates: u64,
+}
+
+impl std::fmt::Debug for ParsedCsv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedCsv").field("candidates", &self.candidates).finish_non_exhaustive()
+    }
+}
+
+impl ParsedCsv {
+    pub fn candidates(&self) -> u64 {
+        self.candidates
+    }
+
+    /// Merges the runs in key order, rejects every row of a code seen more than once,
+    /// and hands each accepted row (key, encoded values) to `sink`, in key order.
+    /// Finishes the report's counts and sorts its rejections by row.
+    pub fn for_each_accepted(
+        self,
+        report: &mut ImportReport,
+        mut sink: impl FnMut(&[u8], &[u8]) -> Result<(), NodeError>,
+    ) -> Result<(), NodeError> {
+        let mut merged = self.sorter.finish()?;
+        let mut group: Vec<sort::Record> = Vec::new();
+        let mut accepted = 0u64;
+        loop {
+            let next = match merged.next_record()? {
+                Some(record) if group.first().is_some_and(|first| first.key == record.key) => {
+                    group.push(record);
+                    continue;
+                }
+                next => next,
+            };
+            if group.len() == 1 {
+                if let Some(sort::Record { key, values: Some(values), .. }) = group.first() {
+                    sink(key, values)?;
+                    accepted += 1;
+                }
+            } else if group.len() > 1 {
+                let all: Vec<String> = group.iter().map(|r| r.row.to_string()).collect();
+                // Rows already rejected for a bad value keep that reason.
+                for record in group.iter().filter(|r| r.values.is_some()) {
+                    report.reject(
+                        record.row,
+                        Some(String::from_utf8_lossy(&record.key).into_owned()),
+                        format!("duplicate code: appears on rows {}", all.join(", ")),
+                    );
+                }
+            }
+            group.clear();
+            match next {
+                Some(record) => group.push(record),
+                None => break,
+            }
+        }
+        report.rejected.sort_by_key(|r| r.row);
+        report.rows_accepted = accepted;
+        Ok(())
+    }
+}
+
+/// Reads and checks `path` against `schema`, streaming: each row is parsed, encoded
+/// and handed to an external sort (runs spilled under `spill_dir`), so the import
+/// holds one run's worth of rows whatever the file's size. Nothing is written to the
+/// store here.
 pub fn read_csv(
     path: &Path,
     schema: &DatasetSchema,
     key_kind: KeyKind,
+    spill_dir: &Path,
     mut progress: impl FnMut(u64),
-) -> Result<(Vec<DatasetRow>, ImportReport), NodeError> {
+) -> Result<(ParsedCsv, ImportReport), NodeError> {
     let mut report = ImportReport {
         dataset: schema.name().to_string(),
         source: path.display().to_string(),
@@ -122,10 +197,13 @@ pub fn read_csv(
     report.ignored_columns =
         headers.iter().filter(|h| *h != schema.key() && schema.column(h).is_none()).cloned().collect();
 
-    // Every row with a readable key, in file order, with its values if they parsed: a
+    // Every row with a readable key goes to the sort, with its values if they parsed: a
     // code on two rows is a duplicate even when one of the rows is also bad in another
-    // way. One vector, sorted once, costs far less than maps of strings for 10^6 rows.
-    let mut keyed: Vec<(String, u64, Option<Vec<xmcredit_contracts::data::Value>>)> = Vec::new();
+    // way.
+    let codec = RowCodec::new(schema);
+    let mut sorter = sort::Sorter::new(spill_dir);
+    let mut candidates = 0u64;
+    let mut encoded = Vec::new();
     let mut record = csv::StringRecord::new();
     let mut row_number = 0u64;
     loop {
@@ -153,74 +231,56 @@ pub fn read_csv(
             continue;
         }
         let raw_key = record.get(key_at).unwrap_or_default();
-        let key = match key_kind {
-            KeyKind::EntityCode => match EntityCode::parse(raw_key) {
-                Ok((code, warning)) => {
-                    if let Some(warning) = warning {
-                        report.warnings.push(RowWarning {
-                            row: row_number,
-                            key: code.to_string(),
-                            warning: warning.to_string(),
-                        });
-                    }
-                    code.to_string()
-                }
-                Err(e) => {
-                    report.reject(
-                        row_number,
-                        Some(raw_key.to_string()),
-                        format!("bad unified social credit code: {e}"),
-                    );
-                    continue;
-                }
-            },
-            KeyKind::Identifier => match check_identifier(raw_key) {
-                Ok(id) => id,
-                Err(reason) => {
-                    report.reject(row_number, Some(raw_key.to_string()), reason);
-                    continue;
-                }
-            },
-        };
+        let Some(key) = parse_key(key_kind, raw_key, row_number, &mut report) else { continue };
         let cells: Vec<&str> = column_at.iter().map(|&i| record.get(i).unwrap_or_default()).collect();
         match schema.parse_row(&cells) {
-            Ok(values) => keyed.push((key, row_number, Some(values))),
+            Ok(values) => {
+                encoded.clear();
+                codec.encode_values(&values, &mut encoded)?;
+                sorter.push(key.as_bytes(), row_number, Some(&encoded))?;
+                candidates += 1;
+            }
             Err(e) => {
                 report.reject(row_number, Some(key.clone()), format!("bad value: {e}"));
-                keyed.push((key, row_number, None));
+                sorter.push(key.as_bytes(), row_number, None)?;
             }
         }
     }
     progress(row_number);
-    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut rows: Vec<DatasetRow> = Vec::with_capacity(keyed.len());
-    let mut group: Vec<(String, u64, Option<Vec<xmcredit_contracts::data::Value>>)> = Vec::new();
-    let mut entries = keyed.into_iter().peekable();
-    while let Some(entry) = entries.next() {
-        group.push(entry);
-        if entries.peek().is_some_and(|next| next.0 == group[0].0) {
-            continue;
-        }
-        if group.len() == 1 {
-            if let Some((key, _, Some(values))) = group.pop() {
-                rows.push(DatasetRow { key, values });
+    Ok((ParsedCsv { sorter, candidates }, report))
+}
+
+/// The normalized key of one row, or `None` with the row rejected in the report.
+fn parse_key(key_kind: KeyKind, raw_key: &str, row_number: u64, report: &mut ImportReport) -> Option<String> {
+    match key_kind {
+        KeyKind::EntityCode => match EntityCode::parse(raw_key) {
+            Ok((code, warning)) => {
+                if let Some(warning) = warning {
+                    report.warnings.push(RowWarning {
+                        row: row_number,
+                        key: code.to_string(),
+                        warning: warning.to_string(),
+                    });
+                }
+                Some(code.to_string())
             }
-        } else {
-            let all: Vec<String> = group.iter().map(|(_, row, _)| row.to_string()).collect();
-            // Rows already rejected for a bad value keep that reason.
-            for (key, row, _) in group.iter().filter(|(_, _, values)| values.is_some()) {
+            Err(e) => {
                 report.reject(
-                    *row,
-                    Some(key.clone()),
-                    format!("duplicate code: appears on rows {}", all.join(", ")),
+                    row_number,
+                    Some(raw_key.to_string()),
+                    format!("bad unified social credit code: {e}"),
                 );
+                None
             }
-        }
-        group.clear();
+        },
+        KeyKind::Identifier => match check_identifier(raw_key) {
+            Ok(id) => Some(id),
+            Err(reason) => {
+                report.reject(row_number, Some(raw_key.to_string()), reason);
+                None
+            }
+        },
     }
-    report.rejected.sort_by_key(|r| r.row);
-    report.rows_accepted = rows.len() as u64;
-    Ok((rows, report))
 }
 
 fn check_identifier(raw: &str) -> Result<String, String> {
@@ -254,9 +314,17 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let schema = DatasetSchema::new("d", "credit_code", vec![("headcount".into(), ColumnType::Integer)])
             .unwrap_or_else(|e| panic!("{e}"));
-        let (rows, report) =
-            read_csv(&path, &schema, KeyKind::EntityCode, |_| {}).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(rows.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), vec!["92350206MA8T12340D"]);
+        let (parsed, mut report) =
+            read_csv(&path, &schema, KeyKind::EntityCode, &dir.path().join("spill"), |_| {})
+                .unwrap_or_else(|e| panic!("{e}"));
+        let mut keys = Vec::new();
+        parsed
+            .for_each_accepted(&mut report, |key, _| {
+                keys.push(String::from_utf8_lossy(key).into_owned());
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keys, vec!["92350206MA8T12340D"]);
         assert_eq!(report.rows_rejected, 2);
         assert_eq!(report.rejected[0].row, 1);
         assert_eq!(report.rejected[0].reason, "duplicate code: appears on rows 1, 3");

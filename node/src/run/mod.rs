@@ -17,7 +17,7 @@ use xmcredit_crypto::{Epoch, NodeId};
 use crate::context::NodeContext;
 use crate::proto;
 use crate::service::admin::ProgressSender;
-use crate::store::{DatasetRow, DatasetVersion, JobRecord, JobState, StoredContract};
+use crate::store::{DatasetVersion, JobRecord, JobState, StoredContract};
 use crate::NodeError;
 
 /// Runs the computation the operator asked for, as this node's role in the contract.
@@ -47,13 +47,14 @@ pub fn verified_contract(
 }
 
 /// The dataset the contract names for `me` (or `requested`, which must be that one),
-/// checked against the contract's columns, with its rows.
+/// checked against the contract's columns. Callers read its rows block by block
+/// (`Store::dataset_blocks`, `dataset_rows`) or its keys (`dataset_keys`).
 pub fn contract_dataset(
     ctx: &NodeContext,
     verified: &VerifiedContract,
     me: &NodeId,
     requested: &str,
-) -> Result<(DatasetVersion, Vec<DatasetRow>), NodeError> {
+) -> Result<DatasetVersion, NodeError> {
     let named = verified
         .contract()
         .dataset_of(me)
@@ -70,8 +71,7 @@ pub fn contract_dataset(
         .current_dataset(&named.name)?
         .ok_or_else(|| NodeError::NotFound { what: "dataset", id: named.name.clone() })?;
     verified.require_schema(me, &meta.schema)?;
-    let rows = ctx.store.dataset_rows(&meta)?;
-    Ok((meta, rows))
+    Ok(meta)
 }
 
 /// A job record in the running state; finish it with [`finish_job`].

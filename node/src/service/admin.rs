@@ -15,7 +15,7 @@ use xmcredit_contracts::DatasetSchema;
 
 use super::{contracts, peer_client, ResponseStream};
 use crate::context::NodeContext;
-use crate::import::{read_csv, KeyKind};
+use crate::import::{read_csv, ImportReport, KeyKind, IMPORT_SPILL_DIR};
 use crate::proto::{self, admin_server::Admin};
 use crate::store::AuditLog;
 use crate::NodeError;
@@ -304,15 +304,38 @@ fn import_dataset(
     progress: &ProgressSender,
 ) -> Result<serde_json::Value, NodeError> {
     let started = Instant::now();
-    let (rows, mut report) = read_csv(path, schema, key_kind, |done| progress.progress("reading", done, 0))?;
+    let spill_dir = ctx.config.data_dir.join(IMPORT_SPILL_DIR);
+    let (parsed, mut report) =
+        read_csv(path, schema, key_kind, &spill_dir, |done| progress.progress("reading", done, 0))?;
     let read_s = started.elapsed().as_secs_f64();
-    let refuse = if rows.is_empty() {
-        Some("no row was accepted".to_string())
-    } else if report.rows_rejected > 0 && !allow_rejects {
-        Some(format!("{} rows rejected; fix them or import with --allow-rejects", report.rows_rejected))
-    } else {
-        None
+    let refusal = |report: &ImportReport| {
+        if report.rows_rejected > 0 && !allow_rejects {
+            Some(format!("{} rows rejected; fix them or import with --allow-rejects", report.rows_rejected))
+        } else {
+            None
+        }
     };
+    // Rows refused while reading: nothing is written. Duplicates show only in the
+    // merge, while the version is written; then the unfinished version is discarded.
+    let mut refuse =
+        if parsed.candidates() == 0 { Some("no row was accepted".to_string()) } else { refusal(&report) };
+    let mut committed = None;
+    if refuse.is_none() {
+        let mut writer = ctx.store.begin_dataset_version(schema, &report.source, ctx.now_unix())?;
+        let total = parsed.candidates();
+        parsed.for_each_accepted(&mut report, |key, values| {
+            if writer.push_encoded(key, values)? {
+                progress.progress("writing", writer.rows(), total);
+            }
+            Ok(())
+        })?;
+        refuse = if writer.rows() == 0 { Some("no row was accepted".to_string()) } else { refusal(&report) };
+        if refuse.is_some() {
+            writer.discard()?;
+        } else {
+            committed = Some(writer.commit()?);
+        }
+    }
     if let Some(reason) = refuse {
         report.not_committed_reason = Some(reason.clone());
         report.seconds = started.elapsed().as_secs_f64();
@@ -324,12 +347,7 @@ fn import_dataset(
             Outcome::Refused { reason: format!("import {}: {reason}", schema.name()) },
             None,
         );
-    } else {
-        let total = rows.len() as u64;
-        let meta =
-            ctx.store.write_dataset_version(schema, &rows, &report.source, ctx.now_unix(), |done| {
-                progress.progress("writing", done, total)
-            })?;
+    } else if let Some(meta) = committed {
         report.version = Some(meta.version);
         report.digest = Some(meta.digest.clone());
         report.committed = true;

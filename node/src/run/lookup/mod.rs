@@ -37,7 +37,6 @@ pub use coordinator::{run, run_coordinator};
 pub use provider::{serve_session, serve_vector};
 pub use querier::run_querier;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -217,25 +216,51 @@ pub(crate) fn provider_vector(
         return Ok(cached);
     }
     let started = Instant::now();
-    let rows = ctx.store.dataset_rows(&meta)?;
     let scorecard = verified.scorecard(&me, &meta.schema)?;
-    let by_key: HashMap<&[u8], &[xmcredit_contracts::Value]> =
-        rows.iter().map(|r| (r.key.as_bytes(), r.values.as_slice())).collect();
     let layout = match params.output {
         LookupOutput::Bitmask => Some(params.bit_layout(verified)?),
         LookupOutput::Points => None,
     };
+    // The universe and the dataset are both in key order: one merge over the two, the
+    // dataset read block by block.
+    let mut rows = ctx.store.dataset_rows(&meta).peekable();
     let mut values = Vec::with_capacity(universe.len());
     for entry in universe.entries() {
-        let Some(row) = by_key.get(entry.as_slice()) else {
+        let mut found = None;
+        while let Some(next) = rows.peek() {
+            let key = match next {
+                Ok(row) => row.key.as_bytes(),
+                Err(_) => {
+                    return Err(rows
+                        .next()
+                        .and_then(Result::err)
+                        .unwrap_or_else(|| NodeError::Internal("dataset read".into())))
+                }
+            };
+            match key.cmp(entry.as_slice()) {
+                std::cmp::Ordering::Less => {
+                    rows.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    found = rows.next().and_then(Result::ok);
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        let Some(row) = found else {
             values.push(0);
             continue;
         };
         let value = match &layout {
-            Some(layout) => layout.place(&me, scorecard.evaluate_mask(row)?)?,
-            None => params.width.encode_signed(scorecard.evaluate(row)?)?,
+            Some(layout) => layout.place(&me, scorecard.evaluate_mask(&row.values)?)?,
+            None => params.width.encode_signed(scorecard.evaluate(&row.values)?)?,
         };
         values.push(value);
+    }
+    // A damaged block after the universe's last entry is still an error.
+    for row in rows {
+        row?;
     }
     let oprf_key = ctx.secrets.master.derive_oprf_key(verified.id(), epoch, KeyPurpose::LookupProvider)?;
     let header = VectorHeader::new(verified.id().clone(), epoch, &universe, params.width);

@@ -24,7 +24,7 @@ use crate::context::NodeContext;
 use crate::proto;
 use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::admin::ProgressSender;
-use crate::store::{DatasetRow, JobState};
+use crate::store::JobState;
 use crate::NodeError;
 
 /// What the querier checked before a run.
@@ -33,7 +33,8 @@ struct QuerierRun {
     epoch: Epoch,
     params: Params,
     dataset: String,
-    rows: Vec<DatasetRow>,
+    /// The applicants, in key order: the querier's working set.
+    keys: Vec<String>,
 }
 
 async fn prepare(ctx: &Arc<NodeContext>, contract_id: &str, dataset: &str) -> Result<QuerierRun, NodeError> {
@@ -43,9 +44,10 @@ async fn prepare(ctx: &Arc<NodeContext>, contract_id: &str, dataset: &str) -> Re
     verified.require_role(&me, Role::Querier)?;
     verified.require_receiver(&me, OutputForm::Scores)?;
     let params = Params::of(&verified)?;
-    let (meta, rows) = contract_dataset(ctx, &verified, &me, dataset)?;
-    verified.require_min_set_size(&me, rows.len() as u64)?;
-    Ok(QuerierRun { verified, epoch, params, dataset: meta.name, rows })
+    let meta = contract_dataset(ctx, &verified, &me, dataset)?;
+    verified.require_min_set_size(&me, meta.rows)?;
+    let keys = ctx.store.dataset_keys(&meta)?;
+    Ok(QuerierRun { verified, epoch, params, dataset: meta.name, keys })
 }
 
 /// Runs a lookup under `contract_id` as its querier: the operator's `run lookup`.
@@ -60,7 +62,7 @@ pub async fn run_querier(
         let contract = ContractId::new(contract_id).ok();
         ctx.refuse(contract.as_ref(), None, error)
     })?;
-    let QuerierRun { verified, epoch, params, dataset, rows } = prepared;
+    let QuerierRun { verified, epoch, params, dataset, keys } = prepared;
     let session = SessionId::random(&mut rand::rngs::OsRng);
     let mut peers: Vec<String> = params.providers.iter().map(ToString::to_string).collect();
     if !params.providers.contains(&params.coordinator) {
@@ -70,7 +72,7 @@ pub async fn run_querier(
     let deadline = ctx.config.timeouts.round() * SESSION_DEADLINE_ROUNDS;
     let result = match tokio::time::timeout(
         deadline,
-        drive(&ctx, &verified, epoch, &params, session, &rows, &progress),
+        drive(&ctx, &verified, epoch, &params, session, &keys, &progress),
     )
     .await
     {
@@ -80,14 +82,14 @@ pub async fn run_querier(
     match result {
         Ok(run) => {
             let report =
-                report(&ctx, &verified, &params, &dataset, &rows, &run, started.elapsed().as_secs_f64());
+                report(&ctx, &verified, &params, &dataset, &keys, &run, started.elapsed().as_secs_f64());
             let mut sizes = BTreeMap::new();
             sizes.insert(ctx.node_id().clone(), run.output.lookups);
             let transcript = run.output.transcripts.first().map(|(_, digest)| *digest);
             let detail = match &report {
                 Ok(report) => format!(
                     "{} applicants, {} looked up, results in {}",
-                    rows.len(),
+                    keys.len(),
                     run.output.lookups,
                     report["output_file"].as_str().unwrap_or("-")
                 ),
@@ -133,7 +135,7 @@ async fn drive(
     epoch: Epoch,
     params: &Params,
     session: SessionId,
-    rows: &[DatasetRow],
+    keys: &[String],
     progress: &ProgressSender,
 ) -> Result<Finished, NodeError> {
     let contract = verified.id().clone();
@@ -141,7 +143,7 @@ async fn drive(
     let (universe, vector, vector_bytes) = download(ctx, &contract, epoch, params, session).await?;
     let vector_s = download_started.elapsed().as_secs_f64();
     progress.progress("vector", vector.len() as u64, vector.len() as u64);
-    let applicants: Vec<Vec<u8>> = rows.iter().map(|r| r.key.as_bytes().to_vec()).collect();
+    let applicants: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     let header = vector.header().clone();
     let query = LookupQuery::new(header, universe.clone(), params.providers.clone(), &applicants)?;
     let query_started = Instant::now();
@@ -362,7 +364,7 @@ fn report(
     verified: &VerifiedContract,
     params: &Params,
     dataset: &str,
-    rows: &[DatasetRow],
+    keys: &[String],
     run: &Finished,
     wall_s: f64,
 ) -> Result<serde_json::Value, NodeError> {
@@ -382,7 +384,7 @@ fn report(
         LookupOutput::Points => String::from("credit_code,registered,value\n"),
     };
     let mut registered = 0u64;
-    for (row, value) in rows.iter().zip(&run.output.results) {
+    for (key, value) in keys.iter().zip(&run.output.results) {
         let json = result_json(params, layout.as_ref(), &rule_counts, signed, *value);
         if json["registered"] == true {
             registered += 1;
@@ -393,19 +395,19 @@ fn report(
                     .as_array()
                     .map(|c| c.iter().map(|b| if b == true { '1' } else { '0' }).collect())
                     .unwrap_or_default();
-                let _ = writeln!(csv, "{},true,{},{},{}", row.key, json["mask"], criteria, json["all"]);
+                let _ = writeln!(csv, "{},true,{},{},{}", key, json["mask"], criteria, json["all"]);
             }
             LookupOutput::Points if json["registered"] == true => {
-                let _ = writeln!(csv, "{},true,{}", row.key, json["value"]);
+                let _ = writeln!(csv, "{},true,{}", key, json["value"]);
             }
             LookupOutput::Bitmask => {
-                let _ = writeln!(csv, "{},false,,,", row.key);
+                let _ = writeln!(csv, "{},false,,,", key);
             }
             LookupOutput::Points => {
-                let _ = writeln!(csv, "{},false,", row.key);
+                let _ = writeln!(csv, "{},false,", key);
             }
         }
-        results.insert(row.key.clone(), json);
+        results.insert(key.clone(), json);
     }
     let path = crate::run::write_output(
         ctx,
@@ -424,9 +426,9 @@ fn report(
         "width": params.width.bits(),
         "providers": params.providers.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "coordinator": params.coordinator.to_string(),
-        "applicants": rows.len(),
+        "applicants": keys.len(),
         "registered": registered,
-        "not_registered": rows.len() as u64 - registered,
+        "not_registered": keys.len() as u64 - registered,
         "lookups": run.output.lookups,
         "universe_size": run.universe_len,
         "universe_digest": hex::encode(run.universe_digest),

@@ -20,7 +20,6 @@ use xmcredit_crypto::{ContractId, Epoch, NodeId};
 use xmcredit_protocol::psi::{OutgoingMessage, PsiOutputForm, ServerSet};
 
 use crate::proto;
-use crate::store::DatasetRow;
 use crate::NodeError;
 
 /// A session's deadline, in round timeouts.
@@ -31,9 +30,14 @@ pub(super) const CHUNK_SIZE: u32 = 8192;
 
 /// The cache key of an evaluated server set: (contract, epoch, dataset name, version).
 pub type ServerSetKey = (ContractId, Epoch, String, u64);
-/// An evaluated server set and the rows it was built from (to name the both form's
-/// matches).
-pub type CachedServerSet = (Arc<ServerSet>, Arc<Vec<DatasetRow>>);
+/// An evaluated server set in the node's cache (`NodeContext::psi_sets`): the set
+/// only; rows are read from the store when a session needs them.
+#[derive(Debug, Clone)]
+pub struct CachedServerSet {
+    pub set: Arc<ServerSet>,
+    /// Last use, for eviction under the cache's byte budget (least recently used first).
+    pub used: std::time::Instant,
+}
 
 pub(super) fn form_of(output: PsiOutput) -> PsiOutputForm {
     match output {

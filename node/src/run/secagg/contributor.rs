@@ -200,14 +200,16 @@ fn prepare(ctx: &NodeContext, peer: &NodeId, open: &Open) -> Result<Session, Ref
         ctx.store.claim_session(setup.binding().session.as_bytes(), open.contract.as_str())?;
         return Ok(Session { verified, params, setup, input, dataset });
     }
-    let (meta, rows) = contract_dataset(ctx, &verified, me, "")?;
-    let input = input::build(&params, &meta.schema, &rows, &open.universe).map_err(|error| {
-        tracing::warn!(contract = %open.contract, reason = %error, "secagg input refused");
-        Refusal {
-            local: NodeError::Refused(format!("dataset {}: {error}", meta.name)),
-            remote: Some(NodeError::Refused(error.for_peer())),
-        }
-    })?;
+    let meta = contract_dataset(ctx, &verified, me, "")?;
+    let input = input::build(&params, &meta.schema, ctx.store.dataset_rows(&meta), &open.universe).map_err(
+        |error| {
+            tracing::warn!(contract = %open.contract, reason = %error, "secagg input refused");
+            Refusal {
+                local: NodeError::Refused(format!("dataset {}: {error}", meta.name)),
+                remote: Some(NodeError::Refused(error.for_peer())),
+            }
+        },
+    )?;
     let roster = roster(&verified, &params, peer)?;
     let setup = Setup::new(binding, roster, VectorSpec { len: input.values.len(), bits: params.bits })?;
     ctx.store.claim_session(setup.binding().session.as_bytes(), open.contract.as_str())?;
