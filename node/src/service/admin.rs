@@ -320,7 +320,15 @@ fn import_dataset(
     let mut refuse =
         if parsed.candidates() == 0 { Some("no row was accepted".to_string()) } else { refusal(&report) };
     let mut committed = None;
-    if refuse.is_none() {
+    if refuse.is_some() {
+        // Nothing is written, but the report still lists the duplicates and counts.
+        parsed.for_each_accepted(&mut report, |_, _| Ok(()))?;
+        refuse = if report.rows_accepted == 0 {
+            Some("no row was accepted".to_string())
+        } else {
+            refusal(&report)
+        };
+    } else {
         let mut writer = ctx.store.begin_dataset_version(schema, &report.source, ctx.now_unix())?;
         let total = parsed.candidates();
         parsed.for_each_accepted(&mut report, |key, values| {
