@@ -63,6 +63,10 @@ pub struct PsiBench {
     pub floor_s: f64,
     pub idle_node_rss_mib: f64,
     pub import_s: f64,
+    /// The server's store on disk after its import, per row of its dataset, and over
+    /// the size of the CSV it was imported from.
+    pub server_store_bytes_per_row: f64,
+    pub server_store_to_csv: f64,
     pub runs: Vec<PsiRun>,
     pub floor: FloorReport,
 }
@@ -108,6 +112,8 @@ pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Resul
         .import("a_grade_taxpayers", &data.join("server.toml"), &data.join("server.csv"), false)
         .await?;
     let import_s = import_started.elapsed().as_secs_f64();
+    let server_csv = std::fs::metadata(data.join("server.csv"))?.len() as f64;
+    let server_store = dir_bytes(&alliance.node("credit-center")?.dir.join("store")) as f64;
     alliance
         .node("bank-a")?
         .import("loan_applicants", &data.join("client.toml"), &data.join("client.csv"), false)
@@ -158,7 +164,17 @@ pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Resul
             server_rss_before_mib,
         });
     }
-    Ok(PsiBench { n, m, floor_s, idle_node_rss_mib: idle, import_s, runs, floor })
+    Ok(PsiBench {
+        n,
+        m,
+        floor_s,
+        idle_node_rss_mib: idle,
+        import_s,
+        server_store_bytes_per_row: server_store / m as f64,
+        server_store_to_csv: server_store / server_csv.max(1.0),
+        runs,
+        floor,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -167,6 +183,39 @@ pub struct ImportBench {
     pub seconds: f64,
     pub rows_per_second: f64,
     pub node_peak_mib: f64,
+    /// The node's resident memory just before the import (started, idle).
+    pub node_rss_before_mib: f64,
+    /// The floor measured in the same run: reading the CSV and splitting it into cells,
+    /// in this process, on one core (what any import must at least do).
+    pub floor_s: f64,
+    pub ratio_to_floor: f64,
+    pub csv_bytes: u64,
+    /// The node's store directory after the import (sled files; the dataset dominates).
+    pub store_bytes: u64,
+    pub store_bytes_per_row: f64,
+    pub store_to_csv: f64,
+}
+
+/// Bytes of every file under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Reads `path` and splits it into lines and cells; returns the seconds taken and the
+/// cell count (so the work cannot be optimized away).
+fn csv_floor(path: &Path) -> Result<(f64, u64)> {
+    let started = Instant::now();
+    let text = std::fs::read_to_string(path)?;
+    let cells = text.lines().map(|line| line.split(',').count() as u64).sum();
+    Ok((started.elapsed().as_secs_f64(), cells))
 }
 
 /// Imports `rows` rows (code + four typed columns) into one node.
@@ -194,8 +243,13 @@ pub async fn import(program: NodeProgram, base: &Path, rows: usize) -> Result<Im
         data.join("big.toml"),
         "name = \"registry\"\nkey = \"credit_code\"\ncolumns = [\n  { name = \"tax_grade\", type = \"enum\", values = [\"A\", \"B\", \"M\", \"C\", \"D\"] },\n  { name = \"si_headcount\", type = \"integer\" },\n  { name = \"arrears\", type = \"decimal\", scale = 2 },\n  { name = \"registered\", type = \"date\" },\n]\n",
     )?;
+    let csv_bytes = std::fs::metadata(data.join("big.csv"))?.len();
+    let (floor_s, cells) = csv_floor(&data.join("big.csv"))?;
+    anyhow::ensure!(cells == (rows as u64 + 1) * 5, "the floor read {cells} cells");
     let alliance = Alliance::create(program, base, &["credit-center"], true).await?;
     let node = alliance.node("credit-center")?;
+    node.reset_peak_memory();
+    let node_rss_before_mib = node.memory_kib().map_or(0.0, |(_, rss)| rss as f64 / 1024.0);
     let started = Instant::now();
     let report = node.import("registry", &data.join("big.toml"), &data.join("big.csv"), false).await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -204,11 +258,20 @@ pub async fn import(program: NodeProgram, base: &Path, rows: usize) -> Result<Im
         "import accepted {}",
         report["rows_accepted"]
     );
+    let node_peak_mib = node.memory_kib().map_or(0.0, |(hwm, _)| hwm as f64 / 1024.0);
+    let store_bytes = dir_bytes(&node.dir.join("store"));
     Ok(ImportBench {
         rows,
         seconds,
         rows_per_second: rows as f64 / seconds,
-        node_peak_mib: node.memory_kib().map_or(0.0, |(hwm, _)| hwm as f64 / 1024.0),
+        node_peak_mib,
+        node_rss_before_mib,
+        floor_s,
+        ratio_to_floor: seconds / floor_s.max(1e-9),
+        csv_bytes,
+        store_bytes,
+        store_bytes_per_row: store_bytes as f64 / rows as f64,
+        store_to_csv: store_bytes as f64 / csv_bytes.max(1) as f64,
     })
 }
 

@@ -56,6 +56,9 @@ enum Bench {
         n: usize,
         #[arg(long, default_value_t = 1 << 16)]
         m: usize,
+        /// Write the JSON result here (as `--report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Lookup between two nodes: provider preparation over a universe against its floor,
     /// query time for 1,000 and 10,000 applicants, bytes downloaded per universe entry.
@@ -70,6 +73,9 @@ enum Bench {
     BenchImport {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
+        /// Write the JSON result here (as `--report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -109,19 +115,24 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
     std::fs::create_dir_all(&base)?;
     let program = NodeProgram::SelfWith("node".into());
     let report = match &bench {
-        Bench::BenchLookup { json: Some(path), .. } => Some(path.clone()),
+        Bench::BenchLookup { json: Some(path), .. }
+        | Bench::BenchPsi { json: Some(path), .. }
+        | Bench::BenchImport { json: Some(path), .. } => Some(path.clone()),
         _ => report,
     };
     let json = match bench {
-        Bench::BenchPsi { n, m } => {
+        Bench::BenchPsi { n, m, .. } => {
             let result = xmcredit_simulator::bench::psi(program, &base, n, m).await?;
             println!(
                 "PSI between two node processes, n = {n}, m = {m} (floor {:.2} s on {} cores)",
                 result.floor_s, result.floor.cores
             );
             println!(
-                "idle node RSS {:.1} MiB; server import {:.2} s",
-                result.idle_node_rss_mib, result.import_s
+                "idle node RSS {:.1} MiB; server import {:.2} s; server store {:.1} bytes/row ({:.2}x its CSV)",
+                result.idle_node_rss_mib,
+                result.import_s,
+                result.server_store_bytes_per_row,
+                result.server_store_to_csv
             );
             for run in &result.runs {
                 println!(
@@ -165,11 +176,20 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
             }
             serde_json::to_value(&result)?
         }
-        Bench::BenchImport { rows } => {
+        Bench::BenchImport { rows, .. } => {
             let result = xmcredit_simulator::bench::import(program, &base, rows).await?;
             println!(
-                "import of {} rows: {:.2} s ({:.0} rows/s), node peak {:.1} MiB",
-                result.rows, result.seconds, result.rows_per_second, result.node_peak_mib
+                "import of {} rows: {:.2} s ({:.0} rows/s; floor {:.2} s, ×{:.2}), node peak {:.1} MiB (from {:.1}); store {:.1} bytes/row, {:.2}x the CSV ({:.1} bytes/row)",
+                result.rows,
+                result.seconds,
+                result.rows_per_second,
+                result.floor_s,
+                result.ratio_to_floor,
+                result.node_peak_mib,
+                result.node_rss_before_mib,
+                result.store_bytes_per_row,
+                result.store_to_csv,
+                result.csv_bytes as f64 / result.rows as f64
             );
             serde_json::to_value(&result)?
         }
