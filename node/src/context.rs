@@ -310,27 +310,7 @@ impl NodeContext {
         let budget =
             usize::try_from(self.config.store.psi_cache_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
         let Ok(mut cache) = self.psi_sets.lock() else { return };
-        cache.retain(|(contract, ..), _| contract != &key.0);
-        let bytes = set.heap_bytes();
-        if bytes > budget {
-            tracing::info!(
-                bytes,
-                budget,
-                "psi server set larger than the cache budget (store.psi_cache_mb): not cached"
-            );
-            return;
-        }
-        let mut used: usize = cache.values().map(|c| c.set.heap_bytes()).sum();
-        while used + bytes > budget {
-            let Some(oldest) = cache.iter().min_by_key(|(_, c)| c.used).map(|(k, _)| k.clone()) else {
-                break;
-            };
-            if let Some(evicted) = cache.remove(&oldest) {
-                used -= evicted.set.heap_bytes();
-                tracing::info!(contract = %oldest.0, bytes = evicted.set.heap_bytes(), "evicted a cached PSI set (budget)");
-            }
-        }
-        cache.insert(key, crate::run::psi::CachedServerSet { set, used: std::time::Instant::now() });
+        crate::run::psi::admit_server_set(&mut cache, key, set, budget);
     }
 
     /// Bytes held by the PSI server set cache.
