@@ -54,8 +54,12 @@ pub enum Computation {
         label_columns: Vec<String>,
     },
     /// Duplicate detection: which of a contributor's items occur at `threshold` or more
-    /// contributors, under an OPRF keyed by the committee.
-    Overthreshold { threshold: u32 },
+    /// contributors, under an OPRF keyed by the committee. People may leave `threshold`
+    /// out ([`DEFAULT_OVERTHRESHOLD`]); the canonical bytes always carry it.
+    Overthreshold {
+        #[serde(default = "default_overthreshold")]
+        threshold: u32,
+    },
     /// Secure aggregation of one vector per contributor: entry i is the sum of
     /// `value_column` over the contributor's rows whose `group_column` is `groups[i]`.
     Secagg {
@@ -71,6 +75,14 @@ pub enum Computation {
     /// Private aggregate lookup: each provider scores every entity of the universe with
     /// its rules; queriers learn the totals of their own applicants only.
     Lookup { output: LookupOutput },
+}
+
+/// The threshold of an overthreshold contract that does not name one: an item financed
+/// at two banks is already a duplicate.
+pub const DEFAULT_OVERTHRESHOLD: u32 = 2;
+
+fn default_overthreshold() -> u32 {
+    DEFAULT_OVERTHRESHOLD
 }
 
 /// Which contributors of a `secagg` contract must count for its sum to be unmasked.
@@ -264,8 +276,9 @@ pub struct Limits {
     /// The smallest set each named party may bring (absent: 1).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub min_set_size: BTreeMap<NodeId, u64>,
-    /// Lookups a day: for `lookup` every querier is named; for `psi` the client may be
-    /// (the server counts the elements it evaluates for it each day).
+    /// Lookups a day: for `lookup` every querier is named; for `psi` the client; for
+    /// `overthreshold` every contributor (each committee member counts the elements it
+    /// evaluates for it each day).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lookups_per_day: BTreeMap<NodeId, u64>,
     /// The fewest contributors (providers, for `lookup`) a result may be computed from.
@@ -274,6 +287,11 @@ pub struct Limits {
     /// Bits of each output entry (`secagg`, `lookup`): sums provably fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_bits: Option<u32>,
+    /// The largest set one contributor may bring to one `overthreshold` session
+    /// (required there, absent elsewhere): it fixes the tag length every party derives,
+    /// and bounds what one session can test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_set_size: Option<u64>,
 }
 
 impl Contract {

@@ -17,6 +17,9 @@ use crate::ContractError;
 
 /// The most characters a purpose may have.
 pub const MAX_PURPOSE_CHARS: usize = 2000;
+/// The largest `limits.max_set_size` of an overthreshold contract: 2^32 items per bank,
+/// so that with 1024 banks the tags (40 + 2·42 bits) still fit 128 bits.
+pub const MAX_OVERTHRESHOLD_SET: u64 = 1 << 32;
 /// The most groups (vector entries) a secagg contract may declare.
 pub const MAX_GROUPS: usize = 1 << 16;
 
@@ -430,24 +433,21 @@ impl Contract {
 
         // Lookups: every querier has a daily quota. PSI: the client has one (the server
         // counts the elements it evaluates for it per day). Nobody else can.
-        let queriers: BTreeSet<&NodeId> = self.parties_with(Role::Querier).map(|p| &p.node).collect();
-        let clients: BTreeSet<&NodeId> = self.parties_with(Role::Client).map(|p| &p.node).collect();
+        // Overthreshold: every contributor has one too, counted by each committee member
+        // (a contributor could otherwise test guessed ids, run after run).
+        let (quota_role, who) = match kind {
+            ComputationKind::Psi => (Role::Client, "exactly the client"),
+            ComputationKind::Overthreshold => (Role::Contributor, "exactly the contributors"),
+            _ => (Role::Querier, "exactly the queriers"),
+        };
+        let must_have_quota: BTreeSet<&NodeId> = self.parties_with(quota_role).map(|p| &p.node).collect();
         let quota_named: BTreeSet<&NodeId> = limits.lookups_per_day.keys().collect();
         // A PSI client must have a quota too: a minimum set size alone does not stop a
         // client from padding one target with dummies, run after run.
-        let quota_ok = match kind {
-            ComputationKind::Psi => quota_named == clients,
-            _ => quota_named == queriers,
-        };
-        if !quota_ok {
-            let allowed = if kind == ComputationKind::Psi { &clients } else { &queriers };
+        if quota_named != must_have_quota {
             return Err(malformed(
                 "limits.lookups_per_day",
-                format!(
-                    "must name {} ({})",
-                    if kind == ComputationKind::Psi { "exactly the client" } else { "exactly the queriers" },
-                    list(&allowed.iter().copied().collect::<Vec<_>>())
-                ),
+                format!("must name {who} ({})", list(&must_have_quota.iter().copied().collect::<Vec<_>>())),
             ));
         }
         if let Some((node, _)) = limits.lookups_per_day.iter().find(|(_, n)| **n == 0 || **n > max) {
@@ -492,6 +492,24 @@ impl Contract {
                 return Err(malformed("limits.output_bits", "must be between 1 and 64"))
             }
             _ => {}
+        }
+        match (kind, limits.max_set_size) {
+            (ComputationKind::Overthreshold, None) => {
+                return Err(malformed(
+                    "limits.max_set_size",
+                    "an overthreshold contract must set it (it fixes the tag length every party derives)",
+                ))
+            }
+            (ComputationKind::Overthreshold, Some(n)) if n == 0 || n > MAX_OVERTHRESHOLD_SET => {
+                return Err(malformed(
+                    "limits.max_set_size",
+                    format!("must be between 1 and {MAX_OVERTHRESHOLD_SET}, is {n}"),
+                ))
+            }
+            (ComputationKind::Overthreshold, Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(malformed("limits.max_set_size", format!("only overthreshold sets it, not {kind}")))
+            }
         }
         if let (Computation::Lookup { output }, Some(bits)) = (&self.computation, limits.output_bits) {
             self.validate_lookup_width(*output, bits)?;

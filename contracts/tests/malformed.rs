@@ -134,6 +134,49 @@ fn kind_specific_rules() {
 }
 
 #[test]
+fn overthreshold_without_quota_or_size_bound_is_refused() {
+    let text = sample_text(OVERTHRESHOLD);
+    let quota = "lookups_per_day = { bank-a = 200000, bank-b = 200000, bank-c = 200000 }";
+    let cases = [
+        // A contributor with no daily quota could test guessed ids run after run.
+        (quota, "lookups_per_day = { bank-a = 200000, bank-b = 200000 }", "limits.lookups_per_day"),
+        // A quota for a party that brings no set to evaluate.
+        (
+            quota,
+            "lookups_per_day = { bank-a = 1, bank-b = 1, bank-c = 1, credit-center = 1 }",
+            "limits.lookups_per_day",
+        ),
+        (quota, "lookups_per_day = { bank-a = 0, bank-b = 1, bank-c = 1 }", "limits.lookups_per_day.bank-a"),
+        // No bound on a set: the tag length could not be derived.
+        ("max_set_size = 100000\n", "", "limits.max_set_size"),
+        ("max_set_size = 100000", "max_set_size = 0", "limits.max_set_size"),
+        ("max_set_size = 100000", "max_set_size = 4294967297", "limits.max_set_size"),
+    ];
+    for (from, to, field) in cases {
+        assert!(text.contains(from), "{from}");
+        let err = refused(&text.replacen(from, to, 1));
+        assert_eq!(field_of(&err), field, "{to}: {err}");
+    }
+    // Only overthreshold bounds a set this way.
+    let psi = sample_text(PSI);
+    let err = refused(&psi.replacen("[limits]", "[limits]\nmax_set_size = 10", 1));
+    assert_eq!(field_of(&err), "limits.max_set_size");
+}
+
+#[test]
+fn overthreshold_threshold_defaults_to_two_and_is_always_signed() {
+    let text = sample_text(OVERTHRESHOLD).replacen("threshold = 2\n", "", 1);
+    let contract = Contract::from_toml_str(&text).expect("threshold may be left out");
+    let written = Contract::from_toml_str(&sample_text(OVERTHRESHOLD)).expect("sample");
+    assert_eq!(contract.computation, written.computation);
+    let bytes = contract.canonical_bytes().expect("canonical");
+    assert!(String::from_utf8_lossy(&bytes).contains(r#""threshold":2"#));
+    // Canonical bytes without it are not canonical: signers always see the number.
+    let without = String::from_utf8_lossy(&bytes).replace(r#","threshold":2"#, "");
+    assert!(Contract::from_canonical_bytes(without.as_bytes()).is_err());
+}
+
+#[test]
 fn secagg_needs_a_threshold_of_two_and_a_sum_that_cannot_wrap() {
     let secagg = sample_text(SECAGG);
     // t = 1 would let one share unmask a contributor; the protocol needs t >= 2.
