@@ -78,7 +78,7 @@ pub enum Command {
     Run {
         #[command(flatten)]
         config: ConfigArg,
-        /// psi, secagg or lookup.
+        /// psi, secagg, lookup or overthreshold.
         computation: String,
         #[arg(long)]
         contract: String,

@@ -4,6 +4,7 @@
 
 pub mod fault;
 pub mod lookup;
+pub mod overthreshold;
 pub mod psi;
 pub mod secagg;
 
@@ -30,7 +31,12 @@ pub async fn run_job(
         "psi" => psi::run_client(ctx, &request.contract_id, &request.dataset, progress).await,
         "secagg" => secagg::run_coordinator(ctx, &request.contract_id, &request.dataset, progress).await,
         "lookup" => lookup::run(ctx, &request.contract_id, &request.dataset, progress).await,
-        other => Err(NodeError::Refused(format!("unknown computation {other:?}: use psi, secagg or lookup"))),
+        "overthreshold" => {
+            overthreshold::run_coordinator(ctx, &request.contract_id, &request.dataset, progress).await
+        }
+        other => Err(NodeError::Refused(format!(
+            "unknown computation {other:?}: use psi, secagg, lookup or overthreshold"
+        ))),
     }
 }
 

@@ -20,19 +20,30 @@ use crate::NodeError;
 
 /// The computations this node can run; contracts for others are refused at proposal,
 /// so nobody signs a contract that can never run.
-const RUNNABLE: [ComputationKind; 3] =
-    [ComputationKind::Psi, ComputationKind::Secagg, ComputationKind::Lookup];
+const RUNNABLE: [ComputationKind; 4] =
+    [ComputationKind::Psi, ComputationKind::Secagg, ComputationKind::Lookup, ComputationKind::Overthreshold];
 
 fn require_runnable(document: &Contract) -> Result<(), NodeError> {
     if !RUNNABLE.contains(&document.kind()) {
         return Err(NodeError::Refused(format!(
-            "contract {} is for {}; this node runs psi, secagg and lookup only (overthreshold is not implemented yet)",
+            "contract {} is for {}; this node runs psi, secagg, lookup and overthreshold only",
             document.id,
             document.kind()
         )));
     }
     if document.kind() == ComputationKind::Lookup {
         crate::run::lookup::require_runnable(document)?;
+    }
+    if document.kind() == ComputationKind::Overthreshold {
+        if let Some(both) = document
+            .parties_with(Role::Coordinator)
+            .find(|p| p.roles.contains(&Role::Contributor))
+        {
+            return Err(NodeError::Refused(format!(
+                "contract {}: {} would be both coordinator and contributor of an overthreshold computation, which this node does not run",
+                document.id, both.node
+            )));
+        }
     }
     Ok(())
 }
