@@ -89,6 +89,17 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
     results.push(scenarios::mutual(&alliance, &world, (&bank_ids[0], 0), (&bank_ids[1], 1)).await?);
     results.extend(crate::secagg_scenarios::run_all(&mut alliance, &world, &bank_ids).await?);
     results.extend(crate::lookup_scenarios::run_all(&alliance, &world, &bank_ids).await?);
+    let invoices_dir = data_dir.join("overthreshold").tap_create()?;
+    results.push(
+        crate::overthreshold_scenarios::duplicate_financing(
+            &alliance,
+            &invoices_dir,
+            &bank_ids,
+            args.seed,
+            args.applicants,
+        )
+        .await?,
+    );
 
     let mut fault_results = Vec::new();
     if args.faults {
@@ -164,6 +175,9 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
         "credit-center (lookup coordinator)": "the padded vectors' sum, uniformly random without the providers' keys; as a provider, its own contribution only.",
         "lookup providers": "the number of lookups of each query session (distinct registered applicants); never which entities, nor another provider's contribution.",
         "bank (lookup querier)": "the sum of the providers' contributions for its own registered applicants only; every other entry of the vector is padded by keys it does not hold.",
+        "credit-center (overthreshold coordinator)": "each bank's number of financed invoices and its tags, pseudorandom under a key the committee shares: for every distinct tag, which banks hold it (the multiplicity histogram and the invoices two banks share, as counts), never an invoice number.",
+        "overthreshold committee members": "the number of invoices each bank has evaluated (charged to its daily quota) and blinded points; no member alone can evaluate a guessed invoice number.",
+        "bank (overthreshold contributor)": "which of its own invoices are financed at the threshold or more banks, and at how many; nothing about its invoices below the threshold, nor which banks hold them.",
         "network": "blinded and evaluated ristretto255 points, truncated tags, encrypted labels, masked vectors, sealed shares; all inside mutual TLS.",
     });
     let report = serde_json::json!({

@@ -16,7 +16,7 @@ use xmcredit_contracts::audit::Outcome;
 use xmcredit_contracts::{ComputationKind, OutputForm, Role, VerifiedContract};
 use xmcredit_crypto::NodeId;
 use xmcredit_protocol::overthreshold::{
-    ContributorConfig, ContributorOutput, OutgoingMessage, OverthresholdContributor, OverthresholdMessage,
+    ContributorConfig, ContributorOutput, MessageKind, OutgoingMessage, OverthresholdContributor, OverthresholdMessage,
     Parameters,
 };
 use xmcredit_protocol::{ProtocolError, SessionBinding};
@@ -276,8 +276,7 @@ async fn drive(
     let evaluate_started = Instant::now();
     let (mut state, out) = tokio::task::block_in_place(|| state.handle(coordinator, &announce))?;
     let contract = params_contract(&announce)?;
-    let (to_members, mut to_coordinator): (Vec<_>, Vec<_>) =
-        out.into_iter().partition(|m| params.committee().contains(&m.to));
+    let (to_members, mut to_coordinator) = split(out);
     let mut committee = match Committee::open(ctx, &contract, params, to_members).await {
         Ok(committee) => committee,
         Err((member, cause)) => return Err(member_failed(state, &member, &cause)),
@@ -307,8 +306,7 @@ async fn drive(
         };
         let (next, out) = tokio::task::block_in_place(|| state.handle(&member, &bytes))?;
         state = next;
-        let (to_members, to_coord): (Vec<_>, Vec<_>) =
-            out.into_iter().partition(|m| params.committee().contains(&m.to));
+        let (to_members, to_coord) = split(out);
         if let Err(member) = committee.route(to_members).await {
             return Err(member_failed(state, &member, "closed its stream"));
         }
@@ -331,6 +329,12 @@ async fn drive(
     let output =
         state.into_output().ok_or_else(|| NodeError::Internal("contributor finished without output".into()))?;
     Ok((output, evaluate_s))
+}
+
+/// Messages for the committee (Hello, blinded chunks) apart from the tags for the
+/// coordinator, by kind: the coordinator may sit on the committee too.
+fn split(out: Vec<OutgoingMessage>) -> (Vec<OutgoingMessage>, Vec<OutgoingMessage>) {
+    out.into_iter().partition(|m| m.kind != MessageKind::TagChunk)
 }
 
 /// The contract id a message is bound to.
