@@ -17,8 +17,8 @@ use xmcredit_simulator::demo::{self, DemoOptions};
     long_about = "Run the xmcredit alliance demo on one machine: the credit center, N banks and a utilities \
 company as node processes. Scenarios: PSI (A-grade taxpayers, dishonest count, registry labels, \
 co-lending), SecAgg (loans per district, industry and entity, with dropouts) and lookup \
-(easy-loan-matching, multi-bank-exposure, sole-proprietor-profile), each checked against the \
-plaintext answer; then the faults."
+(easy-loan-matching, multi-bank-exposure, sole-proprietor-profile) and overthreshold \
+(duplicate-financing), each checked against the plaintext answer; then the faults."
 )]
 struct Args {
     /// Number of banks.
@@ -66,6 +66,22 @@ enum Bench {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Duplicate detection (overthreshold) between node processes: banks × n financed
+    /// invoices, a committee, threshold 2; wall time against the floor measured in the
+    /// same run, bytes on the wire per item.
+    BenchOverthreshold {
+        #[arg(long, default_value_t = 5)]
+        banks: usize,
+        /// Invoices per bank.
+        #[arg(long, default_value_t = 1 << 16)]
+        n: usize,
+        /// Committee members (the credit center and the first banks).
+        #[arg(long, default_value_t = 3)]
+        committee: usize,
+        /// Write the JSON result here (as `--report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Import speed of a large CSV.
     BenchImport {
         #[arg(long, default_value_t = 1_000_000)]
@@ -109,7 +125,9 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
     std::fs::create_dir_all(&base)?;
     let program = NodeProgram::SelfWith("node".into());
     let report = match &bench {
-        Bench::BenchLookup { json: Some(path), .. } => Some(path.clone()),
+        Bench::BenchLookup { json: Some(path), .. } | Bench::BenchOverthreshold { json: Some(path), .. } => {
+            Some(path.clone())
+        }
         _ => report,
     };
     let json = match bench {
@@ -163,6 +181,20 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
                     if q.verified { "OK" } else { "MISMATCH" }
                 );
             }
+            serde_json::to_value(&result)?
+        }
+        Bench::BenchOverthreshold { banks, n, committee, .. } => {
+            let result = xmcredit_simulator::overthreshold_bench::run(program, &base, banks, n, committee).await?;
+            println!(
+                "overthreshold between node processes: {banks} banks × {n} invoices, committee of {committee}, t = 2: {:.2} s (floor {:.2} s on {} cores, ×{:.2}); {:.1} bytes per item; {} matches  {}",
+                result.wall_s,
+                result.floor_s,
+                result.floor.cores,
+                result.ratio_to_floor,
+                result.bytes_per_element,
+                result.matches,
+                if result.verified { "OK" } else { "MISMATCH" }
+            );
             serde_json::to_value(&result)?
         }
         Bench::BenchImport { rows } => {

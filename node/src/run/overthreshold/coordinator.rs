@@ -167,17 +167,22 @@ async fn drive(
     drop(event_tx);
     let mut failed: Vec<NodeId> = Vec::new();
     let round = ctx.config.timeouts.round();
+    // A bank sends nothing while the committee evaluates its set (minutes for large
+    // sets), so silence is not failure: each bank times its members out itself and
+    // reports. The coordinator waits for every bank's tags or failure, up to the
+    // session's deadline.
+    let deadline = round * super::SESSION_DEADLINE_ROUNDS;
+    let closing = tokio::time::Instant::now() + deadline;
     loop {
         if collecting.is_complete() || collecting.missing().iter().all(|m| failed.contains(m)) {
             break;
         }
-        let event = match tokio::time::timeout(round, events.recv()).await {
-            // A round without a message from anyone: close with whoever is in.
+        let event = match tokio::time::timeout_at(closing, events.recv()).await {
             Err(_) => {
                 for missing in collecting.missing() {
                     reasons
                         .entry(missing)
-                        .or_insert_with(|| format!("sent no complete tag set within {} s", round.as_secs()));
+                        .or_insert_with(|| format!("sent no complete tag set within {} s", deadline.as_secs()));
                 }
                 break;
             }
