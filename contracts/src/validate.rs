@@ -508,7 +508,10 @@ impl Contract {
             }
             (ComputationKind::Overthreshold, Some(_)) | (_, None) => {}
             (_, Some(_)) => {
-                return Err(malformed("limits.max_set_size", format!("only overthreshold sets it, not {kind}")))
+                return Err(malformed(
+                    "limits.max_set_size",
+                    format!("only overthreshold sets it, not {kind}"),
+                ))
             }
         }
         if let (Computation::Lookup { output }, Some(bits)) = (&self.computation, limits.output_bits) {

@@ -184,7 +184,8 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
             serde_json::to_value(&result)?
         }
         Bench::BenchOverthreshold { banks, n, committee, .. } => {
-            let result = xmcredit_simulator::overthreshold_bench::run(program, &base, banks, n, committee).await?;
+            let result =
+                xmcredit_simulator::overthreshold_bench::run(program, &base, banks, n, committee).await?;
             println!(
                 "overthreshold between node processes: {banks} banks × {n} invoices, committee of {committee}, t = 2: {:.2} s (floor {:.2} s on {} cores, ×{:.2}); {:.1} bytes per item; {} matches  {}",
                 result.wall_s,

@@ -44,7 +44,13 @@ impl Financing {
     /// `per_bank` invoices at each of `banks` banks, all distinct, then `doubles`
     /// invoices of bank i also financed at bank i+1, and (with 3 or more banks)
     /// `triples` invoices of bank i also financed at banks i+1 and i+2.
-    pub fn generate(seed: u64, banks: usize, per_bank: usize, doubles: usize, triples: usize) -> Result<Self> {
+    pub fn generate(
+        seed: u64,
+        banks: usize,
+        per_bank: usize,
+        doubles: usize,
+        triples: usize,
+    ) -> Result<Self> {
         anyhow::ensure!(banks >= 2, "duplicate financing needs at least two banks");
         anyhow::ensure!(doubles + triples <= per_bank, "more frauds than invoices");
         let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x0ef0_7e5b);
@@ -67,7 +73,11 @@ impl Financing {
             }
             if banks >= 3 {
                 for k in doubles..doubles + triples {
-                    seeded.entry(lists[b][k].clone()).or_default().extend([b, (b + 1) % banks, (b + 2) % banks]);
+                    seeded.entry(lists[b][k].clone()).or_default().extend([
+                        b,
+                        (b + 1) % banks,
+                        (b + 2) % banks,
+                    ]);
                 }
             }
         }
@@ -121,7 +131,11 @@ impl Financing {
 }
 
 /// Writes bank `b`'s invoices (schema and CSV) under `dir`; amounts vary by position.
-pub fn write_invoices(dir: &Path, file: &str, invoices: &[String]) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+pub fn write_invoices(
+    dir: &Path,
+    file: &str,
+    invoices: &[String],
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let mut csv = format!("{INVOICE_KEY},amount\n");
     for (i, invoice) in invoices.iter().enumerate() {
         let _ = writeln!(csv, "{invoice},{}.{:02}", 50_000 + (i * 7919) % 900_000, i % 100);
@@ -135,7 +149,11 @@ pub fn write_invoices(dir: &Path, file: &str, invoices: &[String]) -> Result<(st
 
 /// Imports an id-keyed dataset (`key_kind = "id"`: invoice numbers are not entity
 /// codes) through the node's admin service; fails unless it commits.
-pub async fn import_ids(node: &NodeHandle, dataset: &str, files: &(std::path::PathBuf, std::path::PathBuf)) -> Result<Value> {
+pub async fn import_ids(
+    node: &NodeHandle,
+    dataset: &str,
+    files: &(std::path::PathBuf, std::path::PathBuf),
+) -> Result<Value> {
     let schema_toml = std::fs::read_to_string(&files.0)?;
     let stream = node
         .admin()
@@ -203,7 +221,11 @@ pub fn contract(
 
 /// A contributor's result file (`outputs/overthreshold-<contract>-<session>.json`):
 /// its invoices at or over the threshold, with their multiplicity.
-pub fn read_result(node: &NodeHandle, contract: &str, session: &str) -> Result<(BTreeMap<String, u16>, Value)> {
+pub fn read_result(
+    node: &NodeHandle,
+    contract: &str,
+    session: &str,
+) -> Result<(BTreeMap<String, u16>, Value)> {
     let path = node.dir.join("outputs").join(format!("overthreshold-{contract}-{session}.json"));
     let report: Value = serde_json::from_str(
         &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,

@@ -111,7 +111,8 @@ async fn seeded_duplicates_are_found_exactly_and_every_refusal_says_why() -> Res
     let id = "credit-center.duplicate-invoices";
     // The daily quota lets each bank run once, not twice.
     let quota = largest * 3 / 2;
-    let (center, a, b, c) = (setup.node("credit-center"), setup.node("bank-a"), setup.node("bank-b"), setup.node("bank-c"));
+    let (center, a, b, c) =
+        (setup.node("credit-center"), setup.node("bank-a"), setup.node("bank-b"), setup.node("bank-c"));
     let toml = contract(
         id,
         "integration test: invoices financed at two or more banks",
@@ -165,7 +166,10 @@ async fn seeded_duplicates_are_found_exactly_and_every_refusal_says_why() -> Res
     for member in ["credit-center", "bank-a", "bank-b"] {
         let jobs = setup.jobs(member, id, "committee").await?;
         assert_eq!(jobs.len(), 3, "{member}: one evaluation job per contributor");
-        assert!(jobs.iter().all(|j| j.state == "succeeded" && j.detail.contains("evaluations for bank-")), "{jobs:?}");
+        assert!(
+            jobs.iter().all(|j| j.state == "succeeded" && j.detail.contains("evaluations for bank-")),
+            "{jobs:?}"
+        );
     }
     audit_verifies(center).await?;
 
@@ -182,7 +186,8 @@ async fn seeded_duplicates_are_found_exactly_and_every_refusal_says_why() -> Res
     let stranger = eval_status(setup.node("bank-d"), a, hello(id, epoch, SessionId([7; 16]), 20)?).await?;
     assert!(matches!(stranger.code(), Code::NotFound | Code::PermissionDenied), "{stranger:?}");
     // bank-c replaying the first run's session to a member: refused before any quota.
-    let session_bytes: [u8; 16] = hex::decode(&session)?.try_into().map_err(|_| anyhow::anyhow!("session"))?;
+    let session_bytes: [u8; 16] =
+        hex::decode(&session)?.try_into().map_err(|_| anyhow::anyhow!("session"))?;
     let replay = eval_status(c, center, hello(id, epoch, SessionId(session_bytes), 20)?).await?;
     assert_eq!(replay.code(), Code::AlreadyExists, "{replay:?}");
     // A Hello bound to another epoch.
@@ -215,7 +220,10 @@ async fn seeded_duplicates_are_found_exactly_and_every_refusal_says_why() -> Res
     );
     setup.agree(mismatch_id, &toml, &["bank-a", "bank-d"]).await?;
     let status = run_status(center, "overthreshold", mismatch_id).await?.expect_err("key mismatch");
-    assert_contains(status.message(), &["bank-d", "keys dataset financed_invoices by invoice_no", "fapiao_no"]);
+    assert_contains(
+        status.message(),
+        &["bank-d", "keys dataset financed_invoices by invoice_no", "fapiao_no"],
+    );
     Ok(())
 }
 
@@ -255,7 +263,8 @@ async fn a_dead_or_absent_committee_member_aborts_the_run_naming_it() -> Result<
         member.start().await?;
     }
     let started = Instant::now();
-    let status = run_status(setup.node("credit-center"), "overthreshold", id).await?.expect_err("a member died");
+    let status =
+        run_status(setup.node("credit-center"), "overthreshold", id).await?.expect_err("a member died");
     assert_contains(status.message(), &["committee member member-m failed", "bank-a", "bank-b"]);
     assert!(started.elapsed() < Duration::from_secs(50), "aborted when the stream broke, not at a timeout");
     for bank in ["bank-a", "bank-b"] {
@@ -269,7 +278,8 @@ async fn a_dead_or_absent_committee_member_aborts_the_run_naming_it() -> Result<
 
     // Absent altogether: unreachable, named.
     setup.alliance.node_mut("member-m")?.kill()?;
-    let status = run_status(setup.node("credit-center"), "overthreshold", id).await?.expect_err("member absent");
+    let status =
+        run_status(setup.node("credit-center"), "overthreshold", id).await?.expect_err("member absent");
     assert_contains(status.message(), &["member-m"]);
     let records = audit_records(setup.node("credit-center")).await?;
     let last = records.last().cloned().unwrap_or_default();

@@ -35,9 +35,8 @@ fn require_runnable(document: &Contract) -> Result<(), NodeError> {
         crate::run::lookup::require_runnable(document)?;
     }
     if document.kind() == ComputationKind::Overthreshold {
-        if let Some(both) = document
-            .parties_with(Role::Coordinator)
-            .find(|p| p.roles.contains(&Role::Contributor))
+        if let Some(both) =
+            document.parties_with(Role::Coordinator).find(|p| p.roles.contains(&Role::Contributor))
         {
             return Err(NodeError::Refused(format!(
                 "contract {}: {} would be both coordinator and contributor of an overthreshold computation, which this node does not run",

@@ -217,7 +217,8 @@ impl Node for PeerService {
         let peer = self.caller(&request)?;
         let slot = self.session_slot(&peer.node_id)?;
         let response =
-            crate::run::overthreshold::serve_evaluations(self.ctx.clone(), peer, request.into_inner()).await?;
+            crate::run::overthreshold::serve_evaluations(self.ctx.clone(), peer, request.into_inner())
+                .await?;
         Ok(hold_until_done(response, slot))
     }
 

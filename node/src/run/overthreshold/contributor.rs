@@ -16,8 +16,8 @@ use xmcredit_contracts::audit::Outcome;
 use xmcredit_contracts::{ComputationKind, OutputForm, Role, VerifiedContract};
 use xmcredit_crypto::NodeId;
 use xmcredit_protocol::overthreshold::{
-    ContributorConfig, ContributorOutput, MessageKind, OutgoingMessage, OverthresholdContributor, OverthresholdMessage,
-    Parameters,
+    ContributorConfig, ContributorOutput, MessageKind, OutgoingMessage, OverthresholdContributor,
+    OverthresholdMessage, Parameters,
 };
 use xmcredit_protocol::{ProtocolError, SessionBinding};
 
@@ -43,7 +43,11 @@ struct ContributorSession {
 
 /// Checks the coordinator's Announce (see the module docs of `run::overthreshold`) and
 /// sets up the session over this node's dataset.
-fn prepare(ctx: &NodeContext, coordinator: &NodeId, announce: &[u8]) -> Result<ContributorSession, NodeError> {
+fn prepare(
+    ctx: &NodeContext,
+    coordinator: &NodeId,
+    announce: &[u8],
+) -> Result<ContributorSession, NodeError> {
     let message = OverthresholdMessage::from_bytes(announce)?;
     let OverthresholdMessage::Announce(_) = &message else {
         return Err(NodeError::Protocol(ProtocolError::UnexpectedMessage {
@@ -71,7 +75,12 @@ fn prepare(ctx: &NodeContext, coordinator: &NodeId, announce: &[u8]) -> Result<C
     verified.require_min_set_size(&me, rows.len() as u64)?;
     let keys: Vec<String> = rows.into_iter().map(|row| row.key).collect();
     let items = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
-    let config = ContributorConfig { binding: binding.clone(), me, parameters: params.clone(), chunk_size: CHUNK_SIZE };
+    let config = ContributorConfig {
+        binding: binding.clone(),
+        me,
+        parameters: params.clone(),
+        chunk_size: CHUNK_SIZE,
+    };
     let state = OverthresholdContributor::new(config, items, &mut rand::rngs::OsRng)?;
     Ok(ContributorSession { verified, binding, params, dataset: meta.name, keys, state })
 }
@@ -88,7 +97,9 @@ pub async fn serve_session(
         .map_err(|_| Status::deadline_exceeded("no announce"))?
         .ok_or_else(|| Status::invalid_argument("empty overthreshold stream"))??;
     let Ok(message) = OverthresholdMessage::from_bytes(&first.payload) else {
-        return Err(Status::invalid_argument("the first overthreshold frame is not an overthreshold message"));
+        return Err(Status::invalid_argument(
+            "the first overthreshold frame is not an overthreshold message",
+        ));
     };
     let contract = message.binding().contract.clone();
     if let Err(error) = ctx.check_contract_key_for(&caller, contract.as_str()) {
@@ -138,11 +149,14 @@ async fn run_contributor(
     .await
     {
         Ok(result) => result,
-        Err(_) => Err(NodeError::Timeout(format!("the whole overthreshold session ({} s)", deadline.as_secs()))),
+        Err(_) => {
+            Err(NodeError::Timeout(format!("the whole overthreshold session ({} s)", deadline.as_secs())))
+        }
     };
     let me = ctx.node_id().clone();
     match result.and_then(|(output, evaluate_s)| {
-        let path = write_result(&ctx, &verified, &binding, &params, &dataset, &keys, &output, evaluate_s, started)?;
+        let path =
+            write_result(&ctx, &verified, &binding, &params, &dataset, &keys, &output, evaluate_s, started)?;
         Ok((output, path))
     }) {
         Ok((output, path)) => {
@@ -218,8 +232,10 @@ impl Committee {
             let replies: ResponseStream<proto::Frame> = if member == ctx.node_id() {
                 super::member::local_evaluations(ctx.clone(), rx)
             } else {
-                let channel =
-                    ctx.channel_for_contract(member, contract).await.map_err(|e| (member.clone(), e.to_string()))?;
+                let channel = ctx
+                    .channel_for_contract(member, contract)
+                    .await
+                    .map_err(|e| (member.clone(), e.to_string()))?;
                 let response = crate::service::peer_client(channel)
                     .overthreshold_eval(ReceiverStream::new(rx))
                     .await
@@ -243,7 +259,11 @@ impl Committee {
 }
 
 /// Moves one member's replies into the merged channel.
-async fn forward(member: NodeId, mut replies: ResponseStream<proto::Frame>, events: mpsc::Sender<MemberEvent>) {
+async fn forward(
+    member: NodeId,
+    mut replies: ResponseStream<proto::Frame>,
+    events: mpsc::Sender<MemberEvent>,
+) {
     while let Some(item) = replies.next().await {
         let event = match item {
             Ok(frame) => MemberEvent::Reply(member.clone(), frame.payload),
@@ -293,12 +313,18 @@ async fn drive(
                 return Err(member_failed(state, &member, &cause));
             }
             Ok(None) => return Err(NodeError::Internal("the committee's streams are gone".into())),
-            Ok(Some(MemberEvent::Failed(member, cause))) => return Err(member_failed(state, &member, &cause)),
+            Ok(Some(MemberEvent::Failed(member, cause))) => {
+                return Err(member_failed(state, &member, &cause))
+            }
             Ok(Some(MemberEvent::Ended(member))) => {
                 // A member ends its stream once it has answered every chunk; before that
                 // it is a failure.
                 if state.missing_members().contains(&member) {
-                    return Err(member_failed(state, &member, "ended its stream before answering every chunk"));
+                    return Err(member_failed(
+                        state,
+                        &member,
+                        "ended its stream before answering every chunk",
+                    ));
                 }
                 continue;
             }
@@ -322,12 +348,14 @@ async fn drive(
         })?;
     }
     while !state.is_done() {
-        let bytes = crate::run::next_from_peer(ctx, &mut incoming, coordinator, "overthreshold result").await?;
+        let bytes =
+            crate::run::next_from_peer(ctx, &mut incoming, coordinator, "overthreshold result").await?;
         let (next, _) = tokio::task::block_in_place(|| state.handle(coordinator, &bytes))?;
         state = next;
     }
-    let output =
-        state.into_output().ok_or_else(|| NodeError::Internal("contributor finished without output".into()))?;
+    let output = state
+        .into_output()
+        .ok_or_else(|| NodeError::Internal("contributor finished without output".into()))?;
     Ok((output, evaluate_s))
 }
 
@@ -360,9 +388,9 @@ fn write_result(
     let mut csv = String::from("key,multiplicity\n");
     let mut matches = serde_json::Map::new();
     for found in &output.matches {
-        let key = keys
-            .get(found.index)
-            .ok_or_else(|| NodeError::Internal(format!("a match at index {} of {}", found.index, keys.len())))?;
+        let key = keys.get(found.index).ok_or_else(|| {
+            NodeError::Internal(format!("a match at index {} of {}", found.index, keys.len()))
+        })?;
         let _ = writeln!(csv, "{key},{}", found.multiplicity);
         matches.insert(key.clone(), serde_json::json!(found.multiplicity));
     }

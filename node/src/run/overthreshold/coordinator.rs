@@ -14,7 +14,9 @@ use tracing::Instrument;
 use xmcredit_contracts::audit::Outcome;
 use xmcredit_contracts::{ComputationKind, OutputForm, Role, VerifiedContract};
 use xmcredit_crypto::{ContractId, NodeId, SessionId};
-use xmcredit_protocol::overthreshold::{CoordinatorCollecting, CoordinatorConfig, CoordinatorOutput, Parameters};
+use xmcredit_protocol::overthreshold::{
+    CoordinatorCollecting, CoordinatorConfig, CoordinatorOutput, Parameters,
+};
 use xmcredit_protocol::SessionBinding;
 
 use super::{names, parameters, CHUNK_SIZE, FAULT_COORDINATOR_BEFORE_RESULTS, OUTGOING_FRAMES};
@@ -152,7 +154,8 @@ async fn drive(
     progress: &ProgressSender,
     reasons: &mut BTreeMap<NodeId, String>,
 ) -> Result<CoordinatorOutput, NodeError> {
-    let config = CoordinatorConfig { binding: binding.clone(), parameters: params.clone(), chunk_size: CHUNK_SIZE };
+    let config =
+        CoordinatorConfig { binding: binding.clone(), parameters: params.clone(), chunk_size: CHUNK_SIZE };
     let (mut collecting, announces) = CoordinatorCollecting::new(config)?;
     let contributors = params.contributors().len();
     let (event_tx, mut events) = mpsc::channel::<BankEvent>(OUTGOING_FRAMES * contributors);
@@ -180,9 +183,9 @@ async fn drive(
         let event = match tokio::time::timeout_at(closing, events.recv()).await {
             Err(_) => {
                 for missing in collecting.missing() {
-                    reasons
-                        .entry(missing)
-                        .or_insert_with(|| format!("sent no complete tag set within {} s", deadline.as_secs()));
+                    reasons.entry(missing).or_insert_with(|| {
+                        format!("sent no complete tag set within {} s", deadline.as_secs())
+                    });
                 }
                 break;
             }
@@ -205,7 +208,9 @@ async fn drive(
             }
             BankEvent::Ended(bank) => {
                 if collecting.missing().contains(&bank) {
-                    reasons.entry(bank.clone()).or_insert_with(|| "ended its stream without a whole tag set".into());
+                    reasons
+                        .entry(bank.clone())
+                        .or_insert_with(|| "ended its stream without a whole tag set".into());
                     failed.push(bank);
                 }
             }
@@ -243,14 +248,14 @@ async fn open_bank(
             return;
         }
     };
-    let mut replies = match crate::service::peer_client(channel).overthreshold(ReceiverStream::new(requests)).await
-    {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            let _ = events.send(BankEvent::Failed(bank, status.message().to_string())).await;
-            return;
-        }
-    };
+    let mut replies =
+        match crate::service::peer_client(channel).overthreshold(ReceiverStream::new(requests)).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                let _ = events.send(BankEvent::Failed(bank, status.message().to_string())).await;
+                return;
+            }
+        };
     while let Some(item) = replies.next().await {
         let event = match item {
             Ok(frame) => BankEvent::Frame(bank.clone(), frame.payload),

@@ -69,8 +69,9 @@ fn prepare(ctx: &NodeContext, contributor: &NodeId, hello: &[u8]) -> Result<Memb
         return Err(ProtocolError::SetTooSmall { whose: "contributor", got: n, min: min_set_size }.into());
     }
     if n > params.max_set_size() {
-        return Err(ProtocolError::SetTooLarge { whose: "contributor", got: n, max: params.max_set_size() }
-            .into());
+        return Err(
+            ProtocolError::SetTooLarge { whose: "contributor", got: n, max: params.max_set_size() }.into()
+        );
     }
     let limit = verified.contract().limits.lookups_per_day.get(contributor).copied().unwrap_or(0);
     let day = lookup_day(ctx.now_unix());
@@ -99,11 +100,16 @@ fn prepare(ctx: &NodeContext, contributor: &NodeId, hello: &[u8]) -> Result<Memb
     };
     // k_i for (contract, epoch), derived from the master secret and dropped (zeroized)
     // with the session.
-    let key = ctx.secrets.master.derive_oprf_key(&binding.contract, epoch, KeyPurpose::OverthresholdCommittee)?;
+    let key =
+        ctx.secrets.master.derive_oprf_key(&binding.contract, epoch, KeyPurpose::OverthresholdCommittee)?;
     let config = MemberConfig {
         binding: binding.clone(),
         contributor: contributor.clone(),
-        policy: MemberPolicy { min_set_size, max_set_size: params.max_set_size(), remaining_quota: remaining },
+        policy: MemberPolicy {
+            min_set_size,
+            max_set_size: params.max_set_size(),
+            remaining_quota: remaining,
+        },
     };
     let (member, out) = CommitteeMember::new(config, key).handle(contributor, hello)?;
     debug_assert!(out.is_empty(), "a member answers Hello with nothing");
@@ -122,7 +128,9 @@ pub async fn serve_evaluations(
         .map_err(|_| Status::deadline_exceeded("no hello"))?
         .ok_or_else(|| Status::invalid_argument("empty overthreshold stream"))??;
     let Ok(message) = OverthresholdMessage::from_bytes(&first.payload) else {
-        return Err(Status::invalid_argument("the first overthreshold frame is not an overthreshold message"));
+        return Err(Status::invalid_argument(
+            "the first overthreshold frame is not an overthreshold message",
+        ));
     };
     let contract = message.binding().contract.clone();
     // Before any work or quota: the caller must hold the key the contract pins for it.
@@ -149,7 +157,8 @@ pub(crate) fn local_evaluations(
     let me = ctx.node_id().clone();
     tokio::spawn(async move {
         let Some(hello) = incoming.recv().await else { return };
-        let contract = OverthresholdMessage::from_bytes(&hello.payload).ok().map(|m| m.binding().contract.clone());
+        let contract =
+            OverthresholdMessage::from_bytes(&hello.payload).ok().map(|m| m.binding().contract.clone());
         match tokio::task::block_in_place(|| prepare(&ctx, &me, &hello.payload)) {
             Ok(session) => {
                 let incoming = ReceiverStream::new(incoming).map(Ok::<_, Status>);
