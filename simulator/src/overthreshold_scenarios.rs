@@ -67,17 +67,14 @@ impl Financing {
             lists.push(list);
         }
         let mut seeded: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
-        for b in 0..banks {
-            for k in 0..doubles {
-                seeded.entry(lists[b][k].clone()).or_default().extend([b, (b + 1) % banks]);
+        for (b, list) in lists.iter().enumerate() {
+            let next = (b + 1) % banks;
+            for invoice in &list[..doubles] {
+                seeded.entry(invoice.clone()).or_default().extend([b, next]);
             }
             if banks >= 3 {
-                for k in doubles..doubles + triples {
-                    seeded.entry(lists[b][k].clone()).or_default().extend([
-                        b,
-                        (b + 1) % banks,
-                        (b + 2) % banks,
-                    ]);
+                for invoice in &list[doubles..doubles + triples] {
+                    seeded.entry(invoice.clone()).or_default().extend([b, next, (b + 2) % banks]);
                 }
             }
         }
