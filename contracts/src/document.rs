@@ -69,8 +69,15 @@ pub enum Computation {
         survivors: SurvivorRule,
     },
     /// Private aggregate lookup: each provider scores every entity of the universe with
-    /// its rules; queriers learn the totals of their own applicants only.
-    Lookup { output: LookupOutput },
+    /// its rules (or reads its value column); queriers learn the totals of their own
+    /// applicants only.
+    Lookup {
+        output: LookupOutput,
+        /// For output `value`: the decimal places of the summed units (2 = fen when the
+        /// column is in yuan). Every provider converts its column to these units exactly.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        scale: u8,
+    },
 }
 
 /// Which contributors of a `secagg` contract must count for its sum to be unmasked.
@@ -108,12 +115,18 @@ pub enum PsiOutput {
     Labels,
 }
 
-/// What a `lookup` sums: points, or (one provider) a bit mask of the rules that hold.
+/// What a `lookup` sums: points, (one provider) a bit mask of the rules that hold, or
+/// each provider's value column (an outstanding balance, say), exactly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LookupOutput {
     Points,
     Bitmask,
+    Value,
+}
+
+fn is_zero(scale: &u8) -> bool {
+    *scale == 0
 }
 
 /// The kind of a computation, without its parameters.
@@ -213,6 +226,11 @@ pub struct DatasetUse {
     /// Contribution rules, in order (bit i of a bit mask is rule i).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// Which of the party's roles this dataset serves. Needed only by a party that
+    /// brings two datasets: a lookup provider that also queries (its loan book as
+    /// provider, its applicants as querier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
 }
 
 /// Who receives the output, and in what form.
@@ -366,8 +384,16 @@ impl Contract {
     }
 
     /// The dataset `party` brings, if any (a well-formed contract has at most one).
+    /// The dataset `party` brings (the first, when it brings one per role).
     pub fn dataset_of(&self, party: &NodeId) -> Option<&DatasetUse> {
         self.datasets.iter().find(|d| d.party == *party)
+    }
+
+    /// The dataset `party` brings in `role`: the one marked with that role, else the one
+    /// with no role marked.
+    pub fn dataset_for(&self, party: &NodeId, role: Role) -> Option<&DatasetUse> {
+        let mine = || self.datasets.iter().filter(move |d| d.party == *party);
+        mine().find(|d| d.role == Some(role)).or_else(|| mine().find(|d| d.role.is_none()))
     }
 
     pub fn receiver(&self, node: &NodeId) -> Option<&Receiver> {

@@ -136,6 +136,10 @@ pub enum ContractError {
     #[error("row value {value} in column {column} is not of type {column_type}")]
     RowType { column: String, value: Value, column_type: ColumnType },
 
+    /// A provider's value cannot be summed exactly under the contract.
+    #[error("value {value} in column {column} cannot be contributed: {reason}")]
+    ValueNotRepresentable { column: String, value: Value, reason: String },
+
     /// An identity key or signature could not be used.
     #[error(transparent)]
     Crypto(#[from] CryptoError),

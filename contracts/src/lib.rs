@@ -24,6 +24,7 @@ mod serde_hex;
 mod signing;
 pub mod time;
 mod validate;
+pub mod value_column;
 mod verified;
 
 pub use audit::{
@@ -40,4 +41,5 @@ pub use revocation::{Revocation, REVOCATION_DOMAIN};
 pub use scorecard::{Comparison, Constant, Rule, Scorecard};
 pub use signing::{SignedContract, CONTRACT_DOMAIN};
 pub use validate::{MAX_GROUPS, MAX_PURPOSE_CHARS};
+pub use value_column::ValueColumn;
 pub use verified::VerifiedContract;

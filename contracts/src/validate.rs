@@ -173,14 +173,50 @@ impl Contract {
                     format!("{} brings no data in its roles ({})", dataset.party, list(&party.roles)),
                 ));
             }
-            if self.datasets[..i].iter().any(|d| d.party == dataset.party) {
-                return Err(malformed(
-                    format!("{field}.party"),
-                    format!("{} has two datasets", dataset.party),
-                ));
+            if let Some(role) = dataset.role {
+                if !party.roles.contains(&role) || !role.holds_data() {
+                    return Err(malformed(
+                        format!("{field}.role"),
+                        format!(
+                            "{} brings no data as {role} (its roles: {})",
+                            dataset.party,
+                            list(&party.roles)
+                        ),
+                    ));
+                }
+            }
+            if let Some(earlier) = self.datasets[..i].iter().find(|d| d.party == dataset.party) {
+                // Only a lookup party that provides and queries brings two: one per role.
+                let one_per_role = self.kind() == ComputationKind::Lookup
+                    && earlier.role.is_some()
+                    && dataset.role.is_some()
+                    && earlier.role != dataset.role
+                    && earlier.name != dataset.name;
+                if !one_per_role {
+                    return Err(malformed(
+                        format!("{field}.party"),
+                        format!(
+                            "{} has two datasets (only a lookup provider that also queries brings two: different ones, each with its `role`)",
+                            dataset.party
+                        ),
+                    ));
+                }
             }
             validate_dataset_names(dataset, &field)?;
-            let is_provider = self.kind() == ComputationKind::Lookup && party.roles.contains(&Role::Provider);
+            let is_provider = self.kind() == ComputationKind::Lookup
+                && party.roles.contains(&Role::Provider)
+                && dataset.role.is_none_or(|r| r == Role::Provider);
+            let sums_a_column =
+                matches!(self.computation, Computation::Lookup { output: LookupOutput::Value, .. });
+            if is_provider && sums_a_column {
+                if dataset.columns.len() != 1 || !dataset.rules.is_empty() {
+                    return Err(malformed(
+                        format!("{field}.columns"),
+                        "output \"value\" sums one column: a provider names exactly that column and no rules",
+                    ));
+                }
+                continue;
+            }
             if !dataset.rules.is_empty() && !is_provider {
                 return Err(malformed(
                     format!("{field}.rules"),
@@ -213,6 +249,19 @@ impl Contract {
                 return Err(malformed(
                     "datasets",
                     format!("{} brings data but no dataset is named for it", party.node),
+                ));
+            }
+            let both = party.roles.contains(&Role::Provider) && party.roles.contains(&Role::Querier);
+            let per_role = [Role::Provider, Role::Querier]
+                .iter()
+                .all(|role| self.datasets.iter().any(|d| d.party == party.node && d.role == Some(*role)));
+            if both && !per_role {
+                return Err(malformed(
+                    "datasets",
+                    format!(
+                        "{} provides and queries: it names two datasets, one with role \"provider\" and one with role \"querier\"",
+                        party.node
+                    ),
                 ));
             }
         }
@@ -315,9 +364,18 @@ impl Contract {
                     }
                 }
             }
-            Computation::Lookup { output } => {
+            Computation::Lookup { output, scale } => {
                 if *output == LookupOutput::Bitmask && self.parties_with(Role::Provider).count() != 1 {
                     return Err(malformed("computation.output", "a bit mask needs exactly one provider"));
+                }
+                if *scale != 0 && *output != LookupOutput::Value {
+                    return Err(malformed("computation.scale", "only output \"value\" has a scale"));
+                }
+                if *scale > crate::data::MAX_SCALE {
+                    return Err(malformed(
+                        "computation.scale",
+                        format!("at most {} decimal places", crate::data::MAX_SCALE),
+                    ));
                 }
             }
         }
@@ -493,7 +551,7 @@ impl Contract {
             }
             _ => {}
         }
-        if let (Computation::Lookup { output }, Some(bits)) = (&self.computation, limits.output_bits) {
+        if let (Computation::Lookup { output, .. }, Some(bits)) = (&self.computation, limits.output_bits) {
             self.validate_lookup_width(*output, bits)?;
         }
         if let (ComputationKind::Secagg, Some(bits)) = (kind, limits.output_bits) {
@@ -504,8 +562,10 @@ impl Contract {
 
     /// The sum of every provider's contribution must fit `output_bits`, so it cannot wrap.
     fn validate_lookup_width(&self, output: LookupOutput, bits: u32) -> Result<(), ContractError> {
-        let provider_rules: Vec<&DatasetUse> =
-            self.parties_with(Role::Provider).filter_map(|p| self.dataset_of(&p.node)).collect();
+        let provider_rules: Vec<&DatasetUse> = self
+            .parties_with(Role::Provider)
+            .filter_map(|p| self.dataset_for(&p.node, Role::Provider))
+            .collect();
         match output {
             LookupOutput::Bitmask => {
                 let rules = provider_rules.iter().map(|d| d.rules.len()).sum::<usize>();
@@ -516,6 +576,9 @@ impl Contract {
                     ));
                 }
             }
+            // Values are only known to their providers: each refuses one that could make
+            // the sum wrap (`value_bound`).
+            LookupOutput::Value => {}
             LookupOutput::Points => {
                 let (lo, hi) = bounds(provider_rules.iter().flat_map(|d| d.rules.iter().map(|r| r.points)));
                 let (min, max) = if lo >= 0 {

@@ -164,3 +164,99 @@ fn hand_written_json_is_read_strictly() {
     let null = json.replacen("\"version\":1", "\"version\":null", 1);
     assert!(matches!(Contract::from_json_str(&null), Err(ContractError::NotCanonical(_))));
 }
+
+/// Multi-bank exposure: three banks sum their outstanding balances exactly; bank-a also
+/// queries, so it brings its loan book as provider and its applicants as querier.
+fn exposure_text() -> String {
+    let lookup = sample_text(LOOKUP);
+    let head = &lookup[..lookup.find("[computation]").expect("computation table")];
+    format!(
+        r#"{head}[computation]
+kind = "lookup"
+output = "value"
+scale = 2
+
+[[parties]]
+node = "credit-center"
+public_key = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
+roles = ["coordinator"]
+
+[[parties]]
+node = "bank-a"
+public_key = "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394"
+roles = ["provider", "querier"]
+
+[[parties]]
+node = "bank-b"
+public_key = "ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1"
+roles = ["provider"]
+
+[[datasets]]
+party = "bank-a"
+role = "querier"
+name = "applicants"
+key = "credit_code"
+columns = []
+
+[[datasets]]
+party = "bank-a"
+role = "provider"
+name = "loans"
+key = "credit_code"
+columns = ["outstanding_yuan"]
+
+[[datasets]]
+party = "bank-b"
+name = "loans"
+key = "credit_code"
+columns = ["outstanding_yuan"]
+
+[[receivers]]
+node = "bank-a"
+form = "scores"
+
+[limits]
+lookups_per_day = {{ bank-a = 500 }}
+output_bits = 48
+"#
+    )
+}
+
+#[test]
+fn a_value_lookup_sums_one_column_and_a_provider_may_also_query() {
+    let text = exposure_text();
+    let contract = Contract::from_toml_str(&text).expect("exposure contract");
+    let bank_a = xmcredit_crypto::NodeId::new("bank-a").expect("id");
+    use xmcredit_contracts::Role;
+    assert_eq!(contract.dataset_for(&bank_a, Role::Provider).map(|d| d.name.as_str()), Some("loans"));
+    assert_eq!(contract.dataset_for(&bank_a, Role::Querier).map(|d| d.name.as_str()), Some("applicants"));
+    let cases = [
+        // A value provider names exactly its column, and no rules.
+        (
+            "columns = [\"outstanding_yuan\"]\n\n[[receivers]]",
+            "columns = [\"outstanding_yuan\", \"overdue\"]\n\n[[receivers]]",
+            "datasets[2].columns",
+        ),
+        // Two datasets for one party need a role each, and different ones.
+        ("role = \"provider\"\n", "", "datasets[1].party"),
+        ("role = \"provider\"\n", "role = \"querier\"\n", "datasets[1].party"),
+        // A role the party does not hold.
+        ("party = \"bank-b\"\n", "party = \"bank-b\"\nrole = \"querier\"\n", "datasets[2].role"),
+        // Points come from rules.
+        ("output = \"value\"", "output = \"points\"", "datasets[1].rules"),
+        ("scale = 2", "scale = 19", "computation.scale"),
+    ];
+    for (from, to, field) in cases {
+        assert!(text.contains(from), "{from}");
+        let err = refused(&text.replacen(from, to, 1));
+        assert_eq!(field_of(&err), field, "{to}: {err}");
+    }
+    // A scale means nothing for points.
+    let points = sample_text(LOOKUP).replacen("output = \"points\"", "output = \"points\"\nscale = 2", 1);
+    assert_eq!(field_of(&refused(&points)), "computation.scale");
+    // A provider that also queries names both of its datasets.
+    let applicants = "[[datasets]]\nparty = \"bank-a\"\nrole = \"querier\"\nname = \"applicants\"\nkey = \"credit_code\"\ncolumns = []\n\n";
+    assert!(text.contains(applicants));
+    let err = refused(&text.replacen(applicants, "", 1));
+    assert_eq!(field_of(&err), "datasets", "{err}");
+}

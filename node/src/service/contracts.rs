@@ -308,7 +308,8 @@ fn check_quota_ceiling(ctx: &NodeContext, document: &Contract) -> Result<(), Nod
     if !serves(document) {
         return Ok(());
     }
-    let Some(dataset) = document.datasets.iter().find(|d| &d.party == me).map(|d| d.name.clone()) else {
+    let serving = if document.kind() == ComputationKind::Psi { Role::Server } else { Role::Provider };
+    let Some(dataset) = document.dataset_for(me, serving).map(|d| d.name.clone()) else {
         return Ok(());
     };
     let ceiling = ctx.config.limits.dataset_lookups_per_day;

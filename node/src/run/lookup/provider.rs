@@ -149,9 +149,9 @@ fn prepare_session(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Pro
     // The contract's quota and this node's ceiling for the querier over the dataset,
     // across every contract (issue 10), spent together or not at all.
     let dataset =
-        verified.contract().datasets.iter().find(|d| &d.party == me).map(|d| d.name.clone()).ok_or_else(
-            || NodeError::Refused(format!("contract {} names no dataset of {me}", verified.id())),
-        )?;
+        verified.contract().dataset_for(me, Role::Provider).map(|d| d.name.clone()).ok_or_else(|| {
+            NodeError::Refused(format!("contract {} names no dataset of {me}", verified.id()))
+        })?;
     let used_before = ctx.store.quota_used(binding.contract.as_str(), peer.as_str(), day)?;
     let ceiling = ctx.config.limits.dataset_lookups_per_day;
     let remaining = match ctx.store.quota_consume_with_dataset(

@@ -53,7 +53,7 @@ async fn prepare_client(
         .next()
         .map(|p| p.node.clone())
         .ok_or_else(|| NodeError::Refused(format!("contract {contract_id} names no server")))?;
-    let (meta, rows) = contract_dataset(ctx, &verified, &me, dataset)?;
+    let (meta, rows) = contract_dataset(ctx, &verified, &me, Role::Client, dataset)?;
     verified.require_min_set_size(&me, rows.len() as u64)?;
     Ok(ClientRun { verified, epoch, output, server, meta, rows })
 }

@@ -200,7 +200,7 @@ fn prepare(ctx: &NodeContext, peer: &NodeId, open: &Open) -> Result<Session, Ref
         ctx.store.claim_session(setup.binding().session.as_bytes(), open.contract.as_str())?;
         return Ok(Session { verified, params, setup, input, dataset });
     }
-    let (meta, rows) = contract_dataset(ctx, &verified, me, "")?;
+    let (meta, rows) = contract_dataset(ctx, &verified, me, Role::Contributor, "")?;
     let input = input::build(&params, &meta.schema, &rows, &open.universe).map_err(|error| {
         tracing::warn!(contract = %open.contract, reason = %error, "secagg input refused");
         Refusal {
