@@ -419,19 +419,6 @@ fn decimal_text(units: u64, scale: u8) -> String {
     format!("{}.{:0width$}", units / divisor, units % divisor, width = usize::from(scale))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::decimal_text;
-
-    #[test]
-    fn summed_units_print_with_the_contract_scale() {
-        assert_eq!(decimal_text(123_456, 2), "1234.56");
-        assert_eq!(decimal_text(5, 2), "0.05");
-        assert_eq!(decimal_text(0, 3), "0.000");
-        assert_eq!(decimal_text(42, 0), "42");
-        assert_eq!(decimal_text(u64::MAX, 18), "18.446744073709551615");
-    }
-}
 
 fn report(
     ctx: &NodeContext,
@@ -527,4 +514,18 @@ fn report(
             "the coordinator serves a vector that is uniformly random to anyone without the providers' keys",
         ],
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal_text;
+
+    #[test]
+    fn summed_units_print_with_the_contract_scale() {
+        assert_eq!(decimal_text(123_456, 2), "1234.56");
+        assert_eq!(decimal_text(5, 2), "0.05");
+        assert_eq!(decimal_text(0, 3), "0.000");
+        assert_eq!(decimal_text(42, 0), "42");
+        assert_eq!(decimal_text(u64::MAX, 18), "18.446744073709551615");
+    }
 }
