@@ -62,6 +62,10 @@ enum Bench {
     BenchLookup {
         #[arg(long, default_value_t = 1 << 16)]
         universe: usize,
+        /// 1 (the credit center) or 3 and more (the credit center and banks b, c, ...,
+        /// summed with SecAgg).
+        #[arg(long, default_value_t = 1)]
+        providers: usize,
         /// Write the JSON result here (as `--report`).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -140,10 +144,10 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
             }
             serde_json::to_value(&result)?
         }
-        Bench::BenchLookup { universe, .. } => {
-            let result = xmcredit_simulator::bench::lookup(program, &base, universe).await?;
+        Bench::BenchLookup { universe, providers, .. } => {
+            let result = xmcredit_simulator::bench::lookup(program, &base, universe, providers).await?;
             println!(
-                "lookup provider preparation over {universe} entries: {:.2} s (floor {:.2} s on {} cores, ×{:.2}); {:.1} bytes downloaded per entry",
+                "lookup with {providers} provider(s), preparation over {universe} entries: {:.2} s (floor {:.2} s on {} cores, ×{:.2}); {:.1} bytes downloaded per entry",
                 result.provider_s,
                 result.provider_floor_s,
                 result.floor.cores,
