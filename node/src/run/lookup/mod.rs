@@ -235,6 +235,7 @@ pub(crate) fn provider_vector(
         };
         values.push(value);
     }
+    let read_s = started.elapsed().as_secs_f64();
     let oprf_key = ctx.secrets.master.derive_oprf_key(verified.id(), epoch, KeyPurpose::LookupProvider)?;
     let header = VectorHeader::new(verified.id().clone(), epoch, &universe, params.width);
     let vector = prepare_contribution(&oprf_key, &header, &universe, &values)?;
@@ -242,6 +243,7 @@ pub(crate) fn provider_vector(
     tracing::info!(
         entries = universe.len(),
         seconds = started.elapsed().as_secs_f64(),
+        rows_and_rules_seconds = read_s,
         "lookup vector prepared"
     );
     let entry = (universe, Arc::new(vector));
