@@ -252,8 +252,16 @@ pub struct LookupBench {
 /// (90 % registered). With one provider the vector is the credit center's easy-loan
 /// bit mask; with more, banks b, c, ... score their overdue counts too and the vectors
 /// are summed with SecAgg (points).
-pub async fn lookup(program: NodeProgram, base: &Path, universe: usize, providers: usize) -> Result<LookupBench> {
-    anyhow::ensure!(providers == 1 || providers >= 3, "one provider, or three and more (two banks besides the credit center, for SecAgg)");
+pub async fn lookup(
+    program: NodeProgram,
+    base: &Path,
+    universe: usize,
+    providers: usize,
+) -> Result<LookupBench> {
+    anyhow::ensure!(
+        providers == 1 || providers >= 3,
+        "one provider, or three and more (two banks besides the credit center, for SecAgg)"
+    );
     let floor = FloorReport::measure(4096);
     let mut rng = ChaCha20Rng::seed_from_u64(18);
     let sizes = [1_000usize, 10_000];
@@ -337,7 +345,8 @@ pub async fn lookup(program: NodeProgram, base: &Path, universe: usize, provider
         });
     }
     let output = if providers == 1 { "bitmask" } else { "points" };
-    let toml = contracts::lookup(id, "benchmark", &parties, &provider_lines, &["bank-a"], output, 8, 10_000_000);
+    let toml =
+        contracts::lookup(id, "benchmark", &parties, &provider_lines, &["bank-a"], output, 8, 10_000_000);
     let mut signers = vec!["bank-a"];
     signers.extend(lenders.iter().map(String::as_str));
     alliance.agree("credit-center", &toml, id, &signers).await?;

@@ -419,7 +419,6 @@ fn decimal_text(units: u64, scale: u8) -> String {
     format!("{}.{:0width$}", units / divisor, units % divisor, width = usize::from(scale))
 }
 
-
 fn report(
     ctx: &NodeContext,
     verified: &VerifiedContract,

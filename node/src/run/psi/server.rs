@@ -29,6 +29,13 @@ use crate::store::{DatasetRow, JobState, QuotaRefusal};
 use crate::transport::PeerIdentity;
 use crate::NodeError;
 
+/// Frames a session may have built and not yet handed to HTTP/2 (which holds one
+/// stream window more). A client that stops reading therefore pins at most this many
+/// frames plus the one being built, each at most `TAG_CHUNK_BUDGET_BYTES` and in
+/// practice a few hundred KiB, whatever the server set's size (issue 11: memory that
+/// does not scale with a stalling attacker).
+pub const SESSION_FRAMES_BUFFERED: usize = 2;
+
 /// Everything the server checks before it answers a Hello.
 struct ServerSession {
     verified: VerifiedContract,
@@ -275,7 +282,7 @@ pub async fn serve_session(
         Ok(session) => session,
         Err(error) => return Err(ctx.refuse(contract_hint.as_ref(), Some(&peer), error).into()),
     };
-    let (tx, rx) = mpsc::channel::<Result<proto::Frame, Status>>(16);
+    let (tx, rx) = mpsc::channel::<Result<proto::Frame, Status>>(SESSION_FRAMES_BUFFERED);
     tokio::spawn(run_server(ctx, peer, session, first.payload, incoming, tx));
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
 }
