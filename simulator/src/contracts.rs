@@ -12,7 +12,7 @@ pub struct PartyLine<'a> {
     pub roles: &'a [&'a str],
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 

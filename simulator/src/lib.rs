@@ -15,6 +15,7 @@ pub mod demo;
 pub mod faults;
 pub mod floor;
 pub mod limit_faults;
+pub mod load_bench;
 pub mod lookup_scenarios;
 pub mod privacy_faults;
 pub mod scenarios;

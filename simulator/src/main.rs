@@ -70,6 +70,18 @@ enum Bench {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Many banks run PSI and SecAgg against one credit center for a fixed time, while
+    /// an intruder holds connections and streams at its limits: jobs per minute, p50/p99
+    /// latency, failures by reason, the credit center's peak RSS and open descriptors.
+    BenchLoad {
+        #[arg(long, default_value_t = 20)]
+        banks: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Write the JSON result here (as `--report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Import speed of a large CSV.
     BenchImport {
         #[arg(long, default_value_t = 1_000_000)]
@@ -113,7 +125,9 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
     std::fs::create_dir_all(&base)?;
     let program = NodeProgram::SelfWith("node".into());
     let report = match &bench {
-        Bench::BenchLookup { json: Some(path), .. } => Some(path.clone()),
+        Bench::BenchLookup { json: Some(path), .. } | Bench::BenchLoad { json: Some(path), .. } => {
+            Some(path.clone())
+        }
         _ => report,
     };
     let json = match bench {
@@ -166,6 +180,32 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
                     q.bytes_query,
                     if q.verified { "OK" } else { "MISMATCH" }
                 );
+            }
+            serde_json::to_value(&result)?
+        }
+        Bench::BenchLoad { banks, seconds, .. } => {
+            let result = xmcredit_simulator::load_bench::run(program, &base, banks, seconds).await?;
+            println!(
+                "load: {banks} banks for {:.0} s against one credit center, an intruder at its limits",
+                result.seconds
+            );
+            for (kind, jobs) in [("psi", &result.psi), ("secagg", &result.secagg)] {
+                println!(
+                    "  {kind:<7} {:>5} completed, {:>3} failed, {} wrong; p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+                    jobs.completed, jobs.failed, jobs.wrong, jobs.p50_s, jobs.p99_s, jobs.max_s
+                );
+            }
+            println!(
+                "  {:.0} jobs/min; credit center RSS {:.1} MiB before, peak {:.1} MiB; peak open fds {}; operator status slowest {:.2} s",
+                result.jobs_per_minute,
+                result.center_rss_before_mib,
+                result.center_peak_rss_mib,
+                result.center_peak_open_fds,
+                result.operator_status_max_s
+            );
+            println!("  intruder: {:?}", result.intruder);
+            for (reason, count) in &result.failures_by_reason {
+                println!("  failed {count:>4}: {reason}");
             }
             serde_json::to_value(&result)?
         }
