@@ -101,7 +101,7 @@ impl SupplyChain {
     /// suppliers, plus one row for each [`SeededFraud`].
     pub fn generate(seed: u64, suppliers: &[EntityCode], invoices: usize) -> anyhow::Result<Self> {
         anyhow::ensure!(suppliers.len() >= 3 && invoices >= 4, "need 3 suppliers with 4 invoices each");
-        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x5c_f1_2026);
+        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x5cf1_2026);
         let mut ledger = Vec::with_capacity(suppliers.len() * invoices);
         let mut serial = rng.gen_range(1_000_000u64..9_000_000);
         for supplier in suppliers {
@@ -116,7 +116,7 @@ impl SupplyChain {
                 ledger.push(Payable {
                     supplier: *supplier,
                     invoice: format!("2535{serial:016}"),
-                    amount_cents: rng.gen_range(10_000_00..5_000_000_00),
+                    amount_cents: rng.gen_range(1_000_000..500_000_000),
                     due: date(&mut rng),
                     status,
                 });
@@ -144,7 +144,7 @@ impl SupplyChain {
         presented.push(Presented {
             supplier: suppliers[0],
             invoice: format!("2535{serial:016}"),
-            amount_cents: rng.gen_range(10_000_00..5_000_000_00),
+            amount_cents: rng.gen_range(1_000_000..500_000_000),
             due: date(&mut rng),
             fraud: Some(SeededFraud::NeverConfirmed),
         });

@@ -123,6 +123,7 @@ async fn identifier_and_composite_keys_are_checked_row_by_row_at_import() -> Res
 
     // A composite: each part named in the reason, by row.
     let payables = receivable_scenario::payables_schema();
+    let bad = format!("{}X", &code[0][..17]);
     let csv = format!(
         "supplier_code,invoice_no,amount,due_date,status\n\
          {a},25350200000000000001,10.00,2026-03-01,confirmed\n\
@@ -132,7 +133,6 @@ async fn identifier_and_composite_keys_are_checked_row_by_row_at_import() -> Res
          {b_lower},2535 0200 0000 0000 0001,10.00,2026-03-01,settled\n",
         a = code[0],
         b = code[1],
-        bad = format!("{}X", &code[0][..17]),
         b_lower = code[1].to_lowercase(),
     );
     let report = import(node, dir.path(), PAYABLES, &payables, &csv, "", false).await?.expect("a report");
