@@ -87,6 +87,14 @@ impl VerifiedContract {
                 schema_key: schema.key().to_string(),
             });
         }
+        if used.key_kind != *schema.key_kind() {
+            return Err(ContractError::KeyDefinitionMismatch {
+                contract: self.id().clone(),
+                dataset: used.name.clone(),
+                contract_definition: used.key_kind.definition(),
+                dataset_definition: schema.key_kind().definition(),
+            });
+        }
         for column in &used.columns {
             if schema.column(column).is_none() {
                 return Err(ContractError::ColumnNotInSchema {

@@ -14,6 +14,7 @@ use xmcredit_crypto::sign::IdentityPublicKey;
 use xmcredit_crypto::{ContractId, NodeId};
 
 use crate::canonical::{self, utf16_cmp};
+use crate::key::KeyKind;
 use crate::scorecard::{Constant, Rule};
 use crate::{serde_hex, time, ContractError};
 
@@ -221,6 +222,10 @@ pub struct DatasetUse {
     pub name: String,
     /// The column whose values are the set elements / lookup keys.
     pub key: String,
+    /// What the key holds, exactly as the dataset's schema must declare it (absent:
+    /// entity codes). Both sides of a match name the same definition.
+    #[serde(default, skip_serializing_if = "KeyKind::is_entity_code")]
+    pub key_kind: KeyKind,
     /// The value columns the computation may read (may be empty: the key alone).
     pub columns: Vec<String>,
     /// Contribution rules, in order (bit i of a bit mask is rule i).

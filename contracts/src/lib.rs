@@ -18,6 +18,7 @@ pub mod data;
 mod document;
 pub mod entity_code;
 mod error;
+pub mod key;
 mod revocation;
 pub mod scorecard;
 mod serde_hex;
@@ -37,6 +38,7 @@ pub use document::{
     Receiver, Role, SurvivorRule,
 };
 pub use error::ContractError;
+pub use key::{KeyKind, KeyPart, PartKind};
 pub use revocation::{Revocation, REVOCATION_DOMAIN};
 pub use scorecard::{Comparison, Constant, Rule, Scorecard};
 pub use signing::{SignedContract, CONTRACT_DOMAIN};

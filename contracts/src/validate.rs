@@ -12,6 +12,7 @@ use crate::document::{
     Computation, ComputationKind, Contract, DatasetUse, LookupOutput, OutputForm, PsiOutput, Role,
 };
 use crate::error::list;
+use crate::key::KeyKind;
 use crate::scorecard::{bounds, MAX_RULES};
 use crate::ContractError;
 
@@ -45,6 +46,7 @@ impl Contract {
         self.validate_header()?;
         self.validate_parties()?;
         self.validate_datasets()?;
+        self.validate_keys()?;
         self.validate_computation()?;
         self.validate_receivers()?;
         self.validate_limits()
@@ -263,6 +265,43 @@ impl Contract {
                         party.node
                     ),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Datasets that are matched against each other share one key definition (PSI,
+    /// overthreshold); a lookup's keys, and a secagg's in universe mode, are the
+    /// universe's entity codes.
+    fn validate_keys(&self) -> Result<(), ContractError> {
+        let codes_only = match &self.computation {
+            Computation::Psi { .. } | Computation::Overthreshold { .. } => false,
+            Computation::Lookup { .. } => true,
+            Computation::Secagg { groups, .. } if groups.is_empty() => true,
+            Computation::Secagg { .. } => return Ok(()),
+        };
+        let Some(first) = self.datasets.first() else { return Ok(()) };
+        for (i, dataset) in self.datasets.iter().enumerate() {
+            if codes_only && !dataset.key_kind.is_entity_code() {
+                return Err(malformed(
+                    format!("datasets[{i}].key_kind"),
+                    format!(
+                        "{}'s dataset is keyed by {}; a {} over the universe of registered entities needs {}",
+                        dataset.party,
+                        dataset.key_kind.definition(),
+                        self.kind(),
+                        KeyKind::EntityCode.definition()
+                    ),
+                ));
+            }
+            if !codes_only && dataset.key_kind != first.key_kind {
+                return Err(ContractError::KeyDefinitionsDiffer {
+                    computation: self.kind().to_string(),
+                    party: first.party.clone(),
+                    definition: first.key_kind.definition(),
+                    other_party: dataset.party.clone(),
+                    other_definition: dataset.key_kind.definition(),
+                });
             }
         }
         Ok(())

@@ -64,8 +64,10 @@ pub enum Command {
         schema: PathBuf,
         #[arg(long)]
         csv: PathBuf,
-        /// What the key column holds: entity_code (default) or id.
-        #[arg(long, default_value = "entity_code")]
+        /// Legacy: `id` for a schema that declares no key_kind means identifiers, only
+        /// trimmed. Declare `key_kind` in the schema instead (entity_code, identifier or
+        /// composite).
+        #[arg(long, default_value = "")]
         key_kind: String,
         /// Import the valid rows even when some rows are rejected.
         #[arg(long)]

@@ -53,6 +53,8 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
     ids.extend(bank_ids.iter().map(String::as_str));
     // The utilities company: a data holder of the sole-proprietor profile (lookup).
     ids.push(crate::lookup_scenarios::UTILITIES);
+    // The chain leader: its payables ledger confirms receivables (信用+供应链).
+    ids.push(crate::receivable_scenario::CHAIN_LEADER);
     let setup_started = Instant::now();
     let mut alliance =
         Alliance::create(program.clone(), &base, &ids, true).await.context("starting the alliance")?;
@@ -89,6 +91,16 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
     results.push(scenarios::mutual(&alliance, &world, (&bank_ids[0], 0), (&bank_ids[1], 1)).await?);
     results.extend(crate::secagg_scenarios::run_all(&mut alliance, &world, &bank_ids).await?);
     results.extend(crate::lookup_scenarios::run_all(&alliance, &world, &bank_ids).await?);
+    results.push(
+        crate::receivable_scenario::demo(
+            &alliance,
+            &world,
+            args.seed,
+            &bank_ids[0],
+            &data_dir.join("supply-chain"),
+        )
+        .await?,
+    );
 
     let mut fault_results = Vec::new();
     if args.faults {
@@ -163,6 +175,8 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
         "banks (secagg contributors)": "the other banks' signed public keys and the sealed shares addressed to them; no other bank's input.",
         "credit-center (lookup coordinator)": "the padded vectors' sum, uniformly random without the providers' keys; as a provider, its own contribution only.",
         "lookup providers": "the number of lookups of each query session (distinct registered applicants); never which entities, nor another provider's contribution.",
+        "chain-leader (psi server, receivable confirmation)": "the bank's number of presented receivables; blinded points. Never which receivables.",
+        "bank (receivable confirmation)": "amount, due date and status of the presented receivables the leader holds, and the ledger's size; nothing about the leader's other payables.",
         "bank (lookup querier)": "the sum of the providers' contributions for its own registered applicants only; every other entry of the vector is padded by keys it does not hold.",
         "network": "blinded and evaluated ristretto255 points, truncated tags, encrypted labels, masked vectors, sealed shares; all inside mutual TLS.",
     });

@@ -18,6 +18,8 @@ pub mod limit_faults;
 pub mod load_bench;
 pub mod lookup_scenarios;
 pub mod privacy_faults;
+pub mod receivable_scenario;
 pub mod scenarios;
 pub mod secagg_scenarios;
+pub mod supply_chain;
 pub mod trust_faults;

@@ -15,10 +15,11 @@ use xmcredit_simulator::demo::{self, DemoOptions};
     name = "xmcredit-simulator",
     about = "Run the xmcredit alliance demo on one machine",
     long_about = "Run the xmcredit alliance demo on one machine: the credit center, N banks and a utilities \
-company as node processes. Scenarios: PSI (A-grade taxpayers, dishonest count, registry labels, \
+company and a chain leader as node processes. Scenarios: PSI (A-grade taxpayers, dishonest count, registry labels, \
 co-lending), SecAgg (loans per district, industry and entity, with dropouts) and lookup \
-(easy-loan-matching, multi-bank-exposure, sole-proprietor-profile), each checked against the \
-plaintext answer; then the faults."
+(easy-loan-matching, multi-bank-exposure, sole-proprietor-profile) and receivable-confirmation (a \
+chain leader's payables against a bank's presented receivables, seeded frauds), each checked \
+against the plaintext answer; then the faults."
 )]
 struct Args {
     /// Number of banks.

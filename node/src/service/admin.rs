@@ -15,7 +15,7 @@ use xmcredit_contracts::DatasetSchema;
 
 use super::{contracts, peer_client, ResponseStream};
 use crate::context::NodeContext;
-use crate::import::{read_csv, KeyKind};
+use crate::import::{read_csv, schema_with_key_flag};
 use crate::proto::{self, admin_server::Admin};
 use crate::store::AuditLog;
 use crate::NodeError;
@@ -144,7 +144,7 @@ impl Admin for AdminService {
                 request.dataset
             )));
         }
-        let key_kind = KeyKind::parse(&request.key_kind)?;
+        let schema = schema_with_key_flag(schema, &request.key_kind)?;
         let (progress, stream) = ProgressSender::channel();
         let ctx = self.ctx.clone();
         let path = PathBuf::from(&request.csv_path);
@@ -152,7 +152,7 @@ impl Admin for AdminService {
         tokio::spawn(async move {
             let task_progress = progress.clone();
             let result = tokio::task::spawn_blocking(move || {
-                import_dataset(&ctx, &path, &schema, key_kind, allow_rejects, &task_progress)
+                import_dataset(&ctx, &path, &schema, allow_rejects, &task_progress)
             })
             .await
             .unwrap_or_else(|e| Err(NodeError::Internal(format!("import task: {e}"))));
@@ -299,12 +299,11 @@ fn import_dataset(
     ctx: &NodeContext,
     path: &std::path::Path,
     schema: &DatasetSchema,
-    key_kind: KeyKind,
     allow_rejects: bool,
     progress: &ProgressSender,
 ) -> Result<serde_json::Value, NodeError> {
     let started = Instant::now();
-    let (rows, mut report) = read_csv(path, schema, key_kind, |done| progress.progress("reading", done, 0))?;
+    let (rows, mut report) = read_csv(path, schema, |done| progress.progress("reading", done, 0))?;
     let read_s = started.elapsed().as_secs_f64();
     let refuse = if rows.is_empty() {
         Some("no row was accepted".to_string())

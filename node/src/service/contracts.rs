@@ -164,7 +164,8 @@ pub fn receive_proposal(
             && !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id());
         if auto_sign {
             let checks = check_quota_ceiling(ctx, stored.signed.contract())
-                .and_then(|()| check_secagg_overlap(ctx, stored.signed.contract()));
+                .and_then(|()| check_secagg_overlap(ctx, stored.signed.contract()))
+                .and_then(|()| check_key_definition(ctx, stored.signed.contract()));
             match checks {
                 Ok(()) => {
                     stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
@@ -275,6 +276,25 @@ pub fn receive_revocation(
 /// Refuses a contract that names, for this node or for a peer whose key the
 /// configuration pins, another identity key: a party must not redirect contract
 /// traffic for a third party to a key of its choosing.
+/// The contract keys this node's dataset as the dataset is keyed (issue 14): signing a
+/// contract that names another key definition would let the other side match its
+/// identifiers against keys of another kind. A dataset not imported yet is checked when
+/// the contract runs (`require_schema`).
+fn check_key_definition(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
+    let Some(used) = document.dataset_of(ctx.node_id()) else { return Ok(()) };
+    let Some(meta) = ctx.store.current_dataset(&used.name)? else { return Ok(()) };
+    if &used.key_kind != meta.schema.key_kind() {
+        return Err(xmcredit_contracts::ContractError::KeyDefinitionMismatch {
+            contract: document.id.clone(),
+            dataset: used.name.clone(),
+            contract_definition: used.key_kind.definition(),
+            dataset_definition: meta.schema.key_kind().definition(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 fn check_party_keys(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
     for party in &document.parties {
         let pinned = if &party.node == ctx.node_id() {
@@ -478,6 +498,7 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
         // these checks and this one.
         check_quota_ceiling(ctx, &document)?;
         check_secagg_overlap(ctx, &document)?;
+        check_key_definition(ctx, &document)?;
         Ok(StoredContract {
             signed: signed.clone(),
             revocations: Vec::new(),
@@ -514,6 +535,7 @@ pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck
         if !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id()) {
             check_quota_ceiling(ctx, stored.signed.contract())?;
             check_secagg_overlap(ctx, stored.signed.contract())?;
+            check_key_definition(ctx, stored.signed.contract())?;
             stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
         }
         Ok(stored)
