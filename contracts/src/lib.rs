@@ -33,7 +33,7 @@ pub use checks::{lookup_day, QUOTA_DAY_UTC_OFFSET_SECONDS};
 pub use data::{ColumnType, DataError, DatasetSchema, Date, Value};
 pub use document::{
     Computation, ComputationKind, Contract, DatasetUse, Limits, LookupOutput, OutputForm, Party, PsiOutput,
-    Receiver, Role, SurvivorRule,
+    Receiver, Role, SumNoise, SurvivorRule,
 };
 pub use error::ContractError;
 pub use revocation::{Revocation, REVOCATION_DOMAIN};

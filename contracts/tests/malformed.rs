@@ -164,3 +164,60 @@ fn hand_written_json_is_read_strictly() {
     let null = json.replacen("\"version\":1", "\"version\":null", 1);
     assert!(matches!(Contract::from_json_str(&null), Err(ContractError::NotCanonical(_))));
 }
+
+/// The secagg sample with `noise` declared under `[computation]`.
+fn with_noise(noise: &str, bits: &str) -> String {
+    sample_text(SECAGG)
+        .replace("groups = [\"350203\"", &format!("noise = {noise}\ngroups = [\"350203\""))
+        .replace("output_bits = 48", bits)
+}
+
+#[test]
+fn secagg_noise_is_signed_canonically_and_checked() {
+    let text =
+        with_noise("{ mechanism = \"skellam\", variance = 1000000, sensitivity = 500 }", "output_bits = 48");
+    let contract = Contract::from_toml_str(&text).expect("noise accepted");
+    let bytes = contract.canonical_bytes().unwrap();
+    let json = String::from_utf8(bytes.clone()).unwrap();
+    assert!(
+        json.contains(r#""noise":{"mechanism":"skellam","sensitivity":500,"variance":1000000}"#),
+        "{json}"
+    );
+    assert_eq!(Contract::from_canonical_bytes(&bytes).unwrap(), contract);
+    // Without noise, the canonical bytes carry no `noise` key (old signatures hold).
+    let plain = Contract::from_toml_str(&sample_text(SECAGG)).unwrap();
+    assert!(!String::from_utf8(plain.canonical_bytes().unwrap()).unwrap().contains("noise"));
+
+    let cases = [
+        (
+            "{ mechanism = \"skellam\", variance = 0, sensitivity = 1 }",
+            "output_bits = 48",
+            "computation.noise.variance",
+        ),
+        (
+            "{ mechanism = \"skellam\", variance = 1125899906842625, sensitivity = 1 }",
+            "output_bits = 48",
+            "computation.noise.variance",
+        ),
+        (
+            "{ mechanism = \"skellam\", variance = 100, sensitivity = 0 }",
+            "output_bits = 48",
+            "computation.noise.sensitivity",
+        ),
+        // 3 × (2^62 − 1) fits 2^64 but not the signed range noise needs.
+        (
+            "{ mechanism = \"skellam\", variance = 100, sensitivity = 1 }",
+            "output_bits = 62",
+            "limits.output_bits",
+        ),
+    ];
+    for (noise, bits, field) in cases {
+        let err = refused(&with_noise(noise, bits));
+        assert_eq!(field_of(&err), field, "{noise} {bits}: {err}");
+    }
+    let err = refused(&with_noise(
+        "{ mechanism = \"gaussian\", variance = 100, sensitivity = 1 }",
+        "output_bits = 48",
+    ));
+    assert!(matches!(&err, ContractError::Toml { message } if message.contains("gaussian")), "{err}");
+}

@@ -149,7 +149,10 @@ pub fn skellam_epsilon(variance: f64, l1: f64, l2: f64, delta: f64) -> f64 {
     };
     let small = (1..=100).map(|k| 1.0 + k as f64 / 10.0);
     let large = (12..=512).map(f64::from);
-    small.chain(large).map(|alpha| rdp(alpha) + (1.0 / delta).ln() / (alpha - 1.0)).fold(f64::INFINITY, f64::min)
+    small
+        .chain(large)
+        .map(|alpha| rdp(alpha) + (1.0 / delta).ln() / (alpha - 1.0))
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// Discrete Laplace (two-sided geometric) noise: `P(X = k) ∝ exp(−ε·|k| / Δ)`, which
