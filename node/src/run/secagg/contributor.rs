@@ -13,7 +13,7 @@ use tracing::Instrument;
 use xmcredit_contracts::audit::Outcome;
 use xmcredit_contracts::{ComputationKind, Role, VerifiedContract};
 use xmcredit_crypto::{ContractId, NodeId};
-use xmcredit_protocol::secagg::{AwaitingKeyList, Round, SecAggMessage, Setup, VectorSpec, MAX_VECTOR_LEN};
+use xmcredit_protocol::secagg::{AwaitingKeyList, Round, SecAggMessage, Setup, MAX_VECTOR_LEN};
 use xmcredit_protocol::ProtocolError;
 
 use super::fault::{exit_if_asked, ExitPoint};
@@ -196,7 +196,7 @@ fn prepare(ctx: &NodeContext, peer: &NodeId, open: &Open) -> Result<Session, Ref
         let rows_used = values.len();
         let input = Input { values, rows_used, rows_outside: 0 };
         let roster = roster(&verified, &params, peer)?;
-        let setup = Setup::new(binding, roster, VectorSpec { len: input.values.len(), bits: params.bits })?;
+        let setup = super::setup(binding, roster, input.values.len(), &params)?;
         ctx.store.claim_session(setup.binding().session.as_bytes(), open.contract.as_str())?;
         return Ok(Session { verified, params, setup, input, dataset });
     }
@@ -209,7 +209,7 @@ fn prepare(ctx: &NodeContext, peer: &NodeId, open: &Open) -> Result<Session, Ref
         }
     })?;
     let roster = roster(&verified, &params, peer)?;
-    let setup = Setup::new(binding, roster, VectorSpec { len: input.values.len(), bits: params.bits })?;
+    let setup = super::setup(binding, roster, input.values.len(), &params)?;
     ctx.store.claim_session(setup.binding().session.as_bytes(), open.contract.as_str())?;
     Ok(Session { verified, params, setup, input, dataset: meta.name })
 }
