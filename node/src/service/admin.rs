@@ -103,6 +103,12 @@ impl Admin for AdminService {
                 state: j.state.as_str().to_string(),
                 detail: j.detail,
                 started_unix: j.started_unix,
+                observed_json: j
+                    .observed
+                    .as_ref()
+                    .and_then(|o| serde_json::to_string(o).ok())
+                    .unwrap_or_default(),
+                session: j.session,
             })
             .collect();
         let datasets = ctx

@@ -26,6 +26,7 @@ use super::wire::{fragments, sum_digest, Open, Reassembler, MAX_KEY_BYTES};
 use super::{kind_name, message_cap, next_round, roster, transcribe, DEFAULT_UNIVERSE_DATASET};
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::admin::ProgressSender;
 use crate::store::JobState;
@@ -140,6 +141,11 @@ async fn run_prepared(
             let report = report(&ctx, &prepared, &aggregate, &log, wall_s);
             let sizes =
                 aggregate.contributors.iter().map(|c| (c.clone(), aggregate.sum.len() as u64)).collect();
+            let mut observed = log.observed.clone();
+            if !prepared.params.lookup {
+                observed.wrote("sum", aggregate.sum.len() as u64);
+            }
+            job.observed = Some(observed);
             finish_job(
                 &ctx,
                 &mut job,
@@ -175,6 +181,7 @@ async fn run_prepared(
                 _ => Outcome::Failed { reason: outcome.detail.clone() },
             };
             outcome.transcript_digest = Some(log.transcript.clone().finalize().into());
+            job.observed = Some(log.observed.clone());
             finish_job(&ctx, &mut job, verified, outcome);
             Err(error)
         }
@@ -257,6 +264,8 @@ struct RunLog {
     setup_s: f64,
     /// Seconds from the sum to every stream closed.
     close_s: f64,
+    /// What this node received and sent, by class (issue 10).
+    observed: Observed,
 }
 
 impl RunLog {
@@ -523,8 +532,12 @@ async fn collect<S: Collecting>(
                     continue; // a late message from a contributor already dropped
                 }
                 transcribe(&mut log.transcript, false, &peer, &bytes);
+                let observed = &mut log.observed;
                 let result = tokio::task::block_in_place(|| {
-                    SecAggMessage::from_bytes(&bytes).and_then(|message| state.accept(&peer, message))
+                    SecAggMessage::from_bytes(&bytes).and_then(|message| {
+                        observed.secagg(Direction::Received, &message);
+                        state.accept(&peer, message)
+                    })
                 });
                 match result {
                     Ok(()) => {
@@ -611,8 +624,10 @@ async fn rounds(
     enough(params, Round::AdvertiseKeys, answered)?;
     crate::run::fault::exit_if_asked("secagg-coordinator-before-key-list");
     let (mut shares, key_list) = keys.close_round()?;
-    let bytes = SecAggMessage::KeyList(key_list.message).to_bytes();
+    let message = SecAggMessage::KeyList(key_list.message);
+    let bytes = message.to_bytes();
     for peer in &key_list.to {
+        log.observed.secagg(Direction::Sent, &message);
         links.send(peer, &bytes, Round::ShareKeys, timeout, log).await;
     }
     lap(log, Round::AdvertiseKeys);
@@ -623,7 +638,9 @@ async fn rounds(
     crate::run::fault::exit_if_asked("secagg-coordinator-before-share-relay");
     let (mut masked, relays) = shares.close_round()?;
     for relay in relays {
-        let bytes = SecAggMessage::ShareRelay(relay.message).to_bytes();
+        let message = SecAggMessage::ShareRelay(relay.message);
+        log.observed.secagg(Direction::Sent, &message);
+        let bytes = message.to_bytes();
         links.send(&relay.to, &bytes, Round::MaskedInputCollection, timeout, log).await;
     }
     lap(log, Round::ShareKeys);
@@ -645,6 +662,7 @@ async fn rounds(
     enough(params, Round::Unmasking, answered)?;
     crate::run::fault::exit_if_asked("secagg-coordinator-before-sum");
     let aggregate = tokio::task::block_in_place(|| unmasking.close_round())?;
+    log.observed.received.unmasked_outputs += 1;
     lap(log, Round::Unmasking);
     Ok(aggregate)
 }
