@@ -232,7 +232,8 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Status(config) => {
-            let status = admin(&config.config).await?.status(proto::StatusRequest {}).await?.into_inner();
+            let status =
+                admin(&config.config).await?.status(proto::StatusRequest::default()).await?.into_inner();
             print_status(&status);
             Ok(())
         }

@@ -16,6 +16,7 @@ pub mod faults;
 pub mod floor;
 pub mod limit_faults;
 pub mod lookup_scenarios;
+pub mod observations;
 pub mod privacy_faults;
 pub mod scenarios;
 pub mod secagg_scenarios;
