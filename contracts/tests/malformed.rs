@@ -177,16 +177,18 @@ fn secagg_noise_is_signed_canonically_and_checked() {
     let text =
         with_noise("{ mechanism = \"skellam\", variance = 1000000, sensitivity = 500 }", "output_bits = 48");
     let contract = Contract::from_toml_str(&text).expect("noise accepted");
-    let bytes = contract.canonical_bytes().unwrap();
-    let json = String::from_utf8(bytes.clone()).unwrap();
+    let bytes = contract.canonical_bytes().expect("test value");
+    let json = String::from_utf8(bytes.clone()).expect("test value");
     assert!(
         json.contains(r#""noise":{"mechanism":"skellam","sensitivity":500,"variance":1000000}"#),
         "{json}"
     );
-    assert_eq!(Contract::from_canonical_bytes(&bytes).unwrap(), contract);
+    assert_eq!(Contract::from_canonical_bytes(&bytes).expect("test value"), contract);
     // Without noise, the canonical bytes carry no `noise` key (old signatures hold).
-    let plain = Contract::from_toml_str(&sample_text(SECAGG)).unwrap();
-    assert!(!String::from_utf8(plain.canonical_bytes().unwrap()).unwrap().contains("noise"));
+    let plain = Contract::from_toml_str(&sample_text(SECAGG)).expect("test value");
+    assert!(!String::from_utf8(plain.canonical_bytes().expect("test value"))
+        .expect("test value")
+        .contains("noise"));
 
     let cases = [
         (

@@ -31,7 +31,7 @@ fn skellam_has_the_declared_variance_small_and_large() {
     let mut rng = ChaCha20Rng::seed_from_u64(10);
     // Below and above the sampler's switch at a Poisson mean of 10, up to 2^40.
     for variance in [0.3, 2.0, 19.0, 21.0, 500.0, 1e6, (1u64 << 40) as f64] {
-        let noise = Skellam::with_variance(variance).unwrap();
+        let noise = Skellam::with_variance(variance).expect("test value");
         let samples: Vec<i64> = (0..SAMPLES).map(|_| noise.sample(&mut rng)).collect();
         assert_moments(&samples, variance, &format!("Skellam({variance})"));
     }
@@ -42,7 +42,7 @@ fn shares_of_n_contributors_sum_to_the_declared_variance() {
     // Three contributors each add Skellam(V / 3): the sum must carry V.
     let mut rng = ChaCha20Rng::seed_from_u64(11);
     let declared = 900.0;
-    let share = Skellam::with_variance(declared / 3.0).unwrap();
+    let share = Skellam::with_variance(declared / 3.0).expect("test value");
     let sums: Vec<i64> = (0..SAMPLES).map(|_| (0..3).map(|_| share.sample(&mut rng)).sum()).collect();
     assert_moments(&sums, declared, "sum of three shares");
     // Only two of them (one dropped out): two thirds of the variance, not V.
@@ -53,7 +53,7 @@ fn shares_of_n_contributors_sum_to_the_declared_variance() {
 #[test]
 fn noise_added_modulo_2_64_decodes_as_signed() {
     let mut rng = ChaCha20Rng::seed_from_u64(12);
-    let noise = Skellam::with_variance(100.0).unwrap();
+    let noise = Skellam::with_variance(100.0).expect("test value");
     let mut values = vec![0u64; 4096];
     noise.add_to(&mut values, &mut rng);
     let decoded: Vec<i64> = values.iter().map(|&v| v as i64).collect();
@@ -91,7 +91,7 @@ fn parameters_outside_the_samplers_range_are_refused() {
 fn discrete_laplace_has_its_variance() {
     let mut rng = ChaCha20Rng::seed_from_u64(13);
     for epsilon in [0.1, 0.5, 1.0, 2.0] {
-        let noise = DiscreteLaplace::new(epsilon, 1.0).unwrap();
+        let noise = DiscreteLaplace::new(epsilon, 1.0).expect("test value");
         let samples: Vec<i64> = (0..SAMPLES).map(|_| noise.sample(&mut rng)).collect();
         // Heavier tails than a Gaussian (kurtosis 6): a wider tolerance.
         let (mean, got) = moments(&samples);

@@ -310,7 +310,7 @@ mod tests {
             contracts: BTreeMap::from([(id.to_string(), contract)]),
         };
         let mut rows = vec![serde_json::json!({ "name": "leaky", "contract": id })];
-        assert!(!annotate(&collected, &mut rows).unwrap());
+        assert!(!annotate(&collected, &mut rows).expect("test value"));
         assert_eq!(rows[0]["privacy_ok"], false);
         assert_eq!(rows[0]["observations"]["bank-a"]["privacy_ok"], false);
         // Sending labels is not observing them: the server stays within its grant.

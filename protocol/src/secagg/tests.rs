@@ -1105,7 +1105,7 @@ fn exact_sum_without_noise_is_not_decoded_as_signed() {
 #[test]
 fn noise_that_could_wrap_the_signed_range_is_refused() {
     let fx = fixture(3, 2, 4, 62, 1);
-    let noise = SessionNoise::skellam(100, 2, 3).unwrap();
+    let noise = SessionNoise::skellam(100, 2, 3).expect("test value");
     assert!(matches!(
         fx.setup.clone().with_noise(noise),
         Err(ProtocolError::SumCouldWrap { n: 3, bits: 62 })

@@ -143,6 +143,7 @@ struct Finished {
     query_s: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     ctx: &Arc<NodeContext>,
     verified: &VerifiedContract,

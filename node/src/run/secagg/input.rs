@@ -283,6 +283,7 @@ mod tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             bits,
             lookup: false,
+            noise: None,
         }
     }
 
