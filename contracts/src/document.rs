@@ -68,6 +68,10 @@ pub enum Computation {
         /// defence). Absent = `threshold`.
         #[serde(default, skip_serializing_if = "SurvivorRule::is_threshold")]
         survivors: SurvivorRule,
+        /// Distributed noise every contributor adds before masking (issue 10). Absent =
+        /// exact sums.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        noise: Option<SumNoise>,
     },
     /// Private aggregate lookup: each provider scores every entity of the universe with
     /// its rules (or reads its value column); queriers learn the totals of their own
@@ -99,6 +103,34 @@ pub enum SurvivorRule {
 impl SurvivorRule {
     pub fn is_threshold(&self) -> bool {
         *self == Self::Threshold
+    }
+}
+
+/// Noise on a `secagg` sum, declared by the contract and added by the contributors
+/// (the nodes that would leak), each its share, before masking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "mechanism", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SumNoise {
+    /// Skellam noise (Agarwal, Kairouz and Liu 2021): every entry of the unmasked sum
+    /// carries noise of at least `variance` (integer units of the summed column), whatever
+    /// dropout the contract tolerates. `sensitivity` is what one protected record can
+    /// change an entry by (and a contributor's vector's L1 norm by); with it the node
+    /// states the (ε, δ) the noise gives (ARCHITECTURE.md, "Privacy limits").
+    Skellam { variance: u64, sensitivity: u64 },
+}
+
+impl SumNoise {
+    /// The variance every unmasked entry carries at least.
+    pub fn variance(&self) -> u64 {
+        match self {
+            Self::Skellam { variance, .. } => *variance,
+        }
+    }
+
+    pub fn sensitivity(&self) -> u64 {
+        match self {
+            Self::Skellam { sensitivity, .. } => *sensitivity,
+        }
     }
 }
 

@@ -35,7 +35,7 @@ pub use checks::{lookup_day, QUOTA_DAY_UTC_OFFSET_SECONDS};
 pub use data::{ColumnType, DataError, DatasetSchema, Date, Value};
 pub use document::{
     Computation, ComputationKind, Contract, DatasetUse, Limits, LookupOutput, OutputForm, Party, PsiOutput,
-    Receiver, Role, SurvivorRule,
+    Receiver, Role, SumNoise, SurvivorRule,
 };
 pub use error::ContractError;
 pub use key::{KeyKind, KeyPart, PartKind};

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeSet;
 
+use xmcredit_crypto::noise::{skellam_tail_bound, MAX_VARIANCE};
 use xmcredit_crypto::NodeId;
 
 use crate::canonical::MAX_SAFE_INTEGER;
 use crate::data::is_identifier;
 use crate::document::{
-    Computation, ComputationKind, Contract, DatasetUse, LookupOutput, OutputForm, PsiOutput, Role,
+    Computation, ComputationKind, Contract, DatasetUse, LookupOutput, OutputForm, PsiOutput, Role, SumNoise,
 };
 use crate::error::list;
 use crate::key::KeyKind;
@@ -595,6 +596,9 @@ impl Contract {
         }
         if let (ComputationKind::Secagg, Some(bits)) = (kind, limits.output_bits) {
             validate_secagg_width(contributors, bits)?;
+            if let Computation::Secagg { noise: Some(noise), .. } = &self.computation {
+                validate_secagg_noise(contributors, bits, noise)?;
+            }
         }
         Ok(())
     }
@@ -645,6 +649,28 @@ fn validate_secagg_width(contributors: usize, bits: u32) -> Result<(), ContractE
         return Err(malformed(
             "limits.output_bits",
             format!("{contributors} contributors × (2^{bits} − 1) exceeds 2^64 − 1: the sum could wrap"),
+        ));
+    }
+    Ok(())
+}
+
+/// Noise must be one a sampler accepts, and sum plus noise must decode as a signed
+/// 64-bit integer: `n × (2^bits − 1)` plus the noise's tail bound stays below 2^63.
+fn validate_secagg_noise(contributors: usize, bits: u32, noise: &SumNoise) -> Result<(), ContractError> {
+    let variance = noise.variance();
+    if !(1..=MAX_VARIANCE).contains(&variance) {
+        return Err(malformed("computation.noise.variance", "must be between 1 and 2^50"));
+    }
+    if noise.sensitivity() == 0 {
+        return Err(malformed("computation.noise.sensitivity", "must be at least 1"));
+    }
+    let largest = (contributors as u128) * ((1u128 << bits) - 1) + u128::from(skellam_tail_bound(variance));
+    if largest > i64::MAX as u128 {
+        return Err(malformed(
+            "limits.output_bits",
+            format!(
+                "with noise the sum is decoded as signed: {contributors} contributors × (2^{bits} − 1) plus the noise's bound exceeds 2^63 − 1"
+            ),
         ));
     }
     Ok(())

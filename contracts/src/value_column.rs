@@ -132,6 +132,7 @@ mod tests {
             party: xmcredit_crypto::NodeId::new("bank-a").expect("id"),
             name: "loans".into(),
             key: "credit_code".into(),
+            key_kind: Default::default(),
             columns: vec![column.into()],
             rules: Vec::new(),
             role: None,

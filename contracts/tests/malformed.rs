@@ -260,3 +260,62 @@ fn a_value_lookup_sums_one_column_and_a_provider_may_also_query() {
     let err = refused(&text.replacen(applicants, "", 1));
     assert_eq!(field_of(&err), "datasets", "{err}");
 }
+
+/// The secagg sample with `noise` declared under `[computation]`.
+fn with_noise(noise: &str, bits: &str) -> String {
+    sample_text(SECAGG)
+        .replace("groups = [\"350203\"", &format!("noise = {noise}\ngroups = [\"350203\""))
+        .replace("output_bits = 48", bits)
+}
+
+#[test]
+fn secagg_noise_is_signed_canonically_and_checked() {
+    let text =
+        with_noise("{ mechanism = \"skellam\", variance = 1000000, sensitivity = 500 }", "output_bits = 48");
+    let contract = Contract::from_toml_str(&text).expect("noise accepted");
+    let bytes = contract.canonical_bytes().expect("test value");
+    let json = String::from_utf8(bytes.clone()).expect("test value");
+    assert!(
+        json.contains(r#""noise":{"mechanism":"skellam","sensitivity":500,"variance":1000000}"#),
+        "{json}"
+    );
+    assert_eq!(Contract::from_canonical_bytes(&bytes).expect("test value"), contract);
+    // Without noise, the canonical bytes carry no `noise` key (old signatures hold).
+    let plain = Contract::from_toml_str(&sample_text(SECAGG)).expect("test value");
+    assert!(!String::from_utf8(plain.canonical_bytes().expect("test value"))
+        .expect("test value")
+        .contains("noise"));
+
+    let cases = [
+        (
+            "{ mechanism = \"skellam\", variance = 0, sensitivity = 1 }",
+            "output_bits = 48",
+            "computation.noise.variance",
+        ),
+        (
+            "{ mechanism = \"skellam\", variance = 1125899906842625, sensitivity = 1 }",
+            "output_bits = 48",
+            "computation.noise.variance",
+        ),
+        (
+            "{ mechanism = \"skellam\", variance = 100, sensitivity = 0 }",
+            "output_bits = 48",
+            "computation.noise.sensitivity",
+        ),
+        // 3 × (2^62 − 1) fits 2^64 but not the signed range noise needs.
+        (
+            "{ mechanism = \"skellam\", variance = 100, sensitivity = 1 }",
+            "output_bits = 62",
+            "limits.output_bits",
+        ),
+    ];
+    for (noise, bits, field) in cases {
+        let err = refused(&with_noise(noise, bits));
+        assert_eq!(field_of(&err), field, "{noise} {bits}: {err}");
+    }
+    let err = refused(&with_noise(
+        "{ mechanism = \"gaussian\", variance = 100, sensitivity = 1 }",
+        "output_bits = 48",
+    ));
+    assert!(matches!(&err, ContractError::Toml { message } if message.contains("gaussian")), "{err}");
+}

@@ -234,7 +234,8 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Status(config) => {
-            let status = admin(&config.config).await?.status(proto::StatusRequest {}).await?.into_inner();
+            let status =
+                admin(&config.config).await?.status(proto::StatusRequest::default()).await?.into_inner();
             print_status(&status);
             Ok(())
         }
@@ -576,6 +577,28 @@ fn print_status(status: &proto::StatusReply) {
             "  #{:<6} {:<8} {:<28} {:<12} {:<12} {}",
             j.job_id, j.kind, j.contract_id, j.role, j.state, j.detail
         );
+        if let Ok(observed) = serde_json::from_str::<serde_json::Value>(&j.observed_json) {
+            // Only the classes the job saw: "received tags=2997 evaluated_elements=2000 ...".
+            let side = |name: &str| -> String {
+                observed[name]
+                    .as_object()
+                    .map(|counts| {
+                        counts
+                            .iter()
+                            .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                            .map(|(class, n)| format!("{class}={n}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default()
+            };
+            println!(
+                "          received: {} | sent: {} | wrote: {}",
+                side("received"),
+                side("sent"),
+                side("written")
+            );
+        }
     }
     println!("audit records: {}", status.audit_records);
 }

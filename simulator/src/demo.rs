@@ -102,6 +102,9 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
         .await?,
     );
 
+    // What every node counted in the scenarios' jobs, read back before faults stop or
+    // revoke nodes (issue 10).
+    let observed = crate::observations::collect(&alliance).await?;
     let mut fault_results = Vec::new();
     if args.faults {
         fault_results.push(faults::foreign_certificate(&alliance, &program).await?);
@@ -164,7 +167,21 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
             println!("    {}", f.observed);
         }
     }
-    let passed = results.iter().all(|r| r.verified) && fault_results.iter().all(|f| f.passed);
+    let privacy_ok = crate::observations::annotate(&observed, &mut rows)?;
+    println!(
+        "\nobservations: {}",
+        if privacy_ok {
+            "every node observed only what its contracts grant (privacy_ok)".to_string()
+        } else {
+            let over: Vec<String> = rows
+                .iter()
+                .filter(|r| r["privacy_ok"] == false)
+                .map(|r| r["name"].as_str().unwrap_or("?").to_string())
+                .collect();
+            format!("OBSERVED MORE THAN GRANTED in: {}", over.join("; "))
+        }
+    );
+    let passed = results.iter().all(|r| r.verified) && fault_results.iter().all(|f| f.passed) && privacy_ok;
     // What each role could observe, by construction of the protocols run above (the
     // report's scenario details show the sizes and bytes each actually saw).
     let observations = serde_json::json!({
@@ -187,6 +204,7 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
         "scenarios": rows,
         "faults": fault_results,
         "observations": observations,
+        "privacy_ok": privacy_ok,
         "wall_s": started.elapsed().as_secs_f64(),
     });
     if let Some(path) = &args.report {

@@ -17,6 +17,7 @@ pub mod floor;
 pub mod limit_faults;
 pub mod load_bench;
 pub mod lookup_scenarios;
+pub mod observations;
 pub mod privacy_faults;
 pub mod receivable_scenario;
 pub mod scenarios;

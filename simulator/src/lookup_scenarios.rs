@@ -102,6 +102,7 @@ fn result(
     extra.insert("query_s".to_string(), report["query_s"].clone());
     extra.insert("vector_s".to_string(), report["vector_s"].clone());
     extra.insert("providers".to_string(), report["providers"].clone());
+    extra.insert("contract".to_string(), report["contract"].clone());
     let mut sizes = BTreeMap::new();
     sizes.insert("universe".to_string(), report["universe_size"].as_u64().unwrap_or(0));
     sizes.insert("applicants".to_string(), report["applicants"].as_u64().unwrap_or(0));

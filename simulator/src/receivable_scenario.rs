@@ -153,6 +153,7 @@ pub async fn run(alliance: &Alliance, chain: &SupplyChain, bank: &str) -> Result
 
     let mut extra = BTreeMap::new();
     extra.insert("use".to_string(), Value::from("receivable-confirmation"));
+    extra.insert("contract".to_string(), Value::from(id.as_str()));
     let names: BTreeMap<&str, &str> = seeded.iter().map(|(k, f)| (f.name(), k.as_str())).collect();
     extra.insert("seeded_frauds".to_string(), serde_json::json!(names));
     extra.insert("flagged".to_string(), serde_json::json!(got.flagged()));

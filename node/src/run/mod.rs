@@ -4,6 +4,7 @@
 
 pub mod fault;
 pub mod lookup;
+pub mod observed;
 pub mod psi;
 pub mod secagg;
 
@@ -95,6 +96,7 @@ pub fn start_job(
         detail: String::new(),
         started_unix: ctx.now_unix(),
         finished_unix: None,
+        observed: None,
     })
 }
 

@@ -69,7 +69,7 @@ impl ProgressSender {
 impl Admin for AdminService {
     async fn status(
         &self,
-        _request: Request<proto::StatusRequest>,
+        request: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusReply>, Status> {
         let ctx = &self.ctx;
         let mut peers = Vec::new();
@@ -93,7 +93,10 @@ impl Admin for AdminService {
         let contracts = contract_summaries(ctx)?;
         let jobs = ctx
             .store
-            .recent_jobs(20)?
+            .recent_jobs(match request.get_ref().jobs_limit {
+                0 => 20,
+                n => n as usize,
+            })?
             .into_iter()
             .map(|j| proto::JobSummary {
                 job_id: j.id,
@@ -103,6 +106,12 @@ impl Admin for AdminService {
                 state: j.state.as_str().to_string(),
                 detail: j.detail,
                 started_unix: j.started_unix,
+                observed_json: j
+                    .observed
+                    .as_ref()
+                    .and_then(|o| serde_json::to_string(o).ok())
+                    .unwrap_or_default(),
+                session: j.session,
             })
             .collect();
         let datasets = ctx

@@ -365,8 +365,9 @@ fn check_quota_ceiling(ctx: &NodeContext, document: &Contract) -> Result<(), Nod
 /// Refuses to sign a second SecAgg contract in which this node contributes the same
 /// column of the same dataset as in a contract it already signed, but with another set
 /// of contributors (issue 10): the coordinator of both could subtract the two sums and
-/// recover the inputs of the banks in one set and not the other. (Declared noise would
-/// make that tolerable; it is not implemented yet, so the rule has no exception.)
+/// recover the inputs of the banks in one set and not the other. Unless either contract
+/// declares noise: the difference then carries that noise (ARCHITECTURE.md, "Privacy
+/// limits", for what repeated noisy releases compose to).
 fn check_secagg_overlap(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
     let me = ctx.node_id();
     let contributes = |c: &Contract| c.party(me).is_some_and(|p| p.roles.contains(&Role::Contributor));
@@ -374,6 +375,7 @@ fn check_secagg_overlap(ctx: &NodeContext, document: &Contract) -> Result<(), No
         Computation::Secagg { value_column, .. } => Some(value_column.clone()),
         _ => None,
     };
+    let noisy = |c: &Contract| matches!(&c.computation, Computation::Secagg { noise: Some(_), .. });
     let (Some(column), true) = (column_of(document), contributes(document)) else { return Ok(()) };
     let dataset_of = |c: &Contract| c.datasets.iter().find(|d| &d.party == me).map(|d| d.name.clone());
     // As sets: the order parties are listed in does not change what is summed.
@@ -393,6 +395,8 @@ fn check_secagg_overlap(ctx: &NodeContext, document: &Contract) -> Result<(), No
         if column_of(other).as_ref() == Some(&column)
             && dataset_of(other) == dataset
             && contributors(other) != set
+            && !noisy(document)
+            && !noisy(other)
         {
             let names = |v: &std::collections::BTreeSet<NodeId>| {
                 v.iter().map(NodeId::as_str).collect::<Vec<_>>().join(", ")

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -24,6 +24,7 @@ use xmcredit_protocol::SessionBinding;
 use super::{Params, CHUNK_SIZE, SESSION_DEADLINE_ROUNDS};
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::admin::ProgressSender;
 use crate::store::{DatasetRow, JobState};
@@ -70,9 +71,10 @@ pub async fn run_querier(
     }
     let mut job = start_job(&ctx, ComputationKind::Lookup, &verified, "querier", session.to_string(), peers)?;
     let deadline = ctx.config.timeouts.round() * SESSION_DEADLINE_ROUNDS;
+    let observed = Arc::new(Mutex::new(Observed::default()));
     let result = match tokio::time::timeout(
         deadline,
-        drive(&ctx, &verified, epoch, &params, session, &rows, &progress),
+        drive(&ctx, &verified, epoch, &params, session, &rows, &progress, &observed),
     )
     .await
     {
@@ -95,6 +97,8 @@ pub async fn run_querier(
                 ),
                 Err(e) => format!("results NOT SAVED: {e}"),
             };
+            note(&observed, |o| o.wrote("scores", rows.len() as u64));
+            job.observed = Some(taken(&observed));
             finish_job(
                 &ctx,
                 &mut job,
@@ -111,10 +115,22 @@ pub async fn run_querier(
         }
         Err(error) => {
             tracing::warn!(error = %error, "lookup querier failed");
+            job.observed = Some(taken(&observed));
             finish_job(&ctx, &mut job, &verified, failed(&error));
             Err(error)
         }
     }
+}
+
+/// Counts one observation; a poisoned lock (a panicked session task) loses it only.
+fn note(observed: &Mutex<Observed>, f: impl FnOnce(&mut Observed)) {
+    if let Ok(mut observed) = observed.lock() {
+        f(&mut observed);
+    }
+}
+
+fn taken(observed: &Mutex<Observed>) -> Observed {
+    observed.lock().map(|o| o.clone()).unwrap_or_default()
 }
 
 /// What a finished run holds.
@@ -129,6 +145,7 @@ struct Finished {
     query_s: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     ctx: &Arc<NodeContext>,
     verified: &VerifiedContract,
@@ -137,10 +154,11 @@ async fn drive(
     session: SessionId,
     rows: &[DatasetRow],
     progress: &ProgressSender,
+    observed: &Arc<Mutex<Observed>>,
 ) -> Result<Finished, NodeError> {
     let contract = verified.id().clone();
     let download_started = Instant::now();
-    let (universe, vector, vector_bytes) = download(ctx, &contract, epoch, params, session).await?;
+    let (universe, vector, vector_bytes) = download(ctx, &contract, epoch, params, session, observed).await?;
     let vector_s = download_started.elapsed().as_secs_f64();
     progress.progress("vector", vector.len() as u64, vector.len() as u64);
     let applicants: Vec<Vec<u8>> = rows.iter().map(|r| r.key.as_bytes().to_vec()).collect();
@@ -163,7 +181,10 @@ async fn drive(
                 });
                 continue;
             }
-            sessions.spawn(async move { query_provider(&ctx, &query, &contract, epoch, &provider).await });
+            let observed = observed.clone();
+            sessions.spawn(async move {
+                query_provider(&ctx, &query, &contract, epoch, &provider, &observed).await
+            });
         }
         while let Some(joined) = sessions.join_next().await {
             let reply = joined.map_err(|e| NodeError::Internal(format!("a lookup session task: {e}")))??;
@@ -194,6 +215,7 @@ async fn download(
     epoch: Epoch,
     params: &Params,
     session: SessionId,
+    observed: &Mutex<Observed>,
 ) -> Result<(Arc<Universe>, LookupVector, u64), NodeError> {
     let coordinator = &params.coordinator;
     ctx.store.claim_session(session.as_bytes(), contract.as_str())?;
@@ -261,6 +283,7 @@ async fn download(
                 state
             }
         };
+        note(observed, |o| o.lookup_bytes(Direction::Received, &part.vector_chunk));
         match state.handle(coordinator, &part.vector_chunk)? {
             DownloadNext::More(state) => download = Some(state),
             DownloadNext::Done(vector) => {
@@ -281,6 +304,7 @@ async fn query_provider(
     contract: &ContractId,
     epoch: Epoch,
     provider: &NodeId,
+    observed: &Mutex<Observed>,
 ) -> Result<ProviderReply, NodeError> {
     let binding = SessionBinding {
         contract: contract.clone(),
@@ -293,6 +317,7 @@ async fn query_provider(
         tokio::task::block_in_place(|| query.start_session(config, &mut rand::rngs::OsRng))?;
     let (tx, rx) = mpsc::channel::<proto::Frame>(16);
     for message in &first {
+        note(observed, |o| o.lookup_bytes(Direction::Sent, &message.bytes));
         tx.send(proto::Frame { payload: message.bytes.clone() })
             .await
             .map_err(|_| NodeError::Internal("lookup stream closed".into()))?;
@@ -321,10 +346,12 @@ async fn query_provider(
                 })
             }
         };
+        note(observed, |o| o.lookup_bytes(Direction::Received, &frame.payload));
         let (next_state, out): (QuerierSession, _) =
             tokio::task::block_in_place(|| session.handle(provider, &frame.payload))?;
         session = next_state;
         for message in &out {
+            note(observed, |o| o.lookup_bytes(Direction::Sent, &message.bytes));
             tx.send(proto::Frame { payload: message.bytes.clone() })
                 .await
                 .map_err(|_| NodeError::Internal("lookup stream closed".into()))?;
