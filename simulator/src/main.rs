@@ -15,9 +15,10 @@ use xmcredit_simulator::demo::{self, DemoOptions};
     name = "xmcredit-simulator",
     about = "Run the xmcredit alliance demo on one machine",
     long_about = "Run the xmcredit alliance demo on one machine: the credit center, N banks and a utilities \
-company as node processes. Scenarios: PSI (A-grade taxpayers, dishonest count, registry labels, \
+company and a chain leader as node processes. Scenarios: PSI (A-grade taxpayers, dishonest count, registry labels, \
 co-lending), SecAgg (loans per district, industry and entity, with dropouts) and lookup \
-(easy-loan-matching, multi-bank-exposure, sole-proprietor-profile) and overthreshold \
+(easy-loan-matching, multi-bank-exposure, sole-proprietor-profile), receivable-confirmation (a \
+chain leader's payables against a bank's presented receivables, seeded frauds) and overthreshold \
 (duplicate-financing), each checked against the plaintext answer; then the faults."
 )]
 struct Args {
@@ -62,6 +63,22 @@ enum Bench {
     BenchLookup {
         #[arg(long, default_value_t = 1 << 16)]
         universe: usize,
+        /// 1 (the credit center) or 3 and more (the credit center and banks b, c, ...,
+        /// summed with SecAgg).
+        #[arg(long, default_value_t = 1)]
+        providers: usize,
+        /// Write the JSON result here (as `--report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Many banks run PSI and SecAgg against one credit center for a fixed time, while
+    /// an intruder holds connections and streams at its limits: jobs per minute, p50/p99
+    /// latency, failures by reason, the credit center's peak RSS and open descriptors.
+    BenchLoad {
+        #[arg(long, default_value_t = 20)]
+        banks: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
         /// Write the JSON result here (as `--report`).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -125,7 +142,9 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
     std::fs::create_dir_all(&base)?;
     let program = NodeProgram::SelfWith("node".into());
     let report = match &bench {
-        Bench::BenchLookup { json: Some(path), .. } | Bench::BenchOverthreshold { json: Some(path), .. } => {
+        Bench::BenchLookup { json: Some(path), .. }
+        | Bench::BenchOverthreshold { json: Some(path), .. }
+        | Bench::BenchLoad { json: Some(path), .. } => {
             Some(path.clone())
         }
         _ => report,
@@ -158,10 +177,10 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
             }
             serde_json::to_value(&result)?
         }
-        Bench::BenchLookup { universe, .. } => {
-            let result = xmcredit_simulator::bench::lookup(program, &base, universe).await?;
+        Bench::BenchLookup { universe, providers, .. } => {
+            let result = xmcredit_simulator::bench::lookup(program, &base, universe, providers).await?;
             println!(
-                "lookup provider preparation over {universe} entries: {:.2} s (floor {:.2} s on {} cores, ×{:.2}); {:.1} bytes downloaded per entry",
+                "lookup with {providers} provider(s), preparation over {universe} entries: {:.2} s (floor {:.2} s on {} cores, ×{:.2}); {:.1} bytes downloaded per entry",
                 result.provider_s,
                 result.provider_floor_s,
                 result.floor.cores,
@@ -196,6 +215,32 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
                 result.matches,
                 if result.verified { "OK" } else { "MISMATCH" }
             );
+            serde_json::to_value(&result)?
+        }
+        Bench::BenchLoad { banks, seconds, .. } => {
+            let result = xmcredit_simulator::load_bench::run(program, &base, banks, seconds).await?;
+            println!(
+                "load: {banks} banks for {:.0} s against one credit center, an intruder at its limits",
+                result.seconds
+            );
+            for (kind, jobs) in [("psi", &result.psi), ("secagg", &result.secagg)] {
+                println!(
+                    "  {kind:<7} {:>5} completed, {:>3} failed, {} wrong; p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+                    jobs.completed, jobs.failed, jobs.wrong, jobs.p50_s, jobs.p99_s, jobs.max_s
+                );
+            }
+            println!(
+                "  {:.0} jobs/min; credit center RSS {:.1} MiB before, peak {:.1} MiB; peak open fds {}; operator status slowest {:.2} s",
+                result.jobs_per_minute,
+                result.center_rss_before_mib,
+                result.center_peak_rss_mib,
+                result.center_peak_open_fds,
+                result.operator_status_max_s
+            );
+            println!("  intruder: {:?}", result.intruder);
+            for (reason, count) in &result.failures_by_reason {
+                println!("  failed {count:>4}: {reason}");
+            }
             serde_json::to_value(&result)?
         }
         Bench::BenchImport { rows } => {

@@ -4,6 +4,7 @@
 
 pub mod fault;
 pub mod lookup;
+pub mod observed;
 pub mod overthreshold;
 pub mod psi;
 pub mod secagg;
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use xmcredit_contracts::audit::Outcome;
-use xmcredit_contracts::{ComputationKind, VerifiedContract};
+use xmcredit_contracts::{ComputationKind, Role, VerifiedContract};
 use xmcredit_crypto::{Epoch, NodeId};
 
 use crate::context::NodeContext;
@@ -52,17 +53,18 @@ pub fn verified_contract(
     Ok((stored, verified, epoch))
 }
 
-/// The dataset the contract names for `me` (or `requested`, which must be that one),
-/// checked against the contract's columns, with its rows.
+/// The dataset the contract names for `me` in `role` (or `requested`, which must be
+/// that one), checked against the contract's columns, with its rows.
 pub fn contract_dataset(
     ctx: &NodeContext,
     verified: &VerifiedContract,
     me: &NodeId,
+    role: Role,
     requested: &str,
 ) -> Result<(DatasetVersion, Vec<DatasetRow>), NodeError> {
     let named = verified
         .contract()
-        .dataset_of(me)
+        .dataset_for(me, role)
         .ok_or_else(|| NodeError::Refused(format!("contract {} names no dataset for {me}", verified.id())))?;
     if !requested.is_empty() && requested != named.name {
         return Err(NodeError::Refused(format!(
@@ -100,6 +102,7 @@ pub fn start_job(
         detail: String::new(),
         started_unix: ctx.now_unix(),
         finished_unix: None,
+        observed: None,
     })
 }
 
