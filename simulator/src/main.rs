@@ -144,9 +144,7 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
     let report = match &bench {
         Bench::BenchLookup { json: Some(path), .. }
         | Bench::BenchOverthreshold { json: Some(path), .. }
-        | Bench::BenchLoad { json: Some(path), .. } => {
-            Some(path.clone())
-        }
+        | Bench::BenchLoad { json: Some(path), .. } => Some(path.clone()),
         _ => report,
     };
     let json = match bench {

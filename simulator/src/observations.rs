@@ -26,7 +26,14 @@ pub struct Granted {
 fn classes(role: Role, contract: &Contract) -> &'static [&'static str] {
     let both = matches!(contract.computation, Computation::Psi { output: PsiOutput::Both, .. });
     let labels = matches!(contract.computation, Computation::Psi { output: PsiOutput::Labels, .. });
+    let overthreshold = matches!(contract.computation, Computation::Overthreshold { .. });
     match role {
+        // Overthreshold: a bank gets its blinded items evaluated by each committee
+        // member and, from the coordinator, the multiplicity of its own tags held by t
+        // or more banks; a member sees n and blinded items; the coordinator only tags.
+        Role::Contributor if overthreshold => &["evaluated_elements", "multiplicities"],
+        Role::Committee => &["blinded_elements", "set_sizes_announced"],
+        Role::Coordinator if overthreshold => &["tags"],
         // The client gets its own elements evaluated and the server's tags (and, in
         // the labels form, their encrypted labels); the HelloAck announces m.
         Role::Client if labels => &["evaluated_elements", "tags", "encrypted_labels", "set_sizes_announced"],
@@ -45,7 +52,6 @@ fn classes(role: Role, contract: &Contract) -> &'static [&'static str] {
         Role::Provider => &["public_keys", "sealed_shares", "blinded_elements", "set_sizes_announced"],
         // A querier downloads the padded vector and gets its own elements evaluated.
         Role::Querier => &["padded_entries", "evaluated_elements"],
-        _ => &[],
     }
 }
 

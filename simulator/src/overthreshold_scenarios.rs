@@ -23,7 +23,14 @@ pub const INVOICES_DATASET: &str = "financed_invoices";
 /// Its key column.
 pub const INVOICE_KEY: &str = "invoice_no";
 
-const SCHEMA: &str = "name = \"financed_invoices\"\nkey = \"invoice_no\"\ncolumns = [{ name = \"amount\", type = \"decimal\", scale = 2 }]\n";
+/// The invoice key: a 20-digit fully digitalized e-invoice number, written with
+/// full-width digits, spaces or hyphens by some systems (ARCHITECTURE.md, "Dataset keys").
+pub const INVOICE_KEY_KIND: &str = r#"{ kind = "identifier", normalize = ["fullwidth", "strip_spaces", "strip_hyphens"], pattern = "[0-9]{20}" }"#;
+fn invoices_schema() -> String {
+    format!(
+        "name = \"{INVOICES_DATASET}\"\nkey = \"{INVOICE_KEY}\"\nkey_kind = {INVOICE_KEY_KIND}\ncolumns = [{{ name = \"amount\", type = \"decimal\", scale = 2 }}]\n"
+    )
+}
 
 /// Every bank's financed invoices, and the frauds seeded among them.
 #[derive(Debug, Clone)]
@@ -139,13 +146,13 @@ pub fn write_invoices(
     }
     let schema = dir.join(format!("{file}.schema.toml"));
     let data = dir.join(format!("{file}.csv"));
-    std::fs::write(&schema, SCHEMA)?;
+    std::fs::write(&schema, invoices_schema())?;
     std::fs::write(&data, csv)?;
     Ok((schema, data))
 }
 
-/// Imports an id-keyed dataset (`key_kind = "id"`: invoice numbers are not entity
-/// codes) through the node's admin service; fails unless it commits.
+/// Imports a dataset whose schema declares its key kind (invoice numbers are not
+/// entity codes) through the node's admin service; fails unless it commits.
 pub async fn import_ids(
     node: &NodeHandle,
     dataset: &str,
@@ -159,7 +166,7 @@ pub async fn import_ids(
             dataset: dataset.to_string(),
             csv_path: std::fs::canonicalize(&files.1)?.display().to_string(),
             schema_toml,
-            key_kind: "id".into(),
+            key_kind: String::new(),
             allow_rejects: false,
         })
         .await?
@@ -196,7 +203,7 @@ pub fn contract(
     for c in &contributors {
         let _ = write!(
             text,
-            "[[datasets]]\nparty = \"{c}\"\nname = \"{INVOICES_DATASET}\"\nkey = \"{INVOICE_KEY}\"\ncolumns = []\n\n"
+            "[[datasets]]\nparty = \"{c}\"\nname = \"{INVOICES_DATASET}\"\nkey = \"{INVOICE_KEY}\"\nkey_kind = {INVOICE_KEY_KIND}\ncolumns = []\n\n"
         );
     }
     for c in &contributors {
@@ -308,6 +315,7 @@ pub async fn duplicate_financing(
     let seeded_found = financing.seeded.len();
     let mut extra = BTreeMap::new();
     extra.insert("use".to_string(), Value::from("duplicate-financing"));
+    extra.insert("contract".to_string(), Value::from(id));
     extra.insert("threshold".to_string(), report["threshold"].clone());
     extra.insert("committee".to_string(), report["committee"].clone());
     extra.insert("histogram".to_string(), report["histogram"].clone());

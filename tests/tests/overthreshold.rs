@@ -28,6 +28,7 @@ use xmcredit_simulator::alliance::{Alliance, NodeHandle};
 use xmcredit_simulator::contracts::PartyLine;
 use xmcredit_simulator::overthreshold_scenarios::{
     contract, histogram_of, import_ids, read_result, write_invoices, Financing, INVOICES_DATASET,
+    INVOICE_KEY_KIND,
 };
 
 /// Invoices per bank before the seeded frauds are added.
@@ -195,14 +196,17 @@ async fn seeded_duplicates_are_found_exactly_and_every_refusal_says_why() -> Res
     assert_eq!(other_epoch.code(), Code::PermissionDenied, "{other_epoch:?}");
     assert_contains(other_epoch.message(), &["epoch"]);
 
-    // Key definition: bank-d's invoices keyed by another column than the contract fixes.
-    let wrong_key = "name = \"financed_invoices\"\nkey = \"fapiao_no\"\ncolumns = [{ name = \"amount\", type = \"decimal\", scale = 2 }]\n";
+    // Key definition: bank-d's invoices keyed by another column than the contract fixes
+    // (the same kind of key, so signing cannot tell; the contributor refuses at the run).
+    let wrong_key = format!(
+        "name = \"financed_invoices\"\nkey = \"fapiao_no\"\nkey_kind = {INVOICE_KEY_KIND}\ncolumns = [{{ name = \"amount\", type = \"decimal\", scale = 2 }}]\n"
+    );
     let dir = setup.dir.path();
     let mut csv = String::from("fapiao_no,amount\n");
     for invoice in &financing.banks[0] {
         csv.push_str(&format!("{invoice},100.00\n"));
     }
-    let files = (write(dir, "wrong-key.schema.toml", wrong_key)?, write(dir, "wrong-key.csv", &csv)?);
+    let files = (write(dir, "wrong-key.schema.toml", &wrong_key)?, write(dir, "wrong-key.csv", &csv)?);
     import_ids(setup.node("bank-d"), INVOICES_DATASET, &files).await?;
     let mismatch_id = "credit-center.duplicate-invoices-keys";
     let toml = contract(
@@ -223,6 +227,36 @@ async fn seeded_duplicates_are_found_exactly_and_every_refusal_says_why() -> Res
     assert_contains(
         status.message(),
         &["bank-d", "keys dataset financed_invoices by invoice_no", "fapiao_no"],
+    );
+
+    // Another key definition (invoice numbers only trimmed, no pattern): bank-d refuses
+    // to sign, naming both definitions; nothing runs.
+    let trimmed = "{ kind = \"identifier\", normalize = [\"trim\"] }";
+    let other_kind = format!(
+        "name = \"financed_invoices\"\nkey = \"invoice_no\"\nkey_kind = {trimmed}\ncolumns = [{{ name = \"amount\", type = \"decimal\", scale = 2 }}]\n"
+    );
+    let csv = csv.replacen("fapiao_no", "invoice_no", 1);
+    let files = (write(dir, "other-kind.schema.toml", &other_kind)?, write(dir, "other-kind.csv", &csv)?);
+    import_ids(setup.node("bank-d"), INVOICES_DATASET, &files).await?;
+    let kinds_id = "credit-center.duplicate-invoices-kinds";
+    let toml = contract(
+        kinds_id,
+        "integration test: a bank defines its invoice key otherwise",
+        &[
+            line(center, &["committee", "coordinator"]),
+            line(a, &["contributor"]),
+            line(setup.node("bank-d"), &["contributor"]),
+        ],
+        Some(2),
+        10_000,
+        10,
+        4096,
+    );
+    let refused =
+        setup.agree(kinds_id, &toml, &["bank-a", "bank-d"]).await.expect_err("key definitions differ");
+    assert_contains(
+        &format!("{refused:#}"),
+        &["bank-d", "financed_invoices", "strip_hyphens", "[0-9]{20}", "[\\\"trim\\\"]", "same key"],
     );
     Ok(())
 }

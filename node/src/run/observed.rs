@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use xmcredit_protocol::lookup::LookupMessage;
+use xmcredit_protocol::overthreshold::OverthresholdMessage;
 use xmcredit_protocol::psi::PsiMessage;
 use xmcredit_protocol::secagg::SecAggMessage;
 
@@ -36,8 +37,10 @@ pub struct Counts {
     pub unmasked_outputs: u64,
     /// Entries of a lookup's padded vector.
     pub padded_entries: u64,
-    /// Set sizes announced (a PSI or lookup Hello, a PSI HelloAck).
+    /// Set sizes announced (a PSI, lookup or overthreshold Hello, a PSI HelloAck).
     pub set_sizes_announced: u64,
+    /// Overthreshold result entries: a contributor's own tags with their multiplicity.
+    pub multiplicities: u64,
 }
 
 impl Counts {
@@ -55,6 +58,7 @@ impl Counts {
             ("unmasked_outputs", self.unmasked_outputs),
             ("padded_entries", self.padded_entries),
             ("set_sizes_announced", self.set_sizes_announced),
+            ("multiplicities", self.multiplicities),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -96,6 +100,19 @@ impl Counts {
             LookupMessage::BlindedChunk(chunk) => self.blinded_elements += chunk.elements.len() as u64,
             LookupMessage::EvaluatedChunk(chunk) => self.evaluated_elements += chunk.elements.len() as u64,
             LookupMessage::VectorChunk(chunk) => self.padded_entries += chunk.entries.len() as u64,
+        }
+    }
+
+    fn overthreshold(&mut self, message: &OverthresholdMessage) {
+        match message {
+            OverthresholdMessage::Announce(_) => {}
+            OverthresholdMessage::Hello(_) => self.set_sizes_announced += 1,
+            OverthresholdMessage::BlindedChunk(chunk) => self.blinded_elements += chunk.elements.len() as u64,
+            OverthresholdMessage::EvaluatedChunk(chunk) => {
+                self.evaluated_elements += chunk.elements.len() as u64
+            }
+            OverthresholdMessage::TagChunk(chunk) => self.tags += chunk.tags.len() as u64,
+            OverthresholdMessage::ResultChunk(chunk) => self.multiplicities += chunk.entries.len() as u64,
         }
     }
 }
@@ -150,6 +167,12 @@ impl Observed {
 
     pub fn lookup(&mut self, direction: Direction, message: &LookupMessage) {
         self.side(direction).lookup(message);
+    }
+
+    pub fn overthreshold_bytes(&mut self, direction: Direction, bytes: &[u8]) {
+        if let Ok(message) = OverthresholdMessage::from_bytes(bytes) {
+            self.side(direction).overthreshold(&message);
+        }
     }
 
     /// `entries` of output `form` written.

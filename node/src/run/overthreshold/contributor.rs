@@ -24,6 +24,7 @@ use xmcredit_protocol::{ProtocolError, SessionBinding};
 use super::{parameters, CHUNK_SIZE, FAULT_CONTRIBUTOR_BEFORE_TAGS, OUTGOING_FRAMES};
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
 use crate::store::JobState;
@@ -71,7 +72,7 @@ fn prepare(
     ctx.store.claim_session(binding.session.as_bytes(), binding.contract.as_str())?;
     // The dataset the contract names, keyed by the column it fixes (the key
     // definition every party's tags must share), with at least the contract's minimum.
-    let (meta, rows) = contract_dataset(ctx, &verified, &me, "")?;
+    let (meta, rows) = contract_dataset(ctx, &verified, &me, Role::Contributor, "")?;
     verified.require_min_set_size(&me, rows.len() as u64)?;
     let keys: Vec<String> = rows.into_iter().map(|row| row.key).collect();
     let items = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
@@ -142,9 +143,11 @@ async fn run_contributor(
         }
     };
     let deadline = ctx.config.timeouts.round() * super::SESSION_DEADLINE_ROUNDS;
+    let mut observed = Observed::default();
     let result = match tokio::time::timeout(
         deadline,
-        drive(&ctx, &coordinator, &params, state, announce, incoming, &tx).instrument(span.clone()),
+        drive(&ctx, &coordinator, &params, state, announce, incoming, &tx, &mut observed)
+            .instrument(span.clone()),
     )
     .await
     {
@@ -161,6 +164,8 @@ async fn run_contributor(
     }) {
         Ok((output, path)) => {
             tracing::info!(parent: &span, n = output.set_size, matches = output.matches.len(), "overthreshold contributor done");
+            observed.wrote("own_matches", output.matches.len() as u64);
+            job.observed = Some(observed);
             let mut sizes = BTreeMap::new();
             sizes.insert(me, output.set_size);
             finish_job(
@@ -185,6 +190,7 @@ async fn run_contributor(
         }
         Err(error) => {
             tracing::warn!(parent: &span, error = %error, "overthreshold contributor failed");
+            job.observed = Some(observed);
             finish_job(&ctx, &mut job, &verified, failed(&error));
             let _ = tx.send(Err(Status::from(error))).await;
         }
@@ -292,9 +298,11 @@ async fn drive(
     announce: Vec<u8>,
     mut incoming: Streaming<proto::Frame>,
     tx: &mpsc::Sender<Result<proto::Frame, Status>>,
+    observed: &mut Observed,
 ) -> Result<(ContributorOutput, f64), NodeError> {
     let evaluate_started = Instant::now();
     let (mut state, out) = tokio::task::block_in_place(|| state.handle(coordinator, &announce))?;
+    count(observed, &announce, &out);
     let contract = params_contract(&announce)?;
     let (to_members, mut to_coordinator) = split(out);
     let mut committee = match Committee::open(ctx, &contract, params, to_members).await {
@@ -332,6 +340,7 @@ async fn drive(
         };
         let (next, out) = tokio::task::block_in_place(|| state.handle(&member, &bytes))?;
         state = next;
+        count(observed, &bytes, &out);
         let (to_members, to_coord) = split(out);
         if let Err(member) = committee.route(to_members).await {
             return Err(member_failed(state, &member, "closed its stream"));
@@ -350,13 +359,22 @@ async fn drive(
     while !state.is_done() {
         let bytes =
             crate::run::next_from_peer(ctx, &mut incoming, coordinator, "overthreshold result").await?;
-        let (next, _) = tokio::task::block_in_place(|| state.handle(coordinator, &bytes))?;
+        let (next, out) = tokio::task::block_in_place(|| state.handle(coordinator, &bytes))?;
         state = next;
+        count(observed, &bytes, &out);
     }
     let output = state
         .into_output()
         .ok_or_else(|| NodeError::Internal("contributor finished without output".into()))?;
     Ok((output, evaluate_s))
+}
+
+/// Counts one received message and what the state machine answered it with.
+fn count(observed: &mut Observed, received: &[u8], out: &[OutgoingMessage]) {
+    observed.overthreshold_bytes(Direction::Received, received);
+    for message in out {
+        observed.overthreshold_bytes(Direction::Sent, &message.bytes);
+    }
 }
 
 /// Messages for the committee (Hello, blinded chunks) apart from the tags for the

@@ -22,6 +22,7 @@ use xmcredit_protocol::SessionBinding;
 use super::{names, parameters, CHUNK_SIZE, FAULT_COORDINATOR_BEFORE_RESULTS, OUTGOING_FRAMES};
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::admin::ProgressSender;
 use crate::store::JobState;
@@ -86,7 +87,13 @@ pub async fn run_coordinator(
         params.contributors().iter().map(ToString::to_string).collect(),
     )?;
     let mut reasons: BTreeMap<NodeId, String> = BTreeMap::new();
-    let result = drive(&ctx, &binding, &params, &progress, &mut reasons).instrument(span.clone()).await;
+    let mut observed = Observed::default();
+    let result =
+        drive(&ctx, &binding, &params, &progress, &mut reasons, &mut observed).instrument(span.clone()).await;
+    if let Ok(output) = &result {
+        observed.wrote("histogram", output.histogram.len() as u64);
+    }
+    job.observed = Some(observed);
     match result {
         Ok(output) => {
             let wall_s = started.elapsed().as_secs_f64();
@@ -153,6 +160,7 @@ async fn drive(
     params: &Parameters,
     progress: &ProgressSender,
     reasons: &mut BTreeMap<NodeId, String>,
+    observed: &mut Observed,
 ) -> Result<CoordinatorOutput, NodeError> {
     let config =
         CoordinatorConfig { binding: binding.clone(), parameters: params.clone(), chunk_size: CHUNK_SIZE };
@@ -161,6 +169,7 @@ async fn drive(
     let (event_tx, mut events) = mpsc::channel::<BankEvent>(OUTGOING_FRAMES * contributors);
     let mut senders: HashMap<NodeId, mpsc::Sender<proto::Frame>> = HashMap::new();
     for announce in announces {
+        observed.overthreshold_bytes(Direction::Sent, &announce.bytes);
         let (tx, rx) = mpsc::channel::<proto::Frame>(OUTGOING_FRAMES);
         // The Announce is queued before the call: a contributor reads it first.
         let _ = tx.send(proto::Frame { payload: announce.bytes }).await;
@@ -194,6 +203,7 @@ async fn drive(
         };
         match event {
             BankEvent::Frame(bank, bytes) => {
+                observed.overthreshold_bytes(Direction::Received, &bytes);
                 if let Err(error) = tokio::task::block_in_place(|| collecting.receive(&bank, &bytes)) {
                     tracing::warn!(bank = %bank, error = %error, "overthreshold tag chunk refused");
                     reasons.insert(bank, error.to_string());
@@ -219,6 +229,7 @@ async fn drive(
     let (output, results) = tokio::task::block_in_place(|| collecting.close())?;
     crate::run::fault::exit_if_asked(FAULT_COORDINATOR_BEFORE_RESULTS);
     for message in results {
+        observed.overthreshold_bytes(Direction::Sent, &message.bytes);
         if let Some(sender) = senders.get(&message.to) {
             if sender.send(proto::Frame { payload: message.bytes }).await.is_err() {
                 tracing::warn!(bank = %message.to, "overthreshold contributor left before its result");

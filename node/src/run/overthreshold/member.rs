@@ -23,6 +23,7 @@ use xmcredit_protocol::{ProtocolError, SessionBinding};
 use super::{member_claim, parameters, FAULT_MEMBER_BEFORE_EVALUATION, OUTGOING_FRAMES, QUOTA_DATASET};
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
 use crate::store::{JobState, QuotaRefusal};
@@ -199,10 +200,13 @@ async fn run_member<S>(
         }
     };
     let charged = member.charged().unwrap_or(0);
+    // The Hello (n) was read before the job started, by `prepare`.
+    let mut observed = Observed::default();
+    observed.received.set_sizes_announced += 1;
     let deadline = ctx.config.timeouts.round() * super::SESSION_DEADLINE_ROUNDS;
     let result = match tokio::time::timeout(
         deadline,
-        drive(&ctx, &contributor, member, incoming, &tx).instrument(span.clone()),
+        drive(&ctx, &contributor, member, incoming, &tx, &mut observed).instrument(span.clone()),
     )
     .await
     {
@@ -212,6 +216,7 @@ async fn run_member<S>(
             deadline.as_secs()
         ))),
     };
+    job.observed = Some(observed);
     match result {
         Ok(output) => {
             tracing::info!(parent: &span, n = output.evaluated, "overthreshold evaluations done");
@@ -247,6 +252,7 @@ async fn drive<S>(
     mut member: CommitteeMember,
     mut incoming: S,
     tx: &mpsc::Sender<Result<proto::Frame, Status>>,
+    observed: &mut Observed,
 ) -> Result<MemberOutput, NodeError>
 where
     S: Stream<Item = Result<proto::Frame, Status>> + Unpin,
@@ -270,9 +276,11 @@ where
                 })
             }
         };
+        observed.overthreshold_bytes(Direction::Received, &bytes);
         let (next_state, out) = tokio::task::block_in_place(|| member.handle(contributor, &bytes))?;
         member = next_state;
         for message in out {
+            observed.overthreshold_bytes(Direction::Sent, &message.bytes);
             crate::run::fault::exit_if_asked(FAULT_MEMBER_BEFORE_EVALUATION);
             tx.send(Ok(proto::Frame { payload: message.bytes })).await.map_err(|_| NodeError::Peer {
                 peer: contributor.to_string(),
