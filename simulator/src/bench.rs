@@ -293,10 +293,14 @@ pub struct LookupQueryRun {
 #[derive(Debug, Serialize)]
 pub struct LookupBench {
     pub universe: usize,
+    /// Providers whose vectors are summed (1: the credit center alone, no SecAgg).
+    pub providers: usize,
     /// The provider's preparation of its padded vector at the node (registry and rows
-    /// read, scorecard, hash, multiply, pad), from the coordinator's `run lookup`.
+    /// read, scorecard, hash, multiply, pad), from the coordinator's `run lookup`; with
+    /// several providers, every provider's preparation and the SecAgg sum.
     pub provider_s: f64,
-    /// H + mul + batched compress + SHA-512 per entry, on all cores, measured here.
+    /// H + mul + batched compress + SHA-512 per entry and provider, on all cores,
+    /// measured here (the providers share this machine's cores).
     pub provider_floor_s: f64,
     pub provider_ratio_to_floor: f64,
     /// Vector bytes downloaded per universe entry (w/8 plus the universe's codes).
@@ -306,10 +310,21 @@ pub struct LookupBench {
     pub floor: FloorReport,
 }
 
-/// Lookup between two node processes: the credit center prepares its padded easy-loan
-/// vector over a universe of `universe` entities, bank-a queries 1,000 and then 10,000
-/// applicants (90 % registered). One provider (no SecAgg step).
-pub async fn lookup(program: NodeProgram, base: &Path, universe: usize) -> Result<LookupBench> {
+/// Lookup between node processes: the credit center prepares its padded vector over a
+/// universe of `universe` entities, bank-a queries 1,000 and then 10,000 applicants
+/// (90 % registered). With one provider the vector is the credit center's easy-loan
+/// bit mask; with more, banks b, c, ... score their overdue counts too and the vectors
+/// are summed with SecAgg (points).
+pub async fn lookup(
+    program: NodeProgram,
+    base: &Path,
+    universe: usize,
+    providers: usize,
+) -> Result<LookupBench> {
+    anyhow::ensure!(
+        providers == 1 || providers >= 3,
+        "one provider, or three and more (two banks besides the credit center, for SecAgg)"
+    );
     let floor = FloorReport::measure(4096);
     let mut rng = ChaCha20Rng::seed_from_u64(18);
     let sizes = [1_000usize, 10_000];
@@ -341,46 +356,69 @@ pub async fn lookup(program: NodeProgram, base: &Path, universe: usize) -> Resul
     )?;
     // A bench's queries are far above a bank's daily flow: raise the per-dataset ceiling
     // to the contract's quota.
-    let alliance = Alliance::create_with_limits(
-        program,
-        base,
-        &["credit-center", "bank-a"],
-        true,
-        "dataset_lookups_per_day = 10000000",
-    )
-    .await?;
+    let lenders: Vec<String> = (1..providers).map(|i| format!("bank-{}", (b'a' + i as u8) as char)).collect();
+    let mut ids = vec!["credit-center", "bank-a"];
+    ids.extend(lenders.iter().map(String::as_str));
+    let alliance =
+        Alliance::create_with_limits(program, base, &ids, true, "dataset_lookups_per_day = 10000000").await?;
     let center = alliance.node("credit-center")?;
     let bank = alliance.node("bank-a")?;
     center.import("registry", &data.join("registry.toml"), &data.join("registry.csv"), false).await?;
+    // Each other bank's overdue counts for a third of the registry.
+    std::fs::write(
+        data.join("overdue.toml"),
+        "name = \"overdue\"\nkey = \"credit_code\"\ncolumns = [{ name = \"overdue_count\", type = \"integer\" }]\n",
+    )?;
+    for (b, lender) in lenders.iter().enumerate() {
+        let mut text = String::with_capacity(universe * 14);
+        text.push_str("credit_code,overdue_count\n");
+        for code in registry.iter().skip(b).step_by(3) {
+            let _ = writeln!(text, "{code},{}", rng.gen_range(0..6));
+        }
+        let file = data.join(format!("overdue-{lender}.csv"));
+        std::fs::write(&file, text)?;
+        alliance.node(lender)?.import("overdue", &data.join("overdue.toml"), &file, false).await?;
+    }
     let id = "credit-center.bench-lookup";
-    let toml = contracts::lookup(
-        id,
-        "benchmark",
-        &[
-            PartyLine {
-                node: "credit-center",
-                public_key: &center.public_key,
-                roles: &["coordinator", "provider"],
-            },
-            PartyLine { node: "bank-a", public_key: &bank.public_key, roles: &["querier"] },
-        ],
-        &[contracts::LookupProvider {
-            node: "credit-center",
-            dataset: "registry",
-            columns: contracts::EASY_LOAN_COLUMNS,
-            rules: contracts::EASY_LOAN_RULES,
-        }],
-        &["bank-a"],
-        "bitmask",
-        8,
-        10_000_000,
-    );
-    alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
+    let center_roles: &[&str] = &["coordinator", "provider"];
+    let mut parties = vec![
+        PartyLine { node: "credit-center", public_key: &center.public_key, roles: center_roles },
+        PartyLine { node: "bank-a", public_key: &bank.public_key, roles: &["querier"] },
+    ];
+    for lender in &lenders {
+        parties.push(PartyLine {
+            node: lender,
+            public_key: &alliance.node(lender)?.public_key,
+            roles: &["provider"],
+        });
+    }
+    const OVERDUE_RULES: &str = "[\n  { column = \"overdue_count\", comparison = \"ge\", constant = 1, points = 1 },\n  { column = \"overdue_count\", comparison = \"ge\", constant = 3, points = 1 },\n]";
+    let mut provider_lines = vec![contracts::LookupProvider {
+        node: "credit-center",
+        dataset: "registry",
+        columns: contracts::EASY_LOAN_COLUMNS,
+        rules: contracts::EASY_LOAN_RULES,
+    }];
+    for lender in &lenders {
+        provider_lines.push(contracts::LookupProvider {
+            node: lender,
+            dataset: "overdue",
+            columns: &["overdue_count"],
+            rules: OVERDUE_RULES,
+        });
+    }
+    let output = if providers == 1 { "bitmask" } else { "points" };
+    let toml =
+        contracts::lookup(id, "benchmark", &parties, &provider_lines, &["bank-a"], output, 8, 10_000_000);
+    let mut signers = vec!["bank-a"];
+    signers.extend(lenders.iter().map(String::as_str));
+    alliance.agree("credit-center", &toml, id, &signers).await?;
     let started = Instant::now();
     let published = center.run("lookup", id).await.context("publishing the vector")?;
     let provider_s = started.elapsed().as_secs_f64();
     let cores = floor.cores.max(1) as f64;
-    let provider_floor_s = floor.costs.lookup_provider_cpu_seconds(universe as u64) / cores;
+    let provider_floor_s =
+        providers as f64 * floor.costs.lookup_provider_cpu_seconds(universe as u64) / cores;
     anyhow::ensure!(published["universe_size"].as_u64() == Some(universe as u64), "{published}");
 
     let known: std::collections::HashSet<EntityCode> = registry.iter().copied().collect();
@@ -414,6 +452,7 @@ pub async fn lookup(program: NodeProgram, base: &Path, universe: usize) -> Resul
     }
     Ok(LookupBench {
         universe,
+        providers,
         provider_s,
         provider_floor_s,
         provider_ratio_to_floor: provider_s / provider_floor_s.max(1e-9),

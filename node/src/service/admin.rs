@@ -15,7 +15,7 @@ use xmcredit_contracts::DatasetSchema;
 
 use super::{contracts, peer_client, ResponseStream};
 use crate::context::NodeContext;
-use crate::import::{read_csv, ImportReport, KeyKind, IMPORT_SPILL_DIR};
+use crate::import::{read_csv, schema_with_key_flag, ImportReport, IMPORT_SPILL_DIR};
 use crate::proto::{self, admin_server::Admin};
 use crate::store::AuditLog;
 use crate::NodeError;
@@ -69,7 +69,7 @@ impl ProgressSender {
 impl Admin for AdminService {
     async fn status(
         &self,
-        _request: Request<proto::StatusRequest>,
+        request: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusReply>, Status> {
         let ctx = &self.ctx;
         let mut peers = Vec::new();
@@ -93,7 +93,10 @@ impl Admin for AdminService {
         let contracts = contract_summaries(ctx)?;
         let jobs = ctx
             .store
-            .recent_jobs(20)?
+            .recent_jobs(match request.get_ref().jobs_limit {
+                0 => 20,
+                n => n as usize,
+            })?
             .into_iter()
             .map(|j| proto::JobSummary {
                 job_id: j.id,
@@ -103,6 +106,12 @@ impl Admin for AdminService {
                 state: j.state.as_str().to_string(),
                 detail: j.detail,
                 started_unix: j.started_unix,
+                observed_json: j
+                    .observed
+                    .as_ref()
+                    .and_then(|o| serde_json::to_string(o).ok())
+                    .unwrap_or_default(),
+                session: j.session,
             })
             .collect();
         let datasets = ctx
@@ -144,7 +153,7 @@ impl Admin for AdminService {
                 request.dataset
             )));
         }
-        let key_kind = KeyKind::parse(&request.key_kind)?;
+        let schema = schema_with_key_flag(schema, &request.key_kind)?;
         let (progress, stream) = ProgressSender::channel();
         let ctx = self.ctx.clone();
         let path = PathBuf::from(&request.csv_path);
@@ -152,7 +161,7 @@ impl Admin for AdminService {
         tokio::spawn(async move {
             let task_progress = progress.clone();
             let result = tokio::task::spawn_blocking(move || {
-                import_dataset(&ctx, &path, &schema, key_kind, allow_rejects, &task_progress)
+                import_dataset(&ctx, &path, &schema, allow_rejects, &task_progress)
             })
             .await
             .unwrap_or_else(|e| Err(NodeError::Internal(format!("import task: {e}"))));
@@ -299,14 +308,13 @@ fn import_dataset(
     ctx: &NodeContext,
     path: &std::path::Path,
     schema: &DatasetSchema,
-    key_kind: KeyKind,
     allow_rejects: bool,
     progress: &ProgressSender,
 ) -> Result<serde_json::Value, NodeError> {
     let started = Instant::now();
     let spill_dir = ctx.config.data_dir.join(IMPORT_SPILL_DIR);
     let (parsed, mut report) =
-        read_csv(path, schema, key_kind, &spill_dir, |done| progress.progress("reading", done, 0))?;
+        read_csv(path, schema, &spill_dir, |done| progress.progress("reading", done, 0))?;
     let read_s = started.elapsed().as_secs_f64();
     let refusal = |report: &ImportReport| {
         if report.rows_rejected > 0 && !allow_rejects {

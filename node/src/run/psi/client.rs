@@ -19,6 +19,7 @@ use super::{
 };
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::admin::ProgressSender;
 use crate::store::JobState;
@@ -54,7 +55,7 @@ async fn prepare_client(
         .next()
         .map(|p| p.node.clone())
         .ok_or_else(|| NodeError::Refused(format!("contract {contract_id} names no server")))?;
-    let meta = contract_dataset(ctx, &verified, &me, dataset)?;
+    let meta = contract_dataset(ctx, &verified, &me, Role::Client, dataset)?;
     verified.require_min_set_size(&me, meta.rows)?;
     let keys = ctx.store.dataset_keys(&meta)?;
     Ok(ClientRun { verified, epoch, output, server, meta, keys })
@@ -98,12 +99,13 @@ pub async fn run_client(
         chunk_size: CHUNK_SIZE,
         policy: ClientPolicy { min_server_set_size: min_set_size(&verified, &server) },
     };
+    let mut observed = Observed::default();
     // Each message has the round timeout; the whole session has a deadline too, so a
     // peer trickling messages cannot keep a job running for ever.
     let deadline = ctx.config.timeouts.round() * SESSION_DEADLINE_ROUNDS;
     let result = match tokio::time::timeout(
         deadline,
-        drive_client(&ctx, config, &keys, &progress).instrument(span.clone()),
+        drive_client(&ctx, config, &keys, &progress, &mut observed).instrument(span.clone()),
     )
     .await
     {
@@ -120,6 +122,12 @@ pub async fn run_client(
             let mut sizes = BTreeMap::new();
             sizes.insert(me.clone(), keys.len() as u64);
             sizes.insert(server.clone(), output.server_set_size);
+            match (&output.labels, &output.intersection) {
+                (Some(labels), _) => observed.wrote("labels", labels.len() as u64),
+                (None, Some(matches)) => observed.wrote("intersection", matches.len() as u64),
+                (None, None) => observed.wrote("cardinality", 1),
+            }
+            job.observed = Some(observed);
             finish_job(
                 &ctx,
                 &mut job,
@@ -137,6 +145,7 @@ pub async fn run_client(
         }
         Err(error) => {
             tracing::warn!(error = %error, "psi client failed");
+            job.observed = Some(observed);
             finish_job(&ctx, &mut job, &verified, failed(&error));
             Err(error)
         }
@@ -148,6 +157,7 @@ async fn drive_client(
     config: ClientConfig,
     keys: &[String],
     progress: &ProgressSender,
+    observed: &mut Observed,
 ) -> Result<ClientOutput, NodeError> {
     let server = config.server.clone();
     let contract = config.binding.contract.clone();
@@ -156,6 +166,7 @@ async fn drive_client(
     let (mut client, first) = PsiClient::start(config, inputs, &mut rand::rngs::OsRng)?;
     let (tx, rx) = mpsc::channel::<proto::Frame>(16);
     for message in &first {
+        observed.psi_bytes(Direction::Sent, &message.bytes);
         crate::run::fault::exit_before_psi_send("client", message.kind);
         tx.send(frame(message)).await.map_err(|_| NodeError::Internal("psi stream closed".into()))?;
     }
@@ -188,7 +199,11 @@ async fn drive_client(
                 })
             }
         };
-        match PsiMessage::from_bytes(&frame_in.payload) {
+        let decoded = PsiMessage::from_bytes(&frame_in.payload);
+        if let Ok(message) = &decoded {
+            observed.psi(Direction::Received, message);
+        }
+        match decoded {
             Ok(PsiMessage::EvaluatedChunk(chunk)) => {
                 evaluated += chunk.elements.len() as u64;
                 progress.progress("evaluated", evaluated, total);
@@ -207,6 +222,7 @@ async fn drive_client(
         let (next_state, out) = client.handle(&server, &frame_in.payload)?;
         client = next_state;
         for message in &out {
+            observed.psi_bytes(Direction::Sent, &message.bytes);
             crate::run::fault::exit_before_psi_send("client", message.kind);
             tx.send(frame(message)).await.map_err(|_| NodeError::Internal("psi stream closed".into()))?;
         }

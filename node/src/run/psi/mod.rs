@@ -11,7 +11,7 @@ mod client;
 mod server;
 
 pub use client::run_client;
-pub use server::{codes_digest, serve_session};
+pub use server::{codes_digest, serve_session, SESSION_FRAMES_BUFFERED};
 
 use std::collections::HashMap;
 use std::sync::Arc;

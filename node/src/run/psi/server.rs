@@ -23,11 +23,19 @@ use xmcredit_protocol::SessionBinding;
 use super::{form_of, frame, min_set_size, psi_parameters, receiver_form};
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
 use crate::store::{DatasetRow, DatasetVersion, JobState, QuotaRefusal};
 use crate::transport::PeerIdentity;
 use crate::NodeError;
+
+/// Frames a session may have built and not yet handed to HTTP/2 (which holds one
+/// stream window more). A client that stops reading therefore pins at most this many
+/// frames plus the one being built, each at most `TAG_CHUNK_BUDGET_BYTES` and in
+/// practice a few hundred KiB, whatever the server set's size (issue 11: memory that
+/// does not scale with a stalling attacker).
+pub const SESSION_FRAMES_BUFFERED: usize = 2;
 
 /// Everything the server checks before it answers a Hello.
 struct ServerSession {
@@ -300,7 +308,7 @@ pub async fn serve_session(
         Ok(session) => session,
         Err(error) => return Err(ctx.refuse(contract_hint.as_ref(), Some(&peer), error).into()),
     };
-    let (tx, rx) = mpsc::channel::<Result<proto::Frame, Status>>(16);
+    let (tx, rx) = mpsc::channel::<Result<proto::Frame, Status>>(SESSION_FRAMES_BUFFERED);
     tokio::spawn(run_server(ctx, peer, session, first.payload, incoming, tx));
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
 }
@@ -329,9 +337,10 @@ async fn run_server(
         }
     };
     let deadline = ctx.config.timeouts.round() * super::SESSION_DEADLINE_ROUNDS;
+    let mut observed = Observed::default();
     let result = match tokio::time::timeout(
         deadline,
-        drive_server(&ctx, &peer, &session, hello, incoming, &tx).instrument(span.clone()),
+        drive_server(&ctx, &peer, &session, hello, incoming, &tx, &mut observed).instrument(span.clone()),
     )
     .await
     {
@@ -375,6 +384,10 @@ async fn run_server(
                 }
                 None => format!("answered {} elements ({})", output.client_set_size, output.form),
             };
+            if let Some(indices) = &output.intersection {
+                observed.wrote("intersection", indices.len() as u64);
+            }
+            job.observed = Some(observed);
             tracing::info!(parent: &span, n = output.client_set_size, "psi server done");
             finish_job(
                 &ctx,
@@ -391,6 +404,7 @@ async fn run_server(
         }
         Err(error) => {
             tracing::warn!(parent: &span, error = %error, "psi server session failed");
+            job.observed = Some(observed);
             finish_job(&ctx, &mut job, &session.verified, failed(&error));
             let _ = tx.send(Err(Status::from(error))).await;
         }
@@ -435,6 +449,7 @@ async fn drive_server(
     hello: Vec<u8>,
     mut incoming: Streaming<proto::Frame>,
     tx: &mpsc::Sender<Result<proto::Frame, Status>>,
+    observed: &mut Observed,
 ) -> Result<ServerOutput, NodeError> {
     let oprf_key =
         server_key(ctx, &session.binding.contract, session.binding.epoch, session.set.id().dataset.0)?;
@@ -450,10 +465,12 @@ async fn drive_server(
             Some(bytes) => bytes,
             None => crate::run::next_from_peer(ctx, &mut incoming, peer, "psi").await?,
         };
+        observed.psi_bytes(Direction::Received, &bytes);
         // Evaluation is CPU work (parallel inside crypto): keep it off the I/O threads.
         let (next_state, out) = tokio::task::block_in_place(|| server.handle_streaming(peer, &bytes))?;
         server = next_state;
         for message in &out {
+            observed.psi_bytes(Direction::Sent, &message.bytes);
             send_message(tx, peer, message).await?;
         }
         // Tag chunks are built one at a time as the stream takes them (its buffer is
@@ -462,6 +479,7 @@ async fn drive_server(
             let (next_state, message) = server.next_outgoing();
             server = next_state;
             let Some(message) = message else { break };
+            observed.psi_bytes(Direction::Sent, &message.bytes);
             send_message(tx, peer, &message).await?;
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use xmcredit_contracts::{Computation, DatasetSchema, Role, SurvivorRule, Value, VerifiedContract};
+use xmcredit_contracts::{Computation, DatasetSchema, Role, SumNoise, SurvivorRule, Value, VerifiedContract};
 
 use crate::store::DatasetRow;
 use crate::NodeError;
@@ -24,6 +24,8 @@ pub(crate) struct Params {
     /// the coordinator, each input is its padded vector over the universe
     /// (`run::lookup`), and every contributor must be in the sum.
     pub lookup: bool,
+    /// The contract's distributed noise (`computation.noise`); none for lookups.
+    pub noise: Option<SumNoise>,
 }
 
 impl Params {
@@ -40,9 +42,10 @@ impl Params {
                 groups: Vec::new(),
                 bits: params.width.bits(),
                 lookup: true,
+                noise: None,
             });
         }
-        let Computation::Secagg { threshold, value_column, group_column, groups, survivors } =
+        let Computation::Secagg { threshold, value_column, group_column, groups, survivors, noise } =
             &contract.computation
         else {
             return Err(NodeError::Refused(format!(
@@ -73,6 +76,7 @@ impl Params {
             groups: groups.clone(),
             bits,
             lookup: false,
+            noise: *noise,
         })
     }
 
@@ -297,6 +301,7 @@ mod tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             bits,
             lookup: false,
+            noise: None,
         }
     }
 
