@@ -9,9 +9,10 @@
 use xmcredit_crypto::NodeId;
 
 use crate::data::{ColumnType, DatasetSchema};
-use crate::document::{Computation, DatasetUse, OutputForm, Party, Role};
+use crate::document::{Computation, DatasetUse, LookupOutput, OutputForm, Party, Role};
 use crate::scorecard::Scorecard;
 use crate::time::DAY;
+use crate::value_column::ValueColumn;
 use crate::{ComputationKind, ContractError, VerifiedContract};
 
 /// Lookup quotas count per day in China Standard Time (UTC+8): a day starts at 00:00 in
@@ -86,6 +87,14 @@ impl VerifiedContract {
                 schema_key: schema.key().to_string(),
             });
         }
+        if used.key_kind != *schema.key_kind() {
+            return Err(ContractError::KeyDefinitionMismatch {
+                contract: self.id().clone(),
+                dataset: used.name.clone(),
+                contract_definition: used.key_kind.definition(),
+                dataset_definition: schema.key_kind().definition(),
+            });
+        }
         for column in &used.columns {
             if schema.column(column).is_none() {
                 return Err(ContractError::ColumnNotInSchema {
@@ -123,6 +132,22 @@ impl VerifiedContract {
     pub fn scorecard(&self, party: &NodeId, schema: &DatasetSchema) -> Result<Scorecard, ContractError> {
         let used = self.require_schema(party, schema)?;
         Scorecard::compile(&used.rules, schema)
+    }
+
+    /// `party`'s value column compiled against its schema (a `lookup` provider under
+    /// output `value`), bounded so the sum over every provider fits `output_bits`.
+    pub fn value_column(&self, party: &NodeId, schema: &DatasetSchema) -> Result<ValueColumn, ContractError> {
+        let used = self.require_schema(party, schema)?;
+        let contract = self.contract();
+        let Computation::Lookup { output: LookupOutput::Value, scale } = contract.computation else {
+            return Err(ContractError::Malformed {
+                field: "computation.output".into(),
+                reason: format!("contract {} does not sum a value column", self.id()),
+            });
+        };
+        let bits = contract.limits.output_bits.unwrap_or(64);
+        let providers = contract.parties_with(Role::Provider).count();
+        ValueColumn::compile(used, schema, scale, bits, providers)
     }
 
     /// `party`'s set has at least the contract's minimum for it (1 if none is set).
@@ -197,7 +222,9 @@ impl VerifiedContract {
 
     fn require_dataset(&self, party: &NodeId, dataset: &str) -> Result<&DatasetUse, ContractError> {
         self.require_party(party)?;
-        let used = self.contract().dataset_of(party);
+        let contract = self.contract();
+        let named = contract.datasets.iter().find(|d| d.party == *party && d.name == dataset);
+        let used = named.or_else(|| contract.dataset_of(party));
         match used {
             Some(used) if used.name == dataset => Ok(used),
             _ => Err(ContractError::DatasetNotInContract {

@@ -11,6 +11,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::key::KeyKind;
+
 /// The largest decimal scale (places after the point) a column may declare.
 pub const MAX_SCALE: u8 = 18;
 
@@ -397,6 +399,8 @@ pub struct DatasetSchema {
     name: String,
     key: String,
     columns: Vec<(String, ColumnType)>,
+    /// What the key holds (entity codes unless the schema says otherwise).
+    key_kind: KeyKind,
 }
 
 impl DatasetSchema {
@@ -424,7 +428,30 @@ impl DatasetSchema {
             }
             ty.validate().map_err(|reason| bad(format!("column {column}: {reason}")))?;
         }
-        Ok(Self { name, key, columns })
+        Ok(Self { name, key, columns, key_kind: KeyKind::EntityCode })
+    }
+
+    /// The same schema keyed by `key_kind`. A composite's part columns are CSV columns
+    /// of their own: neither the key's name nor a value column.
+    pub fn with_key_kind(mut self, key_kind: KeyKind) -> Result<Self, DataError> {
+        let bad = |reason: String| DataError::Schema { schema: self.name.clone(), reason };
+        key_kind.validate().map_err(|e| bad(e.to_string()))?;
+        if let KeyKind::Composite(parts) = &key_kind {
+            for part in parts {
+                if part.column == self.key || self.column(&part.column).is_some() {
+                    return Err(bad(format!(
+                        "key part column {} is also the key's name or a value column",
+                        part.column
+                    )));
+                }
+            }
+        }
+        self.key_kind = key_kind;
+        Ok(self)
+    }
+
+    pub fn key_kind(&self) -> &KeyKind {
+        &self.key_kind
     }
 
     pub fn name(&self) -> &str {
@@ -469,6 +496,9 @@ impl DatasetSchema {
 struct SchemaRepr {
     name: String,
     key: String,
+    /// Absent: entity codes (schemas written before key kinds keep their meaning).
+    #[serde(default, skip_serializing_if = "KeyKind::is_entity_code")]
+    key_kind: KeyKind,
     columns: Vec<ColumnRepr>,
 }
 
@@ -517,7 +547,7 @@ impl TryFrom<SchemaRepr> for DatasetSchema {
             };
             columns.push((c.name, ty));
         }
-        DatasetSchema::new(repr.name, repr.key, columns)
+        DatasetSchema::new(repr.name, repr.key, columns)?.with_key_kind(repr.key_kind)
     }
 }
 
@@ -537,7 +567,7 @@ impl From<DatasetSchema> for SchemaRepr {
                 ColumnRepr { name, ty, scale, values }
             })
             .collect();
-        SchemaRepr { name: schema.name, key: schema.key, columns }
+        SchemaRepr { name: schema.name, key: schema.key, key_kind: schema.key_kind, columns }
     }
 }
 

@@ -14,6 +14,7 @@ use xmcredit_crypto::sign::IdentityPublicKey;
 use xmcredit_crypto::{ContractId, NodeId};
 
 use crate::canonical::{self, utf16_cmp};
+use crate::key::KeyKind;
 use crate::scorecard::{Constant, Rule};
 use crate::{serde_hex, time, ContractError};
 
@@ -54,8 +55,12 @@ pub enum Computation {
         label_columns: Vec<String>,
     },
     /// Duplicate detection: which of a contributor's items occur at `threshold` or more
-    /// contributors, under an OPRF keyed by the committee.
-    Overthreshold { threshold: u32 },
+    /// contributors, under an OPRF keyed by the committee. People may leave `threshold`
+    /// out ([`DEFAULT_OVERTHRESHOLD`]); the canonical bytes always carry it.
+    Overthreshold {
+        #[serde(default = "default_overthreshold")]
+        threshold: u32,
+    },
     /// Secure aggregation of one vector per contributor: entry i is the sum of
     /// `value_column` over the contributor's rows whose `group_column` is `groups[i]`.
     Secagg {
@@ -67,10 +72,29 @@ pub enum Computation {
         /// defence). Absent = `threshold`.
         #[serde(default, skip_serializing_if = "SurvivorRule::is_threshold")]
         survivors: SurvivorRule,
+        /// Distributed noise every contributor adds before masking (issue 10). Absent =
+        /// exact sums.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        noise: Option<SumNoise>,
     },
     /// Private aggregate lookup: each provider scores every entity of the universe with
-    /// its rules; queriers learn the totals of their own applicants only.
-    Lookup { output: LookupOutput },
+    /// its rules (or reads its value column); queriers learn the totals of their own
+    /// applicants only.
+    Lookup {
+        output: LookupOutput,
+        /// For output `value`: the decimal places of the summed units (2 = fen when the
+        /// column is in yuan). Every provider converts its column to these units exactly.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        scale: u8,
+    },
+}
+
+/// The threshold of an overthreshold contract that does not name one: an item financed
+/// at two banks is already a duplicate.
+pub const DEFAULT_OVERTHRESHOLD: u32 = 2;
+
+fn default_overthreshold() -> u32 {
+    DEFAULT_OVERTHRESHOLD
 }
 
 /// Which contributors of a `secagg` contract must count for its sum to be unmasked.
@@ -94,6 +118,34 @@ impl SurvivorRule {
     }
 }
 
+/// Noise on a `secagg` sum, declared by the contract and added by the contributors
+/// (the nodes that would leak), each its share, before masking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "mechanism", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SumNoise {
+    /// Skellam noise (Agarwal, Kairouz and Liu 2021): every entry of the unmasked sum
+    /// carries noise of at least `variance` (integer units of the summed column), whatever
+    /// dropout the contract tolerates. `sensitivity` is what one protected record can
+    /// change an entry by (and a contributor's vector's L1 norm by); with it the node
+    /// states the (ε, δ) the noise gives (ARCHITECTURE.md, "Privacy limits").
+    Skellam { variance: u64, sensitivity: u64 },
+}
+
+impl SumNoise {
+    /// The variance every unmasked entry carries at least.
+    pub fn variance(&self) -> u64 {
+        match self {
+            Self::Skellam { variance, .. } => *variance,
+        }
+    }
+
+    pub fn sensitivity(&self) -> u64 {
+        match self {
+            Self::Skellam { sensitivity, .. } => *sensitivity,
+        }
+    }
+}
+
 /// The output form of `psi`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,12 +160,18 @@ pub enum PsiOutput {
     Labels,
 }
 
-/// What a `lookup` sums: points, or (one provider) a bit mask of the rules that hold.
+/// What a `lookup` sums: points, (one provider) a bit mask of the rules that hold, or
+/// each provider's value column (an outstanding balance, say), exactly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LookupOutput {
     Points,
     Bitmask,
+    Value,
+}
+
+fn is_zero(scale: &u8) -> bool {
+    *scale == 0
 }
 
 /// The kind of a computation, without its parameters.
@@ -208,11 +266,20 @@ pub struct DatasetUse {
     pub name: String,
     /// The column whose values are the set elements / lookup keys.
     pub key: String,
+    /// What the key holds, exactly as the dataset's schema must declare it (absent:
+    /// entity codes). Both sides of a match name the same definition.
+    #[serde(default, skip_serializing_if = "KeyKind::is_entity_code")]
+    pub key_kind: KeyKind,
     /// The value columns the computation may read (may be empty: the key alone).
     pub columns: Vec<String>,
     /// Contribution rules, in order (bit i of a bit mask is rule i).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// Which of the party's roles this dataset serves. Needed only by a party that
+    /// brings two datasets: a lookup provider that also queries (its loan book as
+    /// provider, its applicants as querier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
 }
 
 /// Who receives the output, and in what form.
@@ -264,8 +331,9 @@ pub struct Limits {
     /// The smallest set each named party may bring (absent: 1).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub min_set_size: BTreeMap<NodeId, u64>,
-    /// Lookups a day: for `lookup` every querier is named; for `psi` the client may be
-    /// (the server counts the elements it evaluates for it each day).
+    /// Lookups a day: for `lookup` every querier is named; for `psi` the client; for
+    /// `overthreshold` every contributor (each committee member counts the elements it
+    /// evaluates for it each day).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lookups_per_day: BTreeMap<NodeId, u64>,
     /// The fewest contributors (providers, for `lookup`) a result may be computed from.
@@ -274,6 +342,11 @@ pub struct Limits {
     /// Bits of each output entry (`secagg`, `lookup`): sums provably fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_bits: Option<u32>,
+    /// The largest set one contributor may bring to one `overthreshold` session
+    /// (required there, absent elsewhere): it fixes the tag length every party derives,
+    /// and bounds what one session can test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_set_size: Option<u64>,
 }
 
 impl Contract {
@@ -366,8 +439,16 @@ impl Contract {
     }
 
     /// The dataset `party` brings, if any (a well-formed contract has at most one).
+    /// The dataset `party` brings (the first, when it brings one per role).
     pub fn dataset_of(&self, party: &NodeId) -> Option<&DatasetUse> {
         self.datasets.iter().find(|d| d.party == *party)
+    }
+
+    /// The dataset `party` brings in `role`: the one marked with that role, else the one
+    /// with no role marked.
+    pub fn dataset_for(&self, party: &NodeId, role: Role) -> Option<&DatasetUse> {
+        let mine = || self.datasets.iter().filter(move |d| d.party == *party);
+        mine().find(|d| d.role == Some(role)).or_else(|| mine().find(|d| d.role.is_none()))
     }
 
     pub fn receiver(&self, node: &NodeId) -> Option<&Receiver> {

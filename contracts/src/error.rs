@@ -94,6 +94,23 @@ pub enum ContractError {
     /// The key column of the schema differs from the contract's.
     #[error("contract {contract} keys dataset {dataset} by {contract_key}, the schema by {schema_key}")]
     KeyColumnMismatch { contract: ContractId, dataset: String, contract_key: String, schema_key: String },
+    /// The dataset's key definition differs from the one the contract names for it.
+    #[error("contract {contract} names key definition {contract_definition} for dataset {dataset}, but the dataset is keyed by {dataset_definition}; both sides of a match must use the same key")]
+    KeyDefinitionMismatch {
+        contract: ContractId,
+        dataset: String,
+        contract_definition: String,
+        dataset_definition: String,
+    },
+    /// Two datasets that are matched against each other are keyed differently.
+    #[error("{party}'s dataset is keyed by {definition}, {other_party}'s by {other_definition}; a {computation} contract needs one key definition for every dataset")]
+    KeyDefinitionsDiffer {
+        computation: String,
+        party: NodeId,
+        definition: String,
+        other_party: NodeId,
+        other_definition: String,
+    },
     /// A column the contract uses has a type the computation cannot use.
     #[error("column {column} of dataset {dataset} is {column_type}; the computation needs {allowed}")]
     ColumnTypeNotAllowed { dataset: String, column: String, column_type: ColumnType, allowed: &'static str },
@@ -135,6 +152,10 @@ pub enum ContractError {
     /// A row value does not have its column's type.
     #[error("row value {value} in column {column} is not of type {column_type}")]
     RowType { column: String, value: Value, column_type: ColumnType },
+
+    /// A provider's value cannot be summed exactly under the contract.
+    #[error("value {value} in column {column} cannot be contributed: {reason}")]
+    ValueNotRepresentable { column: String, value: Value, reason: String },
 
     /// An identity key or signature could not be used.
     #[error(transparent)]

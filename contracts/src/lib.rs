@@ -18,12 +18,14 @@ pub mod data;
 mod document;
 pub mod entity_code;
 mod error;
+pub mod key;
 mod revocation;
 pub mod scorecard;
 mod serde_hex;
 mod signing;
 pub mod time;
 mod validate;
+pub mod value_column;
 mod verified;
 
 pub use audit::{
@@ -33,11 +35,13 @@ pub use checks::{lookup_day, QUOTA_DAY_UTC_OFFSET_SECONDS};
 pub use data::{ColumnType, DataError, DatasetSchema, Date, Value};
 pub use document::{
     Computation, ComputationKind, Contract, DatasetUse, Limits, LookupOutput, OutputForm, Party, PsiOutput,
-    Receiver, Role, SurvivorRule,
+    Receiver, Role, SumNoise, SurvivorRule,
 };
 pub use error::ContractError;
+pub use key::{KeyKind, KeyPart, PartKind};
 pub use revocation::{Revocation, REVOCATION_DOMAIN};
 pub use scorecard::{Comparison, Constant, Rule, Scorecard};
 pub use signing::{SignedContract, CONTRACT_DOMAIN};
 pub use validate::{MAX_GROUPS, MAX_PURPOSE_CHARS};
+pub use value_column::ValueColumn;
 pub use verified::VerifiedContract;

@@ -4,19 +4,24 @@
 
 use std::collections::BTreeSet;
 
+use xmcredit_crypto::noise::{skellam_tail_bound, MAX_VARIANCE};
 use xmcredit_crypto::NodeId;
 
 use crate::canonical::MAX_SAFE_INTEGER;
 use crate::data::is_identifier;
 use crate::document::{
-    Computation, ComputationKind, Contract, DatasetUse, LookupOutput, OutputForm, PsiOutput, Role,
+    Computation, ComputationKind, Contract, DatasetUse, LookupOutput, OutputForm, PsiOutput, Role, SumNoise,
 };
 use crate::error::list;
+use crate::key::KeyKind;
 use crate::scorecard::{bounds, MAX_RULES};
 use crate::ContractError;
 
 /// The most characters a purpose may have.
 pub const MAX_PURPOSE_CHARS: usize = 2000;
+/// The largest `limits.max_set_size` of an overthreshold contract: 2^32 items per bank,
+/// so that with 1024 banks the tags (40 + 2·42 bits) still fit 128 bits.
+pub const MAX_OVERTHRESHOLD_SET: u64 = 1 << 32;
 /// The most groups (vector entries) a secagg contract may declare.
 pub const MAX_GROUPS: usize = 1 << 16;
 
@@ -45,6 +50,7 @@ impl Contract {
         self.validate_header()?;
         self.validate_parties()?;
         self.validate_datasets()?;
+        self.validate_keys()?;
         self.validate_computation()?;
         self.validate_receivers()?;
         self.validate_limits()
@@ -173,14 +179,50 @@ impl Contract {
                     format!("{} brings no data in its roles ({})", dataset.party, list(&party.roles)),
                 ));
             }
-            if self.datasets[..i].iter().any(|d| d.party == dataset.party) {
-                return Err(malformed(
-                    format!("{field}.party"),
-                    format!("{} has two datasets", dataset.party),
-                ));
+            if let Some(role) = dataset.role {
+                if !party.roles.contains(&role) || !role.holds_data() {
+                    return Err(malformed(
+                        format!("{field}.role"),
+                        format!(
+                            "{} brings no data as {role} (its roles: {})",
+                            dataset.party,
+                            list(&party.roles)
+                        ),
+                    ));
+                }
+            }
+            if let Some(earlier) = self.datasets[..i].iter().find(|d| d.party == dataset.party) {
+                // Only a lookup party that provides and queries brings two: one per role.
+                let one_per_role = self.kind() == ComputationKind::Lookup
+                    && earlier.role.is_some()
+                    && dataset.role.is_some()
+                    && earlier.role != dataset.role
+                    && earlier.name != dataset.name;
+                if !one_per_role {
+                    return Err(malformed(
+                        format!("{field}.party"),
+                        format!(
+                            "{} has two datasets (only a lookup provider that also queries brings two: different ones, each with its `role`)",
+                            dataset.party
+                        ),
+                    ));
+                }
             }
             validate_dataset_names(dataset, &field)?;
-            let is_provider = self.kind() == ComputationKind::Lookup && party.roles.contains(&Role::Provider);
+            let is_provider = self.kind() == ComputationKind::Lookup
+                && party.roles.contains(&Role::Provider)
+                && dataset.role.is_none_or(|r| r == Role::Provider);
+            let sums_a_column =
+                matches!(self.computation, Computation::Lookup { output: LookupOutput::Value, .. });
+            if is_provider && sums_a_column {
+                if dataset.columns.len() != 1 || !dataset.rules.is_empty() {
+                    return Err(malformed(
+                        format!("{field}.columns"),
+                        "output \"value\" sums one column: a provider names exactly that column and no rules",
+                    ));
+                }
+                continue;
+            }
             if !dataset.rules.is_empty() && !is_provider {
                 return Err(malformed(
                     format!("{field}.rules"),
@@ -214,6 +256,56 @@ impl Contract {
                     "datasets",
                     format!("{} brings data but no dataset is named for it", party.node),
                 ));
+            }
+            let both = party.roles.contains(&Role::Provider) && party.roles.contains(&Role::Querier);
+            let per_role = [Role::Provider, Role::Querier]
+                .iter()
+                .all(|role| self.datasets.iter().any(|d| d.party == party.node && d.role == Some(*role)));
+            if both && !per_role {
+                return Err(malformed(
+                    "datasets",
+                    format!(
+                        "{} provides and queries: it names two datasets, one with role \"provider\" and one with role \"querier\"",
+                        party.node
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Datasets that are matched against each other share one key definition (PSI,
+    /// overthreshold); a lookup's keys, and a secagg's in universe mode, are the
+    /// universe's entity codes.
+    fn validate_keys(&self) -> Result<(), ContractError> {
+        let codes_only = match &self.computation {
+            Computation::Psi { .. } | Computation::Overthreshold { .. } => false,
+            Computation::Lookup { .. } => true,
+            Computation::Secagg { groups, .. } if groups.is_empty() => true,
+            Computation::Secagg { .. } => return Ok(()),
+        };
+        let Some(first) = self.datasets.first() else { return Ok(()) };
+        for (i, dataset) in self.datasets.iter().enumerate() {
+            if codes_only && !dataset.key_kind.is_entity_code() {
+                return Err(malformed(
+                    format!("datasets[{i}].key_kind"),
+                    format!(
+                        "{}'s dataset is keyed by {}; a {} over the universe of registered entities needs {}",
+                        dataset.party,
+                        dataset.key_kind.definition(),
+                        self.kind(),
+                        KeyKind::EntityCode.definition()
+                    ),
+                ));
+            }
+            if !codes_only && dataset.key_kind != first.key_kind {
+                return Err(ContractError::KeyDefinitionsDiffer {
+                    computation: self.kind().to_string(),
+                    party: first.party.clone(),
+                    definition: first.key_kind.definition(),
+                    other_party: dataset.party.clone(),
+                    other_definition: dataset.key_kind.definition(),
+                });
             }
         }
         Ok(())
@@ -315,9 +407,18 @@ impl Contract {
                     }
                 }
             }
-            Computation::Lookup { output } => {
+            Computation::Lookup { output, scale } => {
                 if *output == LookupOutput::Bitmask && self.parties_with(Role::Provider).count() != 1 {
                     return Err(malformed("computation.output", "a bit mask needs exactly one provider"));
+                }
+                if *scale != 0 && *output != LookupOutput::Value {
+                    return Err(malformed("computation.scale", "only output \"value\" has a scale"));
+                }
+                if *scale > crate::data::MAX_SCALE {
+                    return Err(malformed(
+                        "computation.scale",
+                        format!("at most {} decimal places", crate::data::MAX_SCALE),
+                    ));
                 }
             }
         }
@@ -430,24 +531,21 @@ impl Contract {
 
         // Lookups: every querier has a daily quota. PSI: the client has one (the server
         // counts the elements it evaluates for it per day). Nobody else can.
-        let queriers: BTreeSet<&NodeId> = self.parties_with(Role::Querier).map(|p| &p.node).collect();
-        let clients: BTreeSet<&NodeId> = self.parties_with(Role::Client).map(|p| &p.node).collect();
+        // Overthreshold: every contributor has one too, counted by each committee member
+        // (a contributor could otherwise test guessed ids, run after run).
+        let (quota_role, who) = match kind {
+            ComputationKind::Psi => (Role::Client, "exactly the client"),
+            ComputationKind::Overthreshold => (Role::Contributor, "exactly the contributors"),
+            _ => (Role::Querier, "exactly the queriers"),
+        };
+        let must_have_quota: BTreeSet<&NodeId> = self.parties_with(quota_role).map(|p| &p.node).collect();
         let quota_named: BTreeSet<&NodeId> = limits.lookups_per_day.keys().collect();
         // A PSI client must have a quota too: a minimum set size alone does not stop a
         // client from padding one target with dummies, run after run.
-        let quota_ok = match kind {
-            ComputationKind::Psi => quota_named == clients,
-            _ => quota_named == queriers,
-        };
-        if !quota_ok {
-            let allowed = if kind == ComputationKind::Psi { &clients } else { &queriers };
+        if quota_named != must_have_quota {
             return Err(malformed(
                 "limits.lookups_per_day",
-                format!(
-                    "must name {} ({})",
-                    if kind == ComputationKind::Psi { "exactly the client" } else { "exactly the queriers" },
-                    list(&allowed.iter().copied().collect::<Vec<_>>())
-                ),
+                format!("must name {who} ({})", list(&must_have_quota.iter().copied().collect::<Vec<_>>())),
             ));
         }
         if let Some((node, _)) = limits.lookups_per_day.iter().find(|(_, n)| **n == 0 || **n > max) {
@@ -493,19 +591,45 @@ impl Contract {
             }
             _ => {}
         }
-        if let (Computation::Lookup { output }, Some(bits)) = (&self.computation, limits.output_bits) {
+        match (kind, limits.max_set_size) {
+            (ComputationKind::Overthreshold, None) => {
+                return Err(malformed(
+                    "limits.max_set_size",
+                    "an overthreshold contract must set it (it fixes the tag length every party derives)",
+                ))
+            }
+            (ComputationKind::Overthreshold, Some(n)) if n == 0 || n > MAX_OVERTHRESHOLD_SET => {
+                return Err(malformed(
+                    "limits.max_set_size",
+                    format!("must be between 1 and {MAX_OVERTHRESHOLD_SET}, is {n}"),
+                ))
+            }
+            (ComputationKind::Overthreshold, Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(malformed(
+                    "limits.max_set_size",
+                    format!("only overthreshold sets it, not {kind}"),
+                ))
+            }
+        }
+        if let (Computation::Lookup { output, .. }, Some(bits)) = (&self.computation, limits.output_bits) {
             self.validate_lookup_width(*output, bits)?;
         }
         if let (ComputationKind::Secagg, Some(bits)) = (kind, limits.output_bits) {
             validate_secagg_width(contributors, bits)?;
+            if let Computation::Secagg { noise: Some(noise), .. } = &self.computation {
+                validate_secagg_noise(contributors, bits, noise)?;
+            }
         }
         Ok(())
     }
 
     /// The sum of every provider's contribution must fit `output_bits`, so it cannot wrap.
     fn validate_lookup_width(&self, output: LookupOutput, bits: u32) -> Result<(), ContractError> {
-        let provider_rules: Vec<&DatasetUse> =
-            self.parties_with(Role::Provider).filter_map(|p| self.dataset_of(&p.node)).collect();
+        let provider_rules: Vec<&DatasetUse> = self
+            .parties_with(Role::Provider)
+            .filter_map(|p| self.dataset_for(&p.node, Role::Provider))
+            .collect();
         match output {
             LookupOutput::Bitmask => {
                 let rules = provider_rules.iter().map(|d| d.rules.len()).sum::<usize>();
@@ -516,6 +640,9 @@ impl Contract {
                     ));
                 }
             }
+            // Values are only known to their providers: each refuses one that could make
+            // the sum wrap (`value_bound`).
+            LookupOutput::Value => {}
             LookupOutput::Points => {
                 let (lo, hi) = bounds(provider_rules.iter().flat_map(|d| d.rules.iter().map(|r| r.points)));
                 let (min, max) = if lo >= 0 {
@@ -543,6 +670,28 @@ fn validate_secagg_width(contributors: usize, bits: u32) -> Result<(), ContractE
         return Err(malformed(
             "limits.output_bits",
             format!("{contributors} contributors × (2^{bits} − 1) exceeds 2^64 − 1: the sum could wrap"),
+        ));
+    }
+    Ok(())
+}
+
+/// Noise must be one a sampler accepts, and sum plus noise must decode as a signed
+/// 64-bit integer: `n × (2^bits − 1)` plus the noise's tail bound stays below 2^63.
+fn validate_secagg_noise(contributors: usize, bits: u32, noise: &SumNoise) -> Result<(), ContractError> {
+    let variance = noise.variance();
+    if !(1..=MAX_VARIANCE).contains(&variance) {
+        return Err(malformed("computation.noise.variance", "must be between 1 and 2^50"));
+    }
+    if noise.sensitivity() == 0 {
+        return Err(malformed("computation.noise.sensitivity", "must be at least 1"));
+    }
+    let largest = (contributors as u128) * ((1u128 << bits) - 1) + u128::from(skellam_tail_bound(variance));
+    if largest > i64::MAX as u128 {
+        return Err(malformed(
+            "limits.output_bits",
+            format!(
+                "with noise the sum is decoded as signed: {contributors} contributors × (2^{bits} − 1) plus the noise's bound exceeds 2^63 − 1"
+            ),
         ));
     }
     Ok(())

@@ -57,6 +57,10 @@ pub enum CryptoError {
     /// A lookup output width outside 1 to 64 bits (design.md computation 4).
     #[error("lookup output width {bits} bits is outside 1..=64")]
     LookupWidth { bits: u32 },
+    /// Noise parameters no sampler accepts (a variance outside (0, 2^50], a
+    /// non-positive ε).
+    #[error("noise parameters refused: {reason}")]
+    NoiseParameter { reason: String },
     /// A lookup value that does not fit the output width: unsigned values in
     /// `[0, 2^bits)`, signed ones in `[-2^(bits-1), 2^(bits-1))`.
     #[error("value {value} does not fit {bits} bits ({})", if *signed { "two's complement" } else { "unsigned" })]

@@ -20,6 +20,7 @@ pub mod h2c;
 pub mod ids;
 pub mod keys;
 pub mod lookup;
+pub mod noise;
 pub mod oprf;
 pub mod prg;
 pub mod set;

@@ -64,8 +64,10 @@ pub enum Command {
         schema: PathBuf,
         #[arg(long)]
         csv: PathBuf,
-        /// What the key column holds: entity_code (default) or id.
-        #[arg(long, default_value = "entity_code")]
+        /// Legacy: `id` for a schema that declares no key_kind means identifiers, only
+        /// trimmed. Declare `key_kind` in the schema instead (entity_code, identifier or
+        /// composite).
+        #[arg(long, default_value = "")]
         key_kind: String,
         /// Import the valid rows even when some rows are rejected.
         #[arg(long)]
@@ -78,7 +80,7 @@ pub enum Command {
     Run {
         #[command(flatten)]
         config: ConfigArg,
-        /// psi, secagg or lookup.
+        /// psi, secagg, lookup or overthreshold.
         computation: String,
         #[arg(long)]
         contract: String,
@@ -275,7 +277,8 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Status(config) => {
-            let status = admin(&config.config).await?.status(proto::StatusRequest {}).await?.into_inner();
+            let status =
+                admin(&config.config).await?.status(proto::StatusRequest::default()).await?.into_inner();
             print_status(&status);
             Ok(())
         }
@@ -633,6 +636,28 @@ fn print_status(status: &proto::StatusReply) {
             "  #{:<6} {:<8} {:<28} {:<12} {:<12} {}",
             j.job_id, j.kind, j.contract_id, j.role, j.state, j.detail
         );
+        if let Ok(observed) = serde_json::from_str::<serde_json::Value>(&j.observed_json) {
+            // Only the classes the job saw: "received tags=2997 evaluated_elements=2000 ...".
+            let side = |name: &str| -> String {
+                observed[name]
+                    .as_object()
+                    .map(|counts| {
+                        counts
+                            .iter()
+                            .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                            .map(|(class, n)| format!("{class}={n}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default()
+            };
+            println!(
+                "          received: {} | sent: {} | wrote: {}",
+                side("received"),
+                side("sent"),
+                side("written")
+            );
+        }
     }
     println!("audit records: {}", status.audit_records);
 }

@@ -284,12 +284,21 @@ impl Limits {
     }
 }
 
-/// The sled store. Default: a 64 MiB page cache.
+/// The sled store and the node's in-memory caches. Defaults: a 64 MiB sled page cache
+/// and 96 MiB of evaluated PSI server sets (32 bytes per element plus labels, so a set
+/// of 2^20 elements without labels takes 32 MiB).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
+    /// Budget of the PSI server's evaluated-set cache; 0 caches nothing.
+    #[serde(default = "default_psi_cache_mb")]
+    pub psi_cache_mb: u64,
+}
+
+fn default_psi_cache_mb() -> u64 {
+    96
 }
 
 fn default_cache_mb() -> u64 {
@@ -298,7 +307,7 @@ fn default_cache_mb() -> u64 {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { cache_mb: default_cache_mb() }
+        Self { cache_mb: default_cache_mb(), psi_cache_mb: default_psi_cache_mb() }
     }
 }
 

@@ -298,6 +298,26 @@ impl NodeContext {
         }
     }
 
+    /// Caches an evaluated PSI server set within the byte budget (`store.psi_cache_mb`):
+    /// one entry per contract (a new epoch or dataset version replaces the old), least
+    /// recently used entries evicted to make room, and a set larger than the whole
+    /// budget not cached at all (each session then evaluates it again).
+    pub fn cache_psi_set(
+        &self,
+        key: crate::run::psi::ServerSetKey,
+        set: Arc<xmcredit_protocol::psi::ServerSet>,
+    ) {
+        let budget =
+            usize::try_from(self.config.store.psi_cache_mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let Ok(mut cache) = self.psi_sets.lock() else { return };
+        crate::run::psi::admit_server_set(&mut cache, key, set, budget);
+    }
+
+    /// Bytes held by the PSI server set cache.
+    pub fn psi_cache_bytes(&self) -> u64 {
+        self.psi_sets.lock().map(|c| c.values().map(|c| c.set.heap_bytes() as u64).sum()).unwrap_or(0)
+    }
+
     /// Appends an audit record, logging (not failing) if the store refuses.
     pub fn audit(
         &self,

@@ -23,6 +23,9 @@ pub enum NodeError {
     /// sled refused an operation.
     #[error("store ({operation}): {reason}")]
     Store { operation: &'static str, reason: String },
+    /// A store written in a layout this node does not read (with what to do).
+    #[error("store {path}: {reason}")]
+    StoreLayout { path: PathBuf, reason: String },
     /// A store record that does not decode: the data directory was edited or damaged.
     #[error("store record {what} is corrupt: {reason}")]
     Corrupt { what: &'static str, reason: String },
@@ -104,6 +107,7 @@ impl From<NodeError> for tonic::Status {
             NodeError::Config { .. }
             | NodeError::File { .. }
             | NodeError::Store { .. }
+            | NodeError::StoreLayout { .. }
             | NodeError::Corrupt { .. }
             | NodeError::Pki(_)
             | NodeError::Internal(_) => Status::internal(message),

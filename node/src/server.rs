@@ -150,6 +150,11 @@ pub(crate) fn reload_tls(ctx: &NodeContext, server_tls: &ServerTls) -> Result<us
 
 /// Repairs what a crash or kill may have left: partial imports and running jobs.
 fn recover(ctx: &NodeContext) -> Result<(), NodeError> {
+    // Sorted runs of an import that never finished.
+    let spill = ctx.config.data_dir.join(crate::import::IMPORT_SPILL_DIR);
+    if spill.exists() {
+        std::fs::remove_dir_all(&spill).map_err(|e| NodeError::file(&spill, e))?;
+    }
     for (dataset, version) in ctx.store.remove_partial_imports()? {
         tracing::warn!(dataset = %dataset, version, "removed a partial import left by a crash");
         ctx.audit(

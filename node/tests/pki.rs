@@ -100,6 +100,24 @@ impl Node for EchoPeer {
         Err(Status::unimplemented("test service"))
     }
 
+    type OverthresholdStream = FrameStream;
+
+    async fn overthreshold(
+        &self,
+        _: Request<Streaming<Frame>>,
+    ) -> Result<Response<Self::OverthresholdStream>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
+    type OverthresholdEvalStream = FrameStream;
+
+    async fn overthreshold_eval(
+        &self,
+        _: Request<Streaming<Frame>>,
+    ) -> Result<Response<Self::OverthresholdEvalStream>, Status> {
+        Err(Status::unimplemented("test service"))
+    }
+
     async fn fetch_crl(
         &self,
         _: Request<xmcredit_node::proto::CrlRequest>,

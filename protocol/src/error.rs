@@ -100,6 +100,12 @@ pub enum ProtocolError {
     /// equal tags), which would show the peer that the set holds a duplicate.
     #[error("PSI {whose} set: element {second} repeats element {first}")]
     DuplicateElement { whose: &'static str, first: usize, second: usize },
+    /// Local fault: a set streamed into [`crate::psi::ServerSetBuilder`] out of order
+    /// (the builder refuses duplicates by requiring strictly increasing elements).
+    #[error(
+        "PSI {whose} set: element {index} sorts before the element before it; stream the set in key order"
+    )]
+    UnsortedElement { whose: &'static str, index: usize },
     /// Local fault: the cached server set was built for another contract, epoch or OPRF
     /// key, or lacks the labels the contract's form needs.
     #[error("PSI server set does not fit this session: {reason}")]

@@ -124,7 +124,7 @@ impl NodeHandle {
                 }
             }
             if let Ok(mut admin) = self.admin().await {
-                if admin.status(proto::StatusRequest {}).await.is_ok() {
+                if admin.status(proto::StatusRequest::default()).await.is_ok() {
                     return Ok(());
                 }
             }
@@ -274,7 +274,7 @@ impl NodeHandle {
     }
 
     pub async fn status(&self) -> Result<proto::StatusReply> {
-        Ok(self.admin().await?.status(proto::StatusRequest {}).await?.into_inner())
+        Ok(self.admin().await?.status(proto::StatusRequest::default()).await?.into_inner())
     }
 }
 

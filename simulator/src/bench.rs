@@ -63,6 +63,10 @@ pub struct PsiBench {
     pub floor_s: f64,
     pub idle_node_rss_mib: f64,
     pub import_s: f64,
+    /// The server's store on disk after its import, per row of its dataset, and over
+    /// the size of the CSV it was imported from.
+    pub server_store_bytes_per_row: f64,
+    pub server_store_to_csv: f64,
     pub runs: Vec<PsiRun>,
     pub floor: FloorReport,
 }
@@ -108,6 +112,8 @@ pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Resul
         .import("a_grade_taxpayers", &data.join("server.toml"), &data.join("server.csv"), false)
         .await?;
     let import_s = import_started.elapsed().as_secs_f64();
+    let server_csv = std::fs::metadata(data.join("server.csv"))?.len() as f64;
+    let server_store = dir_bytes(&alliance.node("credit-center")?.dir.join("store")) as f64;
     alliance
         .node("bank-a")?
         .import("loan_applicants", &data.join("client.toml"), &data.join("client.csv"), false)
@@ -158,7 +164,17 @@ pub async fn psi(program: NodeProgram, base: &Path, n: usize, m: usize) -> Resul
             server_rss_before_mib,
         });
     }
-    Ok(PsiBench { n, m, floor_s, idle_node_rss_mib: idle, import_s, runs, floor })
+    Ok(PsiBench {
+        n,
+        m,
+        floor_s,
+        idle_node_rss_mib: idle,
+        import_s,
+        server_store_bytes_per_row: server_store / m as f64,
+        server_store_to_csv: server_store / server_csv.max(1.0),
+        runs,
+        floor,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -167,6 +183,39 @@ pub struct ImportBench {
     pub seconds: f64,
     pub rows_per_second: f64,
     pub node_peak_mib: f64,
+    /// The node's resident memory just before the import (started, idle).
+    pub node_rss_before_mib: f64,
+    /// The floor measured in the same run: reading the CSV and splitting it into cells,
+    /// in this process, on one core (what any import must at least do).
+    pub floor_s: f64,
+    pub ratio_to_floor: f64,
+    pub csv_bytes: u64,
+    /// The node's store directory after the import (sled files; the dataset dominates).
+    pub store_bytes: u64,
+    pub store_bytes_per_row: f64,
+    pub store_to_csv: f64,
+}
+
+/// Bytes of every file under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Reads `path` and splits it into lines and cells; returns the seconds taken and the
+/// cell count (so the work cannot be optimized away).
+fn csv_floor(path: &Path) -> Result<(f64, u64)> {
+    let started = Instant::now();
+    let text = std::fs::read_to_string(path)?;
+    let cells = text.lines().map(|line| line.split(',').count() as u64).sum();
+    Ok((started.elapsed().as_secs_f64(), cells))
 }
 
 /// Imports `rows` rows (code + four typed columns) into one node.
@@ -194,8 +243,13 @@ pub async fn import(program: NodeProgram, base: &Path, rows: usize) -> Result<Im
         data.join("big.toml"),
         "name = \"registry\"\nkey = \"credit_code\"\ncolumns = [\n  { name = \"tax_grade\", type = \"enum\", values = [\"A\", \"B\", \"M\", \"C\", \"D\"] },\n  { name = \"si_headcount\", type = \"integer\" },\n  { name = \"arrears\", type = \"decimal\", scale = 2 },\n  { name = \"registered\", type = \"date\" },\n]\n",
     )?;
+    let csv_bytes = std::fs::metadata(data.join("big.csv"))?.len();
+    let (floor_s, cells) = csv_floor(&data.join("big.csv"))?;
+    anyhow::ensure!(cells == (rows as u64 + 1) * 5, "the floor read {cells} cells");
     let alliance = Alliance::create(program, base, &["credit-center"], true).await?;
     let node = alliance.node("credit-center")?;
+    node.reset_peak_memory();
+    let node_rss_before_mib = node.memory_kib().map_or(0.0, |(_, rss)| rss as f64 / 1024.0);
     let started = Instant::now();
     let report = node.import("registry", &data.join("big.toml"), &data.join("big.csv"), false).await?;
     let seconds = started.elapsed().as_secs_f64();
@@ -204,11 +258,20 @@ pub async fn import(program: NodeProgram, base: &Path, rows: usize) -> Result<Im
         "import accepted {}",
         report["rows_accepted"]
     );
+    let node_peak_mib = node.memory_kib().map_or(0.0, |(hwm, _)| hwm as f64 / 1024.0);
+    let store_bytes = dir_bytes(&node.dir.join("store"));
     Ok(ImportBench {
         rows,
         seconds,
         rows_per_second: rows as f64 / seconds,
-        node_peak_mib: node.memory_kib().map_or(0.0, |(hwm, _)| hwm as f64 / 1024.0),
+        node_peak_mib,
+        node_rss_before_mib,
+        floor_s,
+        ratio_to_floor: seconds / floor_s.max(1e-9),
+        csv_bytes,
+        store_bytes,
+        store_bytes_per_row: store_bytes as f64 / rows as f64,
+        store_to_csv: store_bytes as f64 / csv_bytes.max(1) as f64,
     })
 }
 
@@ -230,10 +293,14 @@ pub struct LookupQueryRun {
 #[derive(Debug, Serialize)]
 pub struct LookupBench {
     pub universe: usize,
+    /// Providers whose vectors are summed (1: the credit center alone, no SecAgg).
+    pub providers: usize,
     /// The provider's preparation of its padded vector at the node (registry and rows
-    /// read, scorecard, hash, multiply, pad), from the coordinator's `run lookup`.
+    /// read, scorecard, hash, multiply, pad), from the coordinator's `run lookup`; with
+    /// several providers, every provider's preparation and the SecAgg sum.
     pub provider_s: f64,
-    /// H + mul + batched compress + SHA-512 per entry, on all cores, measured here.
+    /// H + mul + batched compress + SHA-512 per entry and provider, on all cores,
+    /// measured here (the providers share this machine's cores).
     pub provider_floor_s: f64,
     pub provider_ratio_to_floor: f64,
     /// Vector bytes downloaded per universe entry (w/8 plus the universe's codes).
@@ -243,10 +310,21 @@ pub struct LookupBench {
     pub floor: FloorReport,
 }
 
-/// Lookup between two node processes: the credit center prepares its padded easy-loan
-/// vector over a universe of `universe` entities, bank-a queries 1,000 and then 10,000
-/// applicants (90 % registered). One provider (no SecAgg step).
-pub async fn lookup(program: NodeProgram, base: &Path, universe: usize) -> Result<LookupBench> {
+/// Lookup between node processes: the credit center prepares its padded vector over a
+/// universe of `universe` entities, bank-a queries 1,000 and then 10,000 applicants
+/// (90 % registered). With one provider the vector is the credit center's easy-loan
+/// bit mask; with more, banks b, c, ... score their overdue counts too and the vectors
+/// are summed with SecAgg (points).
+pub async fn lookup(
+    program: NodeProgram,
+    base: &Path,
+    universe: usize,
+    providers: usize,
+) -> Result<LookupBench> {
+    anyhow::ensure!(
+        providers == 1 || providers >= 3,
+        "one provider, or three and more (two banks besides the credit center, for SecAgg)"
+    );
     let floor = FloorReport::measure(4096);
     let mut rng = ChaCha20Rng::seed_from_u64(18);
     let sizes = [1_000usize, 10_000];
@@ -278,46 +356,69 @@ pub async fn lookup(program: NodeProgram, base: &Path, universe: usize) -> Resul
     )?;
     // A bench's queries are far above a bank's daily flow: raise the per-dataset ceiling
     // to the contract's quota.
-    let alliance = Alliance::create_with_limits(
-        program,
-        base,
-        &["credit-center", "bank-a"],
-        true,
-        "dataset_lookups_per_day = 10000000",
-    )
-    .await?;
+    let lenders: Vec<String> = (1..providers).map(|i| format!("bank-{}", (b'a' + i as u8) as char)).collect();
+    let mut ids = vec!["credit-center", "bank-a"];
+    ids.extend(lenders.iter().map(String::as_str));
+    let alliance =
+        Alliance::create_with_limits(program, base, &ids, true, "dataset_lookups_per_day = 10000000").await?;
     let center = alliance.node("credit-center")?;
     let bank = alliance.node("bank-a")?;
     center.import("registry", &data.join("registry.toml"), &data.join("registry.csv"), false).await?;
+    // Each other bank's overdue counts for a third of the registry.
+    std::fs::write(
+        data.join("overdue.toml"),
+        "name = \"overdue\"\nkey = \"credit_code\"\ncolumns = [{ name = \"overdue_count\", type = \"integer\" }]\n",
+    )?;
+    for (b, lender) in lenders.iter().enumerate() {
+        let mut text = String::with_capacity(universe * 14);
+        text.push_str("credit_code,overdue_count\n");
+        for code in registry.iter().skip(b).step_by(3) {
+            let _ = writeln!(text, "{code},{}", rng.gen_range(0..6));
+        }
+        let file = data.join(format!("overdue-{lender}.csv"));
+        std::fs::write(&file, text)?;
+        alliance.node(lender)?.import("overdue", &data.join("overdue.toml"), &file, false).await?;
+    }
     let id = "credit-center.bench-lookup";
-    let toml = contracts::lookup(
-        id,
-        "benchmark",
-        &[
-            PartyLine {
-                node: "credit-center",
-                public_key: &center.public_key,
-                roles: &["coordinator", "provider"],
-            },
-            PartyLine { node: "bank-a", public_key: &bank.public_key, roles: &["querier"] },
-        ],
-        &[contracts::LookupProvider {
-            node: "credit-center",
-            dataset: "registry",
-            columns: contracts::EASY_LOAN_COLUMNS,
-            rules: contracts::EASY_LOAN_RULES,
-        }],
-        &["bank-a"],
-        "bitmask",
-        8,
-        10_000_000,
-    );
-    alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
+    let center_roles: &[&str] = &["coordinator", "provider"];
+    let mut parties = vec![
+        PartyLine { node: "credit-center", public_key: &center.public_key, roles: center_roles },
+        PartyLine { node: "bank-a", public_key: &bank.public_key, roles: &["querier"] },
+    ];
+    for lender in &lenders {
+        parties.push(PartyLine {
+            node: lender,
+            public_key: &alliance.node(lender)?.public_key,
+            roles: &["provider"],
+        });
+    }
+    const OVERDUE_RULES: &str = "[\n  { column = \"overdue_count\", comparison = \"ge\", constant = 1, points = 1 },\n  { column = \"overdue_count\", comparison = \"ge\", constant = 3, points = 1 },\n]";
+    let mut provider_lines = vec![contracts::LookupProvider {
+        node: "credit-center",
+        dataset: "registry",
+        columns: contracts::EASY_LOAN_COLUMNS,
+        rules: contracts::EASY_LOAN_RULES,
+    }];
+    for lender in &lenders {
+        provider_lines.push(contracts::LookupProvider {
+            node: lender,
+            dataset: "overdue",
+            columns: &["overdue_count"],
+            rules: OVERDUE_RULES,
+        });
+    }
+    let output = if providers == 1 { "bitmask" } else { "points" };
+    let toml =
+        contracts::lookup(id, "benchmark", &parties, &provider_lines, &["bank-a"], output, 8, 10_000_000);
+    let mut signers = vec!["bank-a"];
+    signers.extend(lenders.iter().map(String::as_str));
+    alliance.agree("credit-center", &toml, id, &signers).await?;
     let started = Instant::now();
     let published = center.run("lookup", id).await.context("publishing the vector")?;
     let provider_s = started.elapsed().as_secs_f64();
     let cores = floor.cores.max(1) as f64;
-    let provider_floor_s = floor.costs.lookup_provider_cpu_seconds(universe as u64) / cores;
+    let provider_floor_s =
+        providers as f64 * floor.costs.lookup_provider_cpu_seconds(universe as u64) / cores;
     anyhow::ensure!(published["universe_size"].as_u64() == Some(universe as u64), "{published}");
 
     let known: std::collections::HashSet<EntityCode> = registry.iter().copied().collect();
@@ -351,6 +452,7 @@ pub async fn lookup(program: NodeProgram, base: &Path, universe: usize) -> Resul
     }
     Ok(LookupBench {
         universe,
+        providers,
         provider_s,
         provider_floor_s,
         provider_ratio_to_floor: provider_s / provider_floor_s.max(1e-9),

@@ -12,7 +12,7 @@ pub struct PartyLine<'a> {
     pub roles: &'a [&'a str],
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -103,7 +103,9 @@ pub struct LookupProvider<'a> {
 
 /// A lookup contract: `parties` (with their roles: one coordinator, the providers, the
 /// queriers), the providers' datasets and rules, each querier's `loan_applicants` with
-/// `quota` lookups a day, output `points` or `bitmask` over `bits` bits.
+/// `quota` lookups a day, output `points` or `bitmask` over `bits` bits, or `value`
+/// (providers name their one column and no rules; sums in fen, scale 2). A querier that
+/// is also a provider marks each of its two datasets with its role.
 #[allow(clippy::too_many_arguments)]
 pub fn lookup(
     id: &str,
@@ -116,23 +118,35 @@ pub fn lookup(
     quota: u64,
 ) -> String {
     let mut text = header(id, purpose);
-    let _ = write!(text, "[computation]\nkind = \"lookup\"\noutput = \"{output}\"\n\n");
+    let scale = if output == "value" { "scale = 2\n" } else { "" };
+    let _ = write!(text, "[computation]\nkind = \"lookup\"\noutput = \"{output}\"\n{scale}\n");
     parties(&mut text, parties_list);
+    let role_line = |node: &str, role: &str| {
+        let both = queriers.contains(&node) && providers.iter().any(|p| p.node == node);
+        if both {
+            format!("role = \"{role}\"\n")
+        } else {
+            String::new()
+        }
+    };
     for provider in providers {
         let columns: Vec<String> = provider.columns.iter().map(|c| format!("\"{c}\"")).collect();
+        let rules =
+            if provider.rules.is_empty() { String::new() } else { format!("rules = {}\n", provider.rules) };
         let _ = write!(
             text,
-            "[[datasets]]\nparty = \"{}\"\nname = \"{}\"\nkey = \"credit_code\"\ncolumns = [{}]\nrules = {}\n\n",
+            "[[datasets]]\nparty = \"{}\"\n{}name = \"{}\"\nkey = \"credit_code\"\ncolumns = [{}]\n{rules}\n",
             provider.node,
+            role_line(provider.node, "provider"),
             provider.dataset,
             columns.join(", "),
-            provider.rules
         );
     }
     for querier in queriers {
         let _ = write!(
             text,
-            "[[datasets]]\nparty = \"{querier}\"\nname = \"loan_applicants\"\nkey = \"credit_code\"\ncolumns = []\n\n[[receivers]]\nnode = \"{querier}\"\nform = \"scores\"\n\n"
+            "[[datasets]]\nparty = \"{querier}\"\n{}name = \"loan_applicants\"\nkey = \"credit_code\"\ncolumns = []\n\n[[receivers]]\nnode = \"{querier}\"\nform = \"scores\"\n\n",
+            role_line(querier, "querier")
         );
     }
     let quotas: Vec<String> = queriers.iter().map(|q| format!("{q} = {quota}")).collect();

@@ -1,7 +1,7 @@
 //! The lookup scenarios of the demo (issue 13), each checked against its plaintext
 //! answer: Credit Easy Loan matching (the credit center alone, a bit mask of the
-//! product's criteria), multi-bank exposure (the other banks' loan books summed with
-//! SecAgg) and the sole-proprietor profile (credit center, the utilities node and the
+//! product's criteria), multi-bank exposure (every bank's balances, the querier's
+//! included, summed exactly with SecAgg) and the sole-proprietor profile (credit center, the utilities node and the
 //! other banks; scorecard points, some negative).
 
 use std::collections::BTreeMap;
@@ -102,6 +102,7 @@ fn result(
     extra.insert("query_s".to_string(), report["query_s"].clone());
     extra.insert("vector_s".to_string(), report["vector_s"].clone());
     extra.insert("providers".to_string(), report["providers"].clone());
+    extra.insert("contract".to_string(), report["contract"].clone());
     let mut sizes = BTreeMap::new();
     sizes.insert("universe".to_string(), report["universe_size"].as_u64().unwrap_or(0));
     sizes.insert("applicants".to_string(), report["applicants"].as_u64().unwrap_or(0));
@@ -178,30 +179,6 @@ pub async fn easy_loan(alliance: &Alliance, world: &World, bank: &str, b: usize)
     ))
 }
 
-/// Exposure points of one bank's balance (fen): 1000 if it lends at all, plus one per
-/// 500,000-yuan band (up to 6).
-fn exposure_points(fen: u64) -> i64 {
-    if fen == 0 {
-        return 0;
-    }
-    1000 + (1..=6u64).filter(|band| fen >= band * 500_000 * 100).count() as i64
-}
-
-fn exposure_rules() -> String {
-    let mut rules = String::from(
-        "[\n  { column = \"outstanding\", comparison = \"gt\", constant = \"0\", points = 1000 },\n",
-    );
-    for band in 1..=6 {
-        let _ = writeln!(
-            rules,
-            "  {{ column = \"outstanding\", comparison = \"ge\", constant = \"{}\", points = 1 }},",
-            band * 500_000
-        );
-    }
-    rules.push(']');
-    rules
-}
-
 /// Each bank's balance per registered borrower, in fen (the demo's loan books).
 fn balances(books: &[Vec<Loan>]) -> Vec<BTreeMap<String, u64>> {
     books
@@ -221,40 +198,39 @@ fn demo_books(world: &World, banks: usize) -> Result<Vec<Vec<Loan>>> {
     loan_books(world, banks, seed)
 }
 
-/// Multi-bank exposure (多头借贷): the other banks' loan books summed with SecAgg by the
-/// credit center; `banks[0]` learns, per applicant, how many of them lend to it and in
-/// which 500,000-yuan bands.
+/// Multi-bank exposure (多头借贷): every bank's outstanding balances summed exactly with
+/// SecAgg by the credit center; `banks[0]`, a provider itself, learns per applicant the
+/// total it owes at all banks, to the fen.
 pub async fn multi_bank_exposure(
     alliance: &Alliance,
     world: &World,
     banks: &[String],
 ) -> Result<ScenarioResult> {
     let querier = banks[0].as_str();
-    let providers: Vec<&str> = banks[1..].iter().map(String::as_str).collect();
+    let providers: Vec<&str> = banks.iter().map(String::as_str).collect();
     let id = "credit-center.lookup-exposure";
-    let rules = exposure_rules();
     let provider_lines: Vec<LookupProvider> = providers
         .iter()
-        .map(|p| LookupProvider { node: p, dataset: LOANS_DATASET, columns: &["outstanding"], rules: &rules })
+        .map(|p| LookupProvider { node: p, dataset: LOANS_DATASET, columns: &["outstanding"], rules: "" })
         .collect();
-    let mut parties =
-        vec![party(alliance, "credit-center", &["coordinator"])?, party(alliance, querier, &["querier"])?];
-    for p in &providers {
+    let mut parties = vec![
+        party(alliance, "credit-center", &["coordinator"])?,
+        party(alliance, querier, &["provider", "querier"])?,
+    ];
+    for p in &providers[1..] {
         parties.push(party(alliance, p, &["provider"])?);
     }
     let toml = contracts::lookup(
         id,
-        "多头借贷: each applicant's lenders among the other banks and balance bands (SecAgg over the banks)",
+        "多头借贷: each applicant's outstanding balance at all banks together, exact to the fen (SecAgg over the banks)",
         &parties,
         &provider_lines,
         &[querier],
-        "points",
-        16,
+        "value",
+        EXPOSURE_BITS,
         QUOTA,
     );
-    let mut signers = vec![querier];
-    signers.extend(&providers);
-    let (published, report, wall_s) = run_lookup(alliance, id, &toml, &signers, querier).await?;
+    let (published, report, wall_s) = run_lookup(alliance, id, &toml, &providers, querier).await?;
     let books = balances(&demo_books(world, banks.len())?);
     let entities = world.entity();
     let results = &report["results"];
@@ -266,23 +242,29 @@ pub async fn multi_bank_exposure(
             continue;
         }
         let code = applicant.code.to_string();
-        let want: i64 = books[1..].iter().map(|b| exposure_points(b.get(&code).copied().unwrap_or(0))).sum();
-        several += usize::from(want >= 2000);
-        mismatches += usize::from(got["value"] != want);
+        let lenders = books.iter().filter(|b| b.get(&code).is_some_and(|fen| *fen > 0)).count();
+        let want: u64 = books.iter().map(|b| b.get(&code).copied().unwrap_or(0)).sum();
+        several += usize::from(lenders >= 2);
+        mismatches += usize::from(got["value"].as_u64() != Some(want));
     }
     Ok(result(
         format!("lookup multi-bank exposure ({} → {querier})", providers.join(", ")),
         "multi-bank-exposure",
-        "points",
+        "value",
         &published,
         &report,
         wall_s,
         mismatches,
         format!(
-            "{querier} learned lenders and balance bands of its registered applicants ({several} borrow at 2+ other banks); {mismatches} differ from the plaintext"
+            "{querier} learned the total balance (fen) of its registered applicants at {} banks, its own included ({several} borrow at 2+ banks); {mismatches} differ from the plaintext",
+            providers.len()
         ),
     ))
 }
+
+/// Bits of a summed balance in fen: each of up to 2^8 banks may contribute up to
+/// 2^40 fen (11 billion yuan) without the sum wrapping.
+const EXPOSURE_BITS: u32 = 48;
 
 const PROFILE_CENTER_COLUMNS: &[&str] = &["tax_grade", "si_headcount", "dishonest"];
 const PROFILE_CENTER_RULES: &str = r#"[
@@ -392,11 +374,11 @@ pub async fn sole_proprietor_profile(
     ))
 }
 
-/// The three uses, in order (multi-provider ones need at least 3 banks: two providers
-/// besides the querier).
+/// The three uses, in order (exposure sums at least 2 banks with SecAgg; the profile
+/// needs a bank besides the querier, with the utilities node).
 pub async fn run_all(alliance: &Alliance, world: &World, banks: &[String]) -> Result<Vec<ScenarioResult>> {
     let mut out = vec![easy_loan(alliance, world, &banks[0], 0).await?];
-    if banks.len() >= 3 {
+    if banks.len() >= 2 {
         out.push(multi_bank_exposure(alliance, world, banks).await?);
     }
     import_utilities(alliance, world).await?;

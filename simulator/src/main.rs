@@ -15,10 +15,11 @@ use xmcredit_simulator::demo::{self, DemoOptions};
     name = "xmcredit-simulator",
     about = "Run the xmcredit alliance demo on one machine",
     long_about = "Run the xmcredit alliance demo on one machine: the credit center, N banks and a utilities \
-company as node processes. Scenarios: PSI (A-grade taxpayers, dishonest count, registry labels, \
+company and a chain leader as node processes. Scenarios: PSI (A-grade taxpayers, dishonest count, registry labels, \
 co-lending), SecAgg (loans per district, industry and entity, with dropouts) and lookup \
-(easy-loan-matching, multi-bank-exposure, sole-proprietor-profile), each checked against the \
-plaintext answer; then the faults."
+(easy-loan-matching, multi-bank-exposure, sole-proprietor-profile), receivable-confirmation (a \
+chain leader's payables against a bank's presented receivables, seeded frauds) and overthreshold \
+(duplicate-financing), each checked against the plaintext answer; then the faults."
 )]
 struct Args {
     /// Number of banks.
@@ -59,12 +60,47 @@ enum Bench {
         n: usize,
         #[arg(long, default_value_t = 1 << 16)]
         m: usize,
+        /// Write the JSON result here (as `--report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Lookup between two nodes: provider preparation over a universe against its floor,
     /// query time for 1,000 and 10,000 applicants, bytes downloaded per universe entry.
     BenchLookup {
         #[arg(long, default_value_t = 1 << 16)]
         universe: usize,
+        /// 1 (the credit center) or 3 and more (the credit center and banks b, c, ...,
+        /// summed with SecAgg).
+        #[arg(long, default_value_t = 1)]
+        providers: usize,
+        /// Write the JSON result here (as `--report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Many banks run PSI and SecAgg against one credit center for a fixed time, while
+    /// an intruder holds connections and streams at its limits: jobs per minute, p50/p99
+    /// latency, failures by reason, the credit center's peak RSS and open descriptors.
+    BenchLoad {
+        #[arg(long, default_value_t = 20)]
+        banks: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Write the JSON result here (as `--report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Duplicate detection (overthreshold) between node processes: banks × n financed
+    /// invoices, a committee, threshold 2; wall time against the floor measured in the
+    /// same run, bytes on the wire per item.
+    BenchOverthreshold {
+        #[arg(long, default_value_t = 5)]
+        banks: usize,
+        /// Invoices per bank.
+        #[arg(long, default_value_t = 1 << 16)]
+        n: usize,
+        /// Committee members (the credit center and the first banks).
+        #[arg(long, default_value_t = 3)]
+        committee: usize,
         /// Write the JSON result here (as `--report`).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -73,6 +109,9 @@ enum Bench {
     BenchImport {
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
+        /// Write the JSON result here (as `--report`).
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -113,19 +152,26 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
     std::fs::create_dir_all(&base)?;
     let program = NodeProgram::SelfWith("node".into());
     let report = match &bench {
-        Bench::BenchLookup { json: Some(path), .. } => Some(path.clone()),
+        Bench::BenchLookup { json: Some(path), .. }
+        | Bench::BenchPsi { json: Some(path), .. }
+        | Bench::BenchImport { json: Some(path), .. }
+        | Bench::BenchOverthreshold { json: Some(path), .. }
+        | Bench::BenchLoad { json: Some(path), .. } => Some(path.clone()),
         _ => report,
     };
     let json = match bench {
-        Bench::BenchPsi { n, m } => {
+        Bench::BenchPsi { n, m, .. } => {
             let result = xmcredit_simulator::bench::psi(program, &base, n, m).await?;
             println!(
                 "PSI between two node processes, n = {n}, m = {m} (floor {:.2} s on {} cores)",
                 result.floor_s, result.floor.cores
             );
             println!(
-                "idle node RSS {:.1} MiB; server import {:.2} s",
-                result.idle_node_rss_mib, result.import_s
+                "idle node RSS {:.1} MiB; server import {:.2} s; server store {:.1} bytes/row ({:.2}x its CSV)",
+                result.idle_node_rss_mib,
+                result.import_s,
+                result.server_store_bytes_per_row,
+                result.server_store_to_csv
             );
             for run in &result.runs {
                 println!(
@@ -144,10 +190,10 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
             }
             serde_json::to_value(&result)?
         }
-        Bench::BenchLookup { universe, .. } => {
-            let result = xmcredit_simulator::bench::lookup(program, &base, universe).await?;
+        Bench::BenchLookup { universe, providers, .. } => {
+            let result = xmcredit_simulator::bench::lookup(program, &base, universe, providers).await?;
             println!(
-                "lookup provider preparation over {universe} entries: {:.2} s (floor {:.2} s on {} cores, ×{:.2}); {:.1} bytes downloaded per entry",
+                "lookup with {providers} provider(s), preparation over {universe} entries: {:.2} s (floor {:.2} s on {} cores, ×{:.2}); {:.1} bytes downloaded per entry",
                 result.provider_s,
                 result.provider_floor_s,
                 result.floor.cores,
@@ -169,11 +215,61 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
             }
             serde_json::to_value(&result)?
         }
-        Bench::BenchImport { rows } => {
+        Bench::BenchOverthreshold { banks, n, committee, .. } => {
+            let result =
+                xmcredit_simulator::overthreshold_bench::run(program, &base, banks, n, committee).await?;
+            println!(
+                "overthreshold between node processes: {banks} banks × {n} invoices, committee of {committee}, t = 2: {:.2} s (floor {:.2} s on {} cores, ×{:.2}); {:.1} bytes per item; {} matches  {}",
+                result.wall_s,
+                result.floor_s,
+                result.floor.cores,
+                result.ratio_to_floor,
+                result.bytes_per_element,
+                result.matches,
+                if result.verified { "OK" } else { "MISMATCH" }
+            );
+            serde_json::to_value(&result)?
+        }
+        Bench::BenchLoad { banks, seconds, .. } => {
+            let result = xmcredit_simulator::load_bench::run(program, &base, banks, seconds).await?;
+            println!(
+                "load: {banks} banks for {:.0} s against one credit center, an intruder at its limits",
+                result.seconds
+            );
+            for (kind, jobs) in [("psi", &result.psi), ("secagg", &result.secagg)] {
+                println!(
+                    "  {kind:<7} {:>5} completed, {:>3} failed, {} wrong; p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+                    jobs.completed, jobs.failed, jobs.wrong, jobs.p50_s, jobs.p99_s, jobs.max_s
+                );
+            }
+            println!(
+                "  {:.0} jobs/min; credit center RSS {:.1} MiB before, peak {:.1} MiB; peak open fds {}; operator status slowest {:.2} s",
+                result.jobs_per_minute,
+                result.center_rss_before_mib,
+                result.center_peak_rss_mib,
+                result.center_peak_open_fds,
+                result.operator_status_max_s
+            );
+            println!("  intruder: {:?}", result.intruder);
+            for (reason, count) in &result.failures_by_reason {
+                println!("  failed {count:>4}: {reason}");
+            }
+            serde_json::to_value(&result)?
+        }
+        Bench::BenchImport { rows, .. } => {
             let result = xmcredit_simulator::bench::import(program, &base, rows).await?;
             println!(
-                "import of {} rows: {:.2} s ({:.0} rows/s), node peak {:.1} MiB",
-                result.rows, result.seconds, result.rows_per_second, result.node_peak_mib
+                "import of {} rows: {:.2} s ({:.0} rows/s; floor {:.2} s, ×{:.2}), node peak {:.1} MiB (from {:.1}); store {:.1} bytes/row, {:.2}x the CSV ({:.1} bytes/row)",
+                result.rows,
+                result.seconds,
+                result.rows_per_second,
+                result.floor_s,
+                result.ratio_to_floor,
+                result.node_peak_mib,
+                result.node_rss_before_mib,
+                result.store_bytes_per_row,
+                result.store_to_csv,
+                result.csv_bytes as f64 / result.rows as f64
             );
             serde_json::to_value(&result)?
         }

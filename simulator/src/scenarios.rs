@@ -89,11 +89,16 @@ pub async fn a_grade(alliance: &Alliance, world: &World, banks: &[String]) -> Re
             verified: got == expected,
             wall_s,
             bytes_total: bytes_of(&report),
-            extra: Default::default(),
+            extra: contract_extra(&id),
             detail: format!("{bank} learned {} of {} expected matches", got.len(), expected.len()),
         });
     }
     Ok(results)
+}
+
+/// The contract a scenario ran under, for the observation report to find its jobs.
+pub fn contract_extra(id: &str) -> BTreeMap<String, Value> {
+    BTreeMap::from([("contract".to_string(), Value::from(id))])
 }
 
 fn sizes(pairs: &[(&str, usize)]) -> BTreeMap<String, u64> {
@@ -132,7 +137,7 @@ pub async fn dishonest_count(
         verified: got == expected && no_codes,
         wall_s,
         bytes_total: bytes_of(&report),
-        extra: Default::default(),
+        extra: contract_extra(&id),
         detail: format!("{bank} learned the count {got} (expected {expected}) and no codes"),
     })
 }
@@ -183,7 +188,7 @@ pub async fn labels(alliance: &Alliance, world: &World, bank: &str, b: usize) ->
         verified: got == expected,
         wall_s,
         bytes_total: bytes_of(&report),
-        extra: Default::default(),
+        extra: contract_extra(&id),
         detail: format!("{bank} decrypted {} labels, expected {}", got.len(), expected.len()),
     })
 }
@@ -237,7 +242,7 @@ pub async fn mutual(
         verified: got == expected && server_ok,
         wall_s,
         bytes_total: bytes_of(&report),
-        extra: Default::default(),
+        extra: contract_extra(&id),
         detail: format!(
             "{client} learned {} of {} common applicants; {server}'s output {}",
             got.len(),

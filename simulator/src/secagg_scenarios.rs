@@ -354,7 +354,7 @@ async fn sum_scenario(
         verified,
         wall_s,
         bytes_total: bytes_of(&report),
-        extra: Default::default(),
+        extra: crate::scenarios::contract_extra(scenario.contract),
         detail: format!(
             "credit-center learned a {}-entry sum (total {} fen) over {}; expected over {}; {}",
             report["vector_len"],
@@ -567,7 +567,7 @@ async fn rerun_refused(alliance: &Alliance, banks: &[String], contract: &str) ->
         verified: refused_by_all,
         wall_s,
         bytes_total: 0,
-        extra: Default::default(),
+        extra: crate::scenarios::contract_extra(contract),
         detail: format!(
             "credit-center: {error}; its job: {}",
             center_job.map(|j| format!("{} ({})", j.state, j.detail)).unwrap_or_default()
@@ -624,7 +624,7 @@ async fn too_many_dropouts(
         verified: clear && unmasked_nothing && revealed_nothing,
         wall_s,
         bytes_total: 0,
-        extra: Default::default(),
+        extra: crate::scenarios::contract_extra(contract),
         detail: format!(
             "credit-center: {error}; its job: {}; {}'s job: {}",
             center_job.map(|j| format!("{} ({})", j.state, j.detail)).unwrap_or_default(),

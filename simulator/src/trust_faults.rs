@@ -83,7 +83,7 @@ pub async fn ca_minted_certificate(
     let own = alliance.node(bank)?;
     let channel =
         xmcredit_node::transport::connect(&own.address, &own.id, auth, Duration::from_secs(5)).await?;
-    let admin = admin_client(channel).status(proto::StatusRequest {}).await;
+    let admin = admin_client(channel).status(proto::StatusRequest::default()).await;
     let unreachable = matches!(&admin, Err(s) if s.code() == tonic::Code::Unimplemented);
     passed &= unreachable;
     observed.push(format!(

@@ -219,7 +219,7 @@ fn an_operator_sets_up_a_node_imports_and_verifies() -> Result<()> {
         let written = if i % 4 == 0 { format!("  {}  ", code.to_lowercase()) } else { code.clone() };
         csv.push_str(&format!("{written},{}.{:02}\n", 100 + i, i));
         let units = (100 + i as i64) * 100 + i as i64;
-        expected.insert(code.clone(), serde_json::to_vec(&vec![Value::Decimal { units, scale: 2 }])?);
+        expected.insert(code.clone(), encode_values(&[Value::Decimal { units, scale: 2 }], &[]));
     }
     let schema = write(base.path(), "applicants.schema.toml", APPLICANTS_SCHEMA)?.display().to_string();
     let good = write(base.path(), "applicants.csv", &csv)?.display().to_string();

@@ -40,6 +40,17 @@ async fn simulator_demo_matches_every_plaintext_answer() -> anyhow::Result<()> {
     }
     for scenario in &scenarios {
         assert_eq!(scenario["verified"], true, "{scenario}");
+        // The measured observation report (issue 10): every node of every scenario
+        // observed only what the contract grants it, counted by the nodes themselves.
+        assert_eq!(scenario["privacy_ok"], true, "{scenario}");
+        let observations = scenario["observations"].as_object().cloned().unwrap_or_default();
+        if scenario["output"] != "abort" && scenario["output"] != "refused" {
+            assert!(observations.len() >= 2, "observations from every party: {scenario}");
+        }
+        for (node, seen) in &observations {
+            assert_eq!(seen["privacy_ok"], true, "{node}: {seen}");
+            assert!(seen["observed"].is_object() && seen["granted"]["receive"].is_array(), "{node}: {seen}");
+        }
         // Every computed result moved bytes; the deliberate abort reveals nothing.
         if scenario["output"] != "abort" {
             assert!(scenario["bytes_total"].as_u64().unwrap_or(0) > 0, "{scenario}");
@@ -66,6 +77,7 @@ async fn simulator_demo_matches_every_plaintext_answer() -> anyhow::Result<()> {
     ] {
         assert!(ids.contains(&id), "the demo injects {id}: {ids:?}");
     }
+    assert_eq!(report["privacy_ok"], true);
     assert!(passed);
     check_html_report(&dir.path().join("report.html"), &scenarios, &faults)?;
     Ok(())

@@ -52,9 +52,10 @@ fn good_row(code: &str, i: usize) -> GoodRow {
     }
 }
 
-/// The rows a committed version must hold, keyed by normalized code, as JSON.
+/// The rows a committed version must hold, keyed by normalized code, values encoded as
+/// the store encodes them.
 fn expected_rows(rows: &[&GoodRow]) -> BTreeMap<String, Vec<u8>> {
-    rows.iter().map(|r| (r.code.clone(), serde_json::to_vec(&r.values).expect("values encode"))).collect()
+    rows.iter().map(|r| (r.code.clone(), encode_values(&r.values, &GRADES))).collect()
 }
 
 fn csv_of(rows: &[GoodRow]) -> String {
@@ -100,18 +101,47 @@ async fn current(node: &NodeHandle, name: &str) -> Result<Option<proto::DatasetS
     Ok(node.status().await?.datasets.into_iter().find(|d| d.name == name))
 }
 
-/// (key, value JSON) of every row stored under `name` version `version`, read from the
-/// node's sled store directly (the node must be stopped).
+/// (key, encoded values) of every row stored under `name` version `version`, read from
+/// the node's sled store directly (the node must be stopped) and decoded here from the
+/// block layout of ARCHITECTURE.md: `dataset_blocks` keys `name ‖ 0 ‖ version u64 ‖ 0 ‖
+/// block u32`, values `0x01 ‖ varint(rows) ‖ rows`, a loan_book row being
+/// `varint(len key) ‖ key` and three varints.
 fn stored_rows(db: &sled::Db, name: &str, version: u64) -> Result<BTreeMap<String, Vec<u8>>> {
-    let rows = db.open_tree("dataset_rows")?;
+    fn varint(bytes: &[u8], pos: &mut usize) -> Result<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *bytes.get(*pos).ok_or_else(|| anyhow::anyhow!("varint cut short"))?;
+            *pos += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        anyhow::bail!("varint too long")
+    }
+    let blocks = db.open_tree("dataset_blocks")?;
     let mut prefix = name.as_bytes().to_vec();
     prefix.push(0);
     prefix.extend_from_slice(&version.to_be_bytes());
     prefix.push(0);
     let mut out = BTreeMap::new();
-    for entry in rows.scan_prefix(&prefix) {
-        let (key, value) = entry?;
-        out.insert(String::from_utf8(key[prefix.len()..].to_vec())?, value.to_vec());
+    for (expected_block, entry) in blocks.scan_prefix(&prefix).enumerate() {
+        let (key, block) = entry?;
+        assert_eq!(key[prefix.len()..], (expected_block as u32).to_be_bytes(), "blocks numbered from 0");
+        assert_eq!(block[0], 1, "block format 1");
+        let mut pos = 1;
+        let rows = varint(&block, &mut pos)?;
+        for _ in 0..rows {
+            let len = varint(&block, &mut pos)? as usize;
+            let code = String::from_utf8(block[pos..pos + len].to_vec())?;
+            pos += len;
+            let start = pos;
+            for _ in 0..3 {
+                varint(&block, &mut pos)?;
+            }
+            out.insert(code, block[start..pos].to_vec());
+        }
+        assert_eq!(pos, block.len(), "no bytes after the block's last row");
     }
     Ok(out)
 }
@@ -375,7 +405,13 @@ async fn a_file_that_does_not_fit_the_schema_is_refused_whole() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_import_keeps_the_previous_version() -> Result<()> {
     let (dir, mut alliance) = alliance(&["bank-a"], true).await?;
-    let all = codes(12, 300_000);
+    let all = codes(12, 100_000);
+    // Imports write fast now; the node pauses after each block it writes (a test hook)
+    // so that the kill below lands while version 2 is still being written.
+    let node = alliance.node_mut("bank-a")?;
+    node.stop()?;
+    node.set_env(xmcredit_node::store::IMPORT_PAUSE_VAR, "40");
+    node.start().await?;
 
     // Version 1: 500 rows.
     let v1_rows: Vec<GoodRow> = all[..500].iter().enumerate().map(|(i, c)| good_row(c, i)).collect();

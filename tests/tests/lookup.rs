@@ -340,35 +340,10 @@ async fn another_universe_and_a_second_vector_are_refused() -> Result<()> {
 
 // ---- Several providers: SecAgg aggregation --------------------------------------------
 
-const LOANS_SCHEMA: &str =
-    "name = \"loans\"\nkey = \"credit_code\"\ncolumns = [{ name = \"outstanding\", type = \"integer\" }]\n";
-
-/// Multi-bank exposure in points: 1000 per bank with an outstanding loan, plus one per
-/// 50,000 yuan band (up to 10 bands) at each bank.
-fn exposure_rules() -> String {
-    let mut rules = String::from(
-        "[\n  { column = \"outstanding\", comparison = \"gt\", constant = 0, points = 1000 },\n",
-    );
-    for band in 1..=10 {
-        let _ = writeln!(
-            rules,
-            "  {{ column = \"outstanding\", comparison = \"ge\", constant = {}, points = 1 }},",
-            band * 50_000
-        );
-    }
-    rules.push(']');
-    rules
-}
-
-fn exposure_points(outstanding: i64) -> i64 {
-    if outstanding <= 0 {
-        return 0;
-    }
-    1000 + (1..=10).filter(|band| outstanding >= band * 50_000).count() as i64
-}
+const LOANS_SCHEMA: &str = "name = \"loans\"\nkey = \"credit_code\"\ncolumns = [{ name = \"outstanding\", type = \"decimal\", scale = 2 }]\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_bank_exposure_sums_three_banks_through_secagg() -> Result<()> {
+async fn multi_bank_exposure_sums_every_banks_balance_exactly_the_querier_included() -> Result<()> {
     let (dir, mut alliance) =
         alliance(&["credit-center", "bank-a", "bank-b", "bank-c", "bank-d"], true).await?;
     let universe = codes(41, 600);
@@ -386,21 +361,21 @@ async fn multi_bank_exposure_sums_three_banks_through_secagg() -> Result<()> {
         ),
     )
     .await?;
-    // Each bank lends to a different slice of the universe, overlapping.
-    // bank-a queries (a contract names one dataset per party: its applicants); the other
-    // three banks provide.
-    let banks = ["bank-b", "bank-c", "bank-d"];
-    let mut books: BTreeMap<&str, BTreeMap<String, i64>> = BTreeMap::new();
+    // Each bank lends to a different slice of the universe, overlapping, in yuan with
+    // fen. bank-a lends too and queries: it brings its loan book as a provider and its
+    // applicants as the querier.
+    let banks = ["bank-a", "bank-b", "bank-c", "bank-d"];
+    let mut books: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
     for (b, bank) in banks.iter().enumerate() {
-        let book: BTreeMap<String, i64> = universe
+        let book: BTreeMap<String, u64> = universe
             .iter()
             .enumerate()
             .filter(|(i, _)| (i + b) % (2 + b) == 0)
-            .map(|(i, code)| (code.clone(), ((i * 7919 + b * 104_729) % 600_000) as i64))
+            .map(|(i, code)| (code.clone(), ((i * 7919 + b * 104_729) % 60_000_000) as u64))
             .collect();
         let mut text = String::from("credit_code,outstanding\n");
-        for (code, amount) in &book {
-            let _ = writeln!(text, "{code},{amount}");
+        for (code, fen) in &book {
+            let _ = writeln!(text, "{code},{}.{:02}", fen / 100, fen % 100);
         }
         let files = (
             write(dir.path(), &format!("loans-{bank}.schema.toml"), LOANS_SCHEMA)?,
@@ -419,25 +394,24 @@ async fn multi_bank_exposure_sums_three_banks_through_secagg() -> Result<()> {
     .await?;
 
     let id = "credit-center.lookup-exposure";
-    let rules = exposure_rules();
     let providers: Vec<LookupProvider> = banks
         .iter()
-        .map(|bank| LookupProvider { node: bank, dataset: "loans", columns: &["outstanding"], rules: &rules })
+        .map(|bank| LookupProvider { node: bank, dataset: "loans", columns: &["outstanding"], rules: "" })
         .collect();
     let toml = lookup(
         id,
         "integration test: multi-bank exposure",
         &[
             party(center, &["coordinator"]),
-            party(alliance.node("bank-a")?, &["querier"]),
+            party(alliance.node("bank-a")?, &["provider", "querier"]),
             party(alliance.node("bank-d")?, &["provider"]),
             party(alliance.node("bank-b")?, &["provider"]),
             party(alliance.node("bank-c")?, &["provider"]),
         ],
         &providers,
         &["bank-a"],
-        "points",
-        16,
+        "value",
+        48,
         10_000,
     );
     alliance.agree("credit-center", &toml, id, &["bank-a", "bank-b", "bank-c", "bank-d"]).await?;
@@ -463,15 +437,21 @@ async fn multi_bank_exposure_sums_three_banks_through_secagg() -> Result<()> {
             assert_eq!(got["registered"], false, "{code}");
             continue;
         }
-        let want: i64 =
-            books.values().map(|book| exposure_points(book.get(code).copied().unwrap_or(0))).sum();
-        nonzero += usize::from(want > 1000);
+        let want: u64 = books.values().map(|book| book.get(code).copied().unwrap_or(0)).sum();
+        let lenders = books.values().filter(|book| book.contains_key(code)).count();
+        nonzero += usize::from(lenders >= 2);
         assert_eq!(got["value"], want, "{code}: {got}");
     }
     assert!(nonzero > 10, "several applicants borrow at more than one bank");
-    // Each provider answered one session of the registered applicants.
+    // The output file has the sums in yuan, to the fen.
+    let file = std::fs::read_to_string(report["output_file"].as_str().expect("output file"))?;
+    let sample = applicants.iter().find(|c| known.contains(c)).expect("a registered applicant");
+    let fen: u64 = books.values().map(|book| book.get(sample).copied().unwrap_or(0)).sum();
+    assert!(file.contains(&format!("{sample},true,{}.{:02}\n", fen / 100, fen % 100)), "{file}");
+    // Each other provider answered one session of the registered applicants; bank-a
+    // removed its own pads in-process.
     let registered = applicants.iter().filter(|c| known.contains(c)).count() as u64;
-    for bank in banks {
+    for bank in &banks[1..] {
         let jobs = alliance.node(bank)?.status().await?.jobs;
         let job = jobs.iter().find(|j| j.contract_id == id && j.role == "provider").expect("provider job");
         assert!(job.detail.contains(&format!("{registered} lookups by bank-a")), "{job:?}");
@@ -481,5 +461,159 @@ async fn multi_bank_exposure_sums_three_banks_through_secagg() -> Result<()> {
     alliance.node_mut("bank-d")?.stop()?;
     let missing = run_status(alliance.node("bank-a")?, "lookup", id).await?.expect_err("bank-d is down");
     assert_contains(missing.message(), &["bank-d"]);
+    Ok(())
+}
+
+// ---- Sole-proprietor profile: points from four providers, some negative ---------------
+
+const UTILITY_SCHEMA: &str = r#"name = "utility_arrears"
+key = "credit_code"
+columns = [
+  { name = "water_months", type = "integer" },
+  { name = "power_months", type = "integer" },
+]
+"#;
+const OVERDUE_SCHEMA: &str =
+    "name = \"overdue\"\nkey = \"credit_code\"\ncolumns = [{ name = \"overdue_count\", type = \"integer\" }]\n";
+const PROFILE_CENTER_RULES: &str = r#"[
+  { column = "tax_grade", comparison = "in", constant = ["A", "B"], points = 30 },
+  { column = "si_headcount", comparison = "ge", constant = 1, points = 10 },
+  { column = "dishonest", comparison = "eq", constant = true, points = -60 },
+]"#;
+const PROFILE_UTILITY_RULES: &str = r#"[
+  { column = "water_months", comparison = "gt", constant = 3, points = -10 },
+  { column = "power_months", comparison = "gt", constant = 3, points = -10 },
+]"#;
+const PROFILE_BANK_RULES: &str = r#"[
+  { column = "overdue_count", comparison = "ge", constant = 1, points = -15 },
+  { column = "overdue_count", comparison = "ge", constant = 3, points = -15 },
+]"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sole_proprietor_scores_sum_four_providers_and_reveal_only_the_total() -> Result<()> {
+    let (dir, alliance) = alliance(&["credit-center", "bank-a", "bank-b", "utilities"], true).await?;
+    let universe = codes(51, 500);
+    let registry = registry_rows(&universe);
+    let mut csv = String::from("credit_code,tax_grade,si_headcount,utility_arrears_months,dishonest\n");
+    for r in &registry {
+        let _ = writeln!(csv, "{},{},{},{},{}", r.code, r.tax_grade, r.si_headcount, r.arrears, r.dishonest);
+    }
+    let center = alliance.node("credit-center")?;
+    let files = (
+        write(dir.path(), "registry.schema.toml", REGISTRY_SCHEMA)?,
+        write(dir.path(), "registry.csv", &csv)?,
+    );
+    import_ok(center, "registry", &files).await?;
+    // The utilities node: water and power arrears in months, for most entities.
+    let arrears = |i: usize| (((i * 11) % 7) as i64, ((i * 3) % 6) as i64);
+    let mut csv = String::from("credit_code,water_months,power_months\n");
+    for (i, code) in universe.iter().enumerate().filter(|(i, _)| i % 5 != 0) {
+        let (water, power) = arrears(i);
+        let _ = writeln!(csv, "{code},{water},{power}");
+    }
+    let files =
+        (write(dir.path(), "utility.schema.toml", UTILITY_SCHEMA)?, write(dir.path(), "utility.csv", &csv)?);
+    import_ok(alliance.node("utilities")?, "utility_arrears", &files).await?;
+    // Each bank's overdue counts for the entities it lends to; bank-a also queries.
+    let overdue = |bank: usize, i: usize| ((i * (7 + bank)) % 5) as i64;
+    for (b, bank) in ["bank-a", "bank-b"].iter().enumerate() {
+        let mut csv = String::from("credit_code,overdue_count\n");
+        for (i, code) in universe.iter().enumerate().filter(|(i, _)| (i + b) % 3 == 0) {
+            let _ = writeln!(csv, "{code},{}", overdue(b, i));
+        }
+        let files = (
+            write(dir.path(), &format!("overdue-{bank}.schema.toml"), OVERDUE_SCHEMA)?,
+            write(dir.path(), &format!("overdue-{bank}.csv"), &csv)?,
+        );
+        import_ok(alliance.node(bank)?, "overdue", &files).await?;
+    }
+    let mut applicants: Vec<String> = universe.iter().step_by(4).cloned().collect();
+    applicants.extend(codes(52, 20).into_iter().filter(|c| !universe.contains(c)).take(8));
+    import_ok(
+        alliance.node("bank-a")?,
+        "loan_applicants",
+        &write_applicants(dir.path(), "apps", &applicants)?,
+    )
+    .await?;
+
+    let id = "credit-center.lookup-sole-proprietor";
+    let providers = [
+        LookupProvider {
+            node: "credit-center",
+            dataset: "registry",
+            columns: &["tax_grade", "si_headcount", "dishonest"],
+            rules: PROFILE_CENTER_RULES,
+        },
+        LookupProvider {
+            node: "utilities",
+            dataset: "utility_arrears",
+            columns: &["water_months", "power_months"],
+            rules: PROFILE_UTILITY_RULES,
+        },
+        LookupProvider {
+            node: "bank-a",
+            dataset: "overdue",
+            columns: &["overdue_count"],
+            rules: PROFILE_BANK_RULES,
+        },
+        LookupProvider {
+            node: "bank-b",
+            dataset: "overdue",
+            columns: &["overdue_count"],
+            rules: PROFILE_BANK_RULES,
+        },
+    ];
+    let toml = lookup(
+        id,
+        "integration test: sole-proprietor profile",
+        &[
+            party(center, &["coordinator", "provider"]),
+            party(alliance.node("bank-a")?, &["provider", "querier"]),
+            party(alliance.node("bank-b")?, &["provider"]),
+            party(alliance.node("utilities")?, &["provider"]),
+        ],
+        &providers,
+        &["bank-a"],
+        "points",
+        16,
+        10_000,
+    );
+    alliance.agree("credit-center", &toml, id, &["bank-a", "bank-b", "utilities"]).await?;
+    let published = center.run("lookup", id).await?;
+    assert_eq!(published["aggregated"], true, "{published}");
+    let report = alliance.node("bank-a")?.run("lookup", id).await?;
+
+    let index: BTreeMap<&String, usize> = universe.iter().enumerate().map(|(i, c)| (c, i)).collect();
+    let results = report["results"].as_object().expect("results");
+    let mut negative = 0;
+    for code in &applicants {
+        let got = &results[code];
+        let Some(&i) = index.get(code) else {
+            assert_eq!(got["registered"], false, "{code}");
+            continue;
+        };
+        let r = &registry[i];
+        let mut want = 0i64;
+        want += if matches!(r.tax_grade, "A" | "B") { 30 } else { 0 };
+        want += if r.si_headcount >= 1 { 10 } else { 0 };
+        want += if r.dishonest { -60 } else { 0 };
+        if i % 5 != 0 {
+            let (water, power) = arrears(i);
+            want -= 10 * i64::from(water > 3) + 10 * i64::from(power > 3);
+        }
+        for b in 0..2 {
+            if (i + b) % 3 == 0 {
+                let count = overdue(b, i);
+                want -= 15 * i64::from(count >= 1) + 15 * i64::from(count >= 3);
+            }
+        }
+        negative += usize::from(want < 0);
+        assert_eq!(got["value"], want, "{code}: {got}");
+        // The total only: no provider's share, no rule that held.
+        let fields: Vec<&String> = got.as_object().expect("a result").keys().collect();
+        assert_eq!(fields, ["registered", "value"], "{code}: {got}");
+    }
+    assert!(negative > 5, "the plaintext has negative totals to get right ({negative})");
+    assert_eq!(report["providers"].as_array().map(Vec::len), Some(4), "{report}");
     Ok(())
 }

@@ -427,7 +427,7 @@ async fn no_admin_call_is_served_on_the_network_listener() -> Result<()> {
     let bank = alliance.node("bank-a")?;
     for (caller, what) in [(bank, "a peer's certificate"), (center, "the node's own certificate")] {
         let mut admin = admin_client(channel(caller, center).await?);
-        let status = admin.status(proto::StatusRequest {}).await.expect_err("status is not served");
+        let status = admin.status(proto::StatusRequest::default()).await.expect_err("status is not served");
         assert_eq!(status.code(), tonic::Code::Unimplemented, "{what}: {status:?}");
         let files = write_applicants(dir.path(), "applicants", &codes(3, 20))?;
         let import = admin

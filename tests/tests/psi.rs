@@ -326,6 +326,59 @@ async fn both_form_gives_the_intersection_to_both_parties() -> Result<()> {
     Ok(())
 }
 
+/// Labels of over 4 KiB each (an enum column whose values are 4096 characters): the
+/// server's tag chunks shrink with the label width, so every frame stays under the
+/// limit and the run gives the plaintext labels (issue 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_of_4_kib_each_fit_the_frames() -> Result<()> {
+    let (dir, alliance) = alliance(&["credit-center", "bank-a"], true).await?;
+    let server_codes = codes(23, 600);
+    let grades: Vec<String> = ["A", "B", "M", "C", "D"].iter().map(|g| g.repeat(4096)).collect();
+    let quoted: Vec<String> = grades.iter().map(|g| format!("\"{g}\"")).collect();
+    let schema = format!(
+        "name = \"{GOV_DATASET}\"\nkey = \"credit_code\"\ncolumns = [\n  {{ name = \"tax_grade\", type = \"enum\", values = [{}] }},\n  {{ name = \"si_headcount\", type = \"integer\" }},\n]\n",
+        quoted.join(", ")
+    );
+    let mut csv = String::from("credit_code,tax_grade,si_headcount\n");
+    for (i, code) in server_codes.iter().enumerate() {
+        csv.push_str(&format!("{code},{},{}\n", grades[i % grades.len()], i * 3));
+    }
+    let gov = (write(dir.path(), "wide.schema.toml", &schema)?, write(dir.path(), "wide.csv", &csv)?);
+    import_ok(alliance.node("credit-center")?, GOV_DATASET, &gov).await?;
+    let listed: BTreeSet<&String> = server_codes.iter().collect();
+    let mut client: Vec<String> = server_codes.iter().step_by(3).cloned().collect();
+    client.extend(codes(24, 80).into_iter().filter(|c| !listed.contains(c)).take(50));
+    import_ok(alliance.node("bank-a")?, "loan_applicants", &write_applicants(dir.path(), "apps", &client)?)
+        .await?;
+    let id = "credit-center.psi-wide-labels";
+    let toml = psi_contract(
+        id,
+        alliance.node("credit-center")?,
+        alliance.node("bank-a")?,
+        "labels",
+        &["tax_grade", "si_headcount"],
+        100,
+        10,
+    );
+    alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
+    let report = alliance.node("bank-a")?.run("psi", id).await?;
+    let expected: serde_json::Map<String, serde_json::Value> = server_codes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 0)
+        .map(|(i, code)| {
+            let label = serde_json::json!({
+                "tax_grade": grades[i % grades.len()],
+                "si_headcount": (i * 3).to_string(),
+            });
+            (code.clone(), label)
+        })
+        .collect();
+    assert_eq!(expected.len(), 200);
+    assert_eq!(report["labels"], serde_json::Value::Object(expected));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_form_gives_the_labels_of_matches_only() -> Result<()> {
     let setup = Setup::new().await?;

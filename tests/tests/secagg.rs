@@ -67,17 +67,18 @@ async fn district_contract(
     threshold: usize,
     output_bits: u32,
 ) -> Result<()> {
-    district_contract_with(alliance, id, banks, threshold, output_bits, false).await
+    district_contract_with(alliance, id, banks, threshold, output_bits, "").await
 }
 
-/// [`district_contract`], optionally with `survivors = "all"` (the differencing defence).
+/// [`district_contract`] with extra lines under `[computation]` (the differencing
+/// defences: `survivors = "all"`, `noise = {...}`).
 async fn district_contract_with(
     alliance: &Alliance,
     id: &str,
     banks: &[&str],
     threshold: usize,
     output_bits: u32,
-    survivors_all: bool,
+    computation: &str,
 ) -> Result<()> {
     let party = |node: &str, roles: &'static [&'static str]| -> Result<PartyLine<'_>> {
         let handle = alliance.node(node)?;
@@ -97,12 +98,12 @@ async fn district_contract_with(
         output_bits,
     };
     let mut toml = contract.toml();
-    if survivors_all {
+    if !computation.is_empty() {
         toml = toml.replace(
             "[computation]\nkind = \"secagg\"\n",
-            "[computation]\nkind = \"secagg\"\nsurvivors = \"all\"\n",
+            &format!("[computation]\nkind = \"secagg\"\n{computation}\n"),
         );
-        anyhow::ensure!(toml.contains("survivors = \"all\""), "{toml}");
+        anyhow::ensure!(toml.contains(computation), "{toml}");
     }
     alliance.agree(CENTER, &toml, id, banks).await
 }
@@ -579,8 +580,8 @@ async fn differencing_across_epochs_recovers_nothing_under_survivors_all() -> Re
     let books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 30, 1_000_000)).collect::<Result<_>>()?;
     let mut alliance = alliance(dir.path(), &banks, &books).await?;
     let (open, guarded) = ("credit-center.loans-threshold", "credit-center.loans-all");
-    district_contract_with(&alliance, open, &banks, 2, 48, false).await?;
-    district_contract_with(&alliance, guarded, &banks, 2, 48, true).await?;
+    district_contract_with(&alliance, open, &banks, 2, 48, "").await?;
+    district_contract_with(&alliance, guarded, &banks, 2, 48, "survivors = \"all\"").await?;
     let all = by_district(&[&books[0], &books[1], &books[2]]);
     let epoch0_open = sum_of(&alliance.node(CENTER)?.run("secagg", open).await?);
     let epoch0_guarded = sum_of(&alliance.node(CENTER)?.run("secagg", guarded).await?);
@@ -693,5 +694,77 @@ async fn a_node_killed_at_any_secagg_round_recovers() -> Result<()> {
         let report = alliance.node(CENTER)?.run("secagg", &again).await?;
         assert_eq!(sum_of(&report), all, "{point}: a new run sums exactly");
     }
+    Ok(())
+}
+
+/// A noisy report's sum: entries can be negative.
+fn signed_sum_of(report: &Value) -> Vec<i64> {
+    report["sum"].as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default()
+}
+
+/// Declared total variance of the noise in the tests below: σ = 10^5 fen (1,000 yuan)
+/// per district, against balances of up to 10^8 fen per loan.
+const NOISE_VARIANCE: u64 = 10_000_000_000;
+const NOISE: &str = "noise = { mechanism = \"skellam\", variance = 10000000000, sensitivity = 100000000 }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differencing_across_epochs_under_noise_gives_bank_a_plus_noise() -> Result<()> {
+    // The attack against a contract that declares noise and keeps the threshold
+    // rule: epoch 0 with all three banks, epoch 1 without bank-a, subtract.
+    let dir = tempfile::tempdir()?;
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let banks = ["bank-a", "bank-b", "bank-c"];
+    let books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 30, 1_000_000)).collect::<Result<_>>()?;
+    let mut alliance = alliance(dir.path(), &banks, &books).await?;
+    let id = "credit-center.loans-noisy";
+    district_contract_with(&alliance, id, &banks, 2, 48, NOISE).await?;
+
+    let report0 = alliance.node(CENTER)?.run("secagg", id).await?;
+    assert_eq!(report0["noise"]["variance"], NOISE_VARIANCE, "{report0}");
+    assert!(report0["noise"]["epsilon_at_delta_1e-6"].as_f64().is_some(), "{report0}");
+    let epoch0 = signed_sum_of(&report0);
+    let exact0 = by_district(&[&books[0], &books[1], &books[2]]);
+    assert_eq!(epoch0.len(), exact0.len(), "{report0}");
+    assert_ne!(epoch0, exact0.iter().map(|&v| v as i64).collect::<Vec<_>>(), "no noise on the sum");
+
+    next_epoch_without(&mut alliance, "bank-a").await?;
+    let report1 = alliance.node(CENTER)?.run("secagg", id).await?;
+    let epoch1 = signed_sum_of(&report1);
+    let bank_a = by_district(&[&books[0]]);
+    let deviation: Vec<i64> =
+        epoch0.iter().zip(&epoch1).zip(&bank_a).map(|((s0, s1), a)| s0 - s1 - *a as i64).collect();
+    assert!(deviation.iter().all(|&d| d != 0), "an entry of bank-a's vector came out exact: {deviation:?}");
+    // t = 2 of 3: each bank adds V/2; epoch 0 carries 1.5·V, epoch 1 V, the difference
+    // 2.5·V. Six entries: their RMS lies within [0.2σ, 5σ] except with probability
+    // below 3·10^-4 (χ² with 6 degrees of freedom).
+    let sigma = (2.5 * NOISE_VARIANCE as f64).sqrt();
+    let rms = (deviation.iter().map(|&d| (d as f64).powi(2)).sum::<f64>() / deviation.len() as f64).sqrt();
+    assert!(rms > 0.2 * sigma && rms < 5.0 * sigma, "deviation {deviation:?}: RMS {rms}, σ {sigma}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_contract_over_the_same_column_is_accepted_when_noise_is_declared() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut rng = ChaCha20Rng::seed_from_u64(13);
+    let banks = ["bank-a", "bank-b", "bank-c"];
+    let books: Vec<Vec<Loan>> = (0..3).map(|_| book(&mut rng, 10, 1_000_000)).collect::<Result<_>>()?;
+    let alliance = alliance(dir.path(), &banks, &books).await?;
+    district_contract(&alliance, "credit-center.loans-abc", &banks, 2, 48).await?;
+    // The subset contract that is refused without noise is signed with it: its sum, and
+    // so any difference with the first, carries the declared noise.
+    district_contract_with(&alliance, "credit-center.loans-ab-noisy", &["bank-a", "bank-b"], 2, 48, NOISE)
+        .await?;
+    let report = alliance.node(CENTER)?.run("secagg", "credit-center.loans-ab-noisy").await?;
+    let exact = by_district(&[&books[0], &books[1]]);
+    let noisy = signed_sum_of(&report);
+    assert_eq!(noisy.len(), exact.len());
+    // Within the noise's tail bound (64σ + 64), not equal.
+    let bound = 64.0 * (NOISE_VARIANCE as f64).sqrt() + 64.0;
+    assert!(
+        noisy.iter().zip(&exact).all(|(n, e)| ((n - *e as i64) as f64).abs() < bound),
+        "{noisy:?} {exact:?}"
+    );
+    assert_ne!(noisy, exact.iter().map(|&v| v as i64).collect::<Vec<_>>());
     Ok(())
 }

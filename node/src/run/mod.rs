@@ -4,6 +4,8 @@
 
 pub mod fault;
 pub mod lookup;
+pub mod observed;
+pub mod overthreshold;
 pub mod psi;
 pub mod secagg;
 
@@ -11,13 +13,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use xmcredit_contracts::audit::Outcome;
-use xmcredit_contracts::{ComputationKind, VerifiedContract};
+use xmcredit_contracts::{ComputationKind, Role, VerifiedContract};
 use xmcredit_crypto::{Epoch, NodeId};
 
 use crate::context::NodeContext;
 use crate::proto;
 use crate::service::admin::ProgressSender;
-use crate::store::{DatasetRow, DatasetVersion, JobRecord, JobState, StoredContract};
+use crate::store::{DatasetVersion, JobRecord, JobState, StoredContract};
 use crate::NodeError;
 
 /// Runs the computation the operator asked for, as this node's role in the contract.
@@ -30,7 +32,12 @@ pub async fn run_job(
         "psi" => psi::run_client(ctx, &request.contract_id, &request.dataset, progress).await,
         "secagg" => secagg::run_coordinator(ctx, &request.contract_id, &request.dataset, progress).await,
         "lookup" => lookup::run(ctx, &request.contract_id, &request.dataset, progress).await,
-        other => Err(NodeError::Refused(format!("unknown computation {other:?}: use psi, secagg or lookup"))),
+        "overthreshold" => {
+            overthreshold::run_coordinator(ctx, &request.contract_id, &request.dataset, progress).await
+        }
+        other => Err(NodeError::Refused(format!(
+            "unknown computation {other:?}: use psi, secagg, lookup or overthreshold"
+        ))),
     }
 }
 
@@ -46,17 +53,19 @@ pub fn verified_contract(
     Ok((stored, verified, epoch))
 }
 
-/// The dataset the contract names for `me` (or `requested`, which must be that one),
-/// checked against the contract's columns, with its rows.
+/// The dataset the contract names for `me` in `role` (or `requested`, which must be
+/// that one), checked against the contract's columns. Callers read its rows block by
+/// block (`Store::dataset_blocks`, `dataset_rows`) or its keys (`dataset_keys`).
 pub fn contract_dataset(
     ctx: &NodeContext,
     verified: &VerifiedContract,
     me: &NodeId,
+    role: Role,
     requested: &str,
-) -> Result<(DatasetVersion, Vec<DatasetRow>), NodeError> {
+) -> Result<DatasetVersion, NodeError> {
     let named = verified
         .contract()
-        .dataset_of(me)
+        .dataset_for(me, role)
         .ok_or_else(|| NodeError::Refused(format!("contract {} names no dataset for {me}", verified.id())))?;
     if !requested.is_empty() && requested != named.name {
         return Err(NodeError::Refused(format!(
@@ -70,8 +79,7 @@ pub fn contract_dataset(
         .current_dataset(&named.name)?
         .ok_or_else(|| NodeError::NotFound { what: "dataset", id: named.name.clone() })?;
     verified.require_schema(me, &meta.schema)?;
-    let rows = ctx.store.dataset_rows(&meta)?;
-    Ok((meta, rows))
+    Ok(meta)
 }
 
 /// A job record in the running state; finish it with [`finish_job`].
@@ -95,6 +103,7 @@ pub fn start_job(
             detail: String::new(),
             started_unix: ctx.now_unix(),
             finished_unix: None,
+            observed: None,
         })
         .inspect(|job| crate::console::record_job_start(job.id))
 }

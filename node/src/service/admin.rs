@@ -15,7 +15,7 @@ use xmcredit_contracts::DatasetSchema;
 
 use super::{contracts, peer_client, ResponseStream};
 use crate::context::NodeContext;
-use crate::import::{read_csv, KeyKind};
+use crate::import::{read_csv, schema_with_key_flag, ImportReport, IMPORT_SPILL_DIR};
 use crate::proto::{self, admin_server::Admin};
 use crate::store::AuditLog;
 use crate::NodeError;
@@ -69,7 +69,7 @@ impl ProgressSender {
 impl Admin for AdminService {
     async fn status(
         &self,
-        _request: Request<proto::StatusRequest>,
+        request: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusReply>, Status> {
         let ctx = &self.ctx;
         let mut peers = Vec::new();
@@ -79,7 +79,10 @@ impl Admin for AdminService {
         let contracts = contract_summaries(ctx)?;
         let jobs = ctx
             .store
-            .recent_jobs(20)?
+            .recent_jobs(match request.get_ref().jobs_limit {
+                0 => 20,
+                n => n as usize,
+            })?
             .into_iter()
             .map(|j| proto::JobSummary {
                 job_id: j.id,
@@ -89,6 +92,12 @@ impl Admin for AdminService {
                 state: j.state.as_str().to_string(),
                 detail: j.detail,
                 started_unix: j.started_unix,
+                observed_json: j
+                    .observed
+                    .as_ref()
+                    .and_then(|o| serde_json::to_string(o).ok())
+                    .unwrap_or_default(),
+                session: j.session,
             })
             .collect();
         let datasets = ctx
@@ -130,7 +139,7 @@ impl Admin for AdminService {
                 request.dataset
             )));
         }
-        let key_kind = KeyKind::parse(&request.key_kind)?;
+        let schema = schema_with_key_flag(schema, &request.key_kind)?;
         let (progress, stream) = ProgressSender::channel();
         let ctx = self.ctx.clone();
         let path = PathBuf::from(&request.csv_path);
@@ -138,7 +147,7 @@ impl Admin for AdminService {
         tokio::spawn(async move {
             let task_progress = progress.clone();
             let result = tokio::task::spawn_blocking(move || {
-                import_dataset(&ctx, &path, &schema, key_kind, allow_rejects, &task_progress)
+                import_dataset(&ctx, &path, &schema, allow_rejects, &task_progress)
             })
             .await
             .unwrap_or_else(|e| Err(NodeError::Internal(format!("import task: {e}"))));
@@ -299,20 +308,50 @@ fn import_dataset(
     ctx: &NodeContext,
     path: &std::path::Path,
     schema: &DatasetSchema,
-    key_kind: KeyKind,
     allow_rejects: bool,
     progress: &ProgressSender,
 ) -> Result<serde_json::Value, NodeError> {
     let started = Instant::now();
-    let (rows, mut report) = read_csv(path, schema, key_kind, |done| progress.progress("reading", done, 0))?;
+    let spill_dir = ctx.config.data_dir.join(IMPORT_SPILL_DIR);
+    let (parsed, mut report) =
+        read_csv(path, schema, &spill_dir, |done| progress.progress("reading", done, 0))?;
     let read_s = started.elapsed().as_secs_f64();
-    let refuse = if rows.is_empty() {
-        Some("no row was accepted".to_string())
-    } else if report.rows_rejected > 0 && !allow_rejects {
-        Some(format!("{} rows rejected; fix them or import with --allow-rejects", report.rows_rejected))
-    } else {
-        None
+    let refusal = |report: &ImportReport| {
+        if report.rows_rejected > 0 && !allow_rejects {
+            Some(format!("{} rows rejected; fix them or import with --allow-rejects", report.rows_rejected))
+        } else {
+            None
+        }
     };
+    // Rows refused while reading: nothing is written. Duplicates show only in the
+    // merge, while the version is written; then the unfinished version is discarded.
+    let mut refuse =
+        if parsed.candidates() == 0 { Some("no row was accepted".to_string()) } else { refusal(&report) };
+    let mut committed = None;
+    if refuse.is_some() {
+        // Nothing is written, but the report still lists the duplicates and counts.
+        parsed.for_each_accepted(&mut report, |_, _| Ok(()))?;
+        refuse = if report.rows_accepted == 0 {
+            Some("no row was accepted".to_string())
+        } else {
+            refusal(&report)
+        };
+    } else {
+        let mut writer = ctx.store.begin_dataset_version(schema, &report.source, ctx.now_unix())?;
+        let total = parsed.candidates();
+        parsed.for_each_accepted(&mut report, |key, values| {
+            if writer.push_encoded(key, values)? {
+                progress.progress("writing", writer.rows(), total);
+            }
+            Ok(())
+        })?;
+        refuse = if writer.rows() == 0 { Some("no row was accepted".to_string()) } else { refusal(&report) };
+        if refuse.is_some() {
+            writer.discard()?;
+        } else {
+            committed = Some(writer.commit()?);
+        }
+    }
     if let Some(reason) = refuse {
         report.not_committed_reason = Some(reason.clone());
         report.seconds = started.elapsed().as_secs_f64();
@@ -324,12 +363,7 @@ fn import_dataset(
             Outcome::Refused { reason: format!("import {}: {reason}", schema.name()) },
             None,
         );
-    } else {
-        let total = rows.len() as u64;
-        let meta =
-            ctx.store.write_dataset_version(schema, &rows, &report.source, ctx.now_unix(), |done| {
-                progress.progress("writing", done, total)
-            })?;
+    } else if let Some(meta) = committed {
         report.version = Some(meta.version);
         report.digest = Some(meta.digest.clone());
         report.committed = true;

@@ -20,19 +20,29 @@ use crate::NodeError;
 
 /// The computations this node can run; contracts for others are refused at proposal,
 /// so nobody signs a contract that can never run.
-const RUNNABLE: [ComputationKind; 3] =
-    [ComputationKind::Psi, ComputationKind::Secagg, ComputationKind::Lookup];
+const RUNNABLE: [ComputationKind; 4] =
+    [ComputationKind::Psi, ComputationKind::Secagg, ComputationKind::Lookup, ComputationKind::Overthreshold];
 
 fn require_runnable(document: &Contract) -> Result<(), NodeError> {
     if !RUNNABLE.contains(&document.kind()) {
         return Err(NodeError::Refused(format!(
-            "contract {} is for {}; this node runs psi, secagg and lookup only (overthreshold is not implemented yet)",
+            "contract {} is for {}; this node runs psi, secagg, lookup and overthreshold only",
             document.id,
             document.kind()
         )));
     }
     if document.kind() == ComputationKind::Lookup {
         crate::run::lookup::require_runnable(document)?;
+    }
+    if document.kind() == ComputationKind::Overthreshold {
+        if let Some(both) =
+            document.parties_with(Role::Coordinator).find(|p| p.roles.contains(&Role::Contributor))
+        {
+            return Err(NodeError::Refused(format!(
+                "contract {}: {} would be both coordinator and contributor of an overthreshold computation, which this node does not run",
+                document.id, both.node
+            )));
+        }
     }
     Ok(())
 }
@@ -164,7 +174,8 @@ pub fn receive_proposal(
             && !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id());
         if auto_sign {
             let checks = check_quota_ceiling(ctx, stored.signed.contract())
-                .and_then(|()| check_secagg_overlap(ctx, stored.signed.contract()));
+                .and_then(|()| check_secagg_overlap(ctx, stored.signed.contract()))
+                .and_then(|()| check_key_definition(ctx, stored.signed.contract()));
             match checks {
                 Ok(()) => {
                     stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
@@ -275,6 +286,25 @@ pub fn receive_revocation(
 /// Refuses a contract that names, for this node or for a peer whose key the
 /// configuration pins, another identity key: a party must not redirect contract
 /// traffic for a third party to a key of its choosing.
+/// The contract keys this node's dataset as the dataset is keyed (issue 14): signing a
+/// contract that names another key definition would let the other side match its
+/// identifiers against keys of another kind. A dataset not imported yet is checked when
+/// the contract runs (`require_schema`).
+fn check_key_definition(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
+    let Some(used) = document.dataset_of(ctx.node_id()) else { return Ok(()) };
+    let Some(meta) = ctx.store.current_dataset(&used.name)? else { return Ok(()) };
+    if &used.key_kind != meta.schema.key_kind() {
+        return Err(xmcredit_contracts::ContractError::KeyDefinitionMismatch {
+            contract: document.id.clone(),
+            dataset: used.name.clone(),
+            contract_definition: used.key_kind.definition(),
+            dataset_definition: meta.schema.key_kind().definition(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 fn check_party_keys(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
     for party in &document.parties {
         let pinned = if &party.node == ctx.node_id() {
@@ -308,7 +338,8 @@ fn check_quota_ceiling(ctx: &NodeContext, document: &Contract) -> Result<(), Nod
     if !serves(document) {
         return Ok(());
     }
-    let Some(dataset) = document.datasets.iter().find(|d| &d.party == me).map(|d| d.name.clone()) else {
+    let serving = if document.kind() == ComputationKind::Psi { Role::Server } else { Role::Provider };
+    let Some(dataset) = document.dataset_for(me, serving).map(|d| d.name.clone()) else {
         return Ok(());
     };
     let ceiling = ctx.config.limits.dataset_lookups_per_day;
@@ -344,8 +375,9 @@ fn check_quota_ceiling(ctx: &NodeContext, document: &Contract) -> Result<(), Nod
 /// Refuses to sign a second SecAgg contract in which this node contributes the same
 /// column of the same dataset as in a contract it already signed, but with another set
 /// of contributors (issue 10): the coordinator of both could subtract the two sums and
-/// recover the inputs of the banks in one set and not the other. (Declared noise would
-/// make that tolerable; it is not implemented yet, so the rule has no exception.)
+/// recover the inputs of the banks in one set and not the other. Unless either contract
+/// declares noise: the difference then carries that noise (ARCHITECTURE.md, "Privacy
+/// limits", for what repeated noisy releases compose to).
 fn check_secagg_overlap(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
     let me = ctx.node_id();
     let contributes = |c: &Contract| c.party(me).is_some_and(|p| p.roles.contains(&Role::Contributor));
@@ -353,6 +385,7 @@ fn check_secagg_overlap(ctx: &NodeContext, document: &Contract) -> Result<(), No
         Computation::Secagg { value_column, .. } => Some(value_column.clone()),
         _ => None,
     };
+    let noisy = |c: &Contract| matches!(&c.computation, Computation::Secagg { noise: Some(_), .. });
     let (Some(column), true) = (column_of(document), contributes(document)) else { return Ok(()) };
     let dataset_of = |c: &Contract| c.datasets.iter().find(|d| &d.party == me).map(|d| d.name.clone());
     // As sets: the order parties are listed in does not change what is summed.
@@ -372,6 +405,8 @@ fn check_secagg_overlap(ctx: &NodeContext, document: &Contract) -> Result<(), No
         if column_of(other).as_ref() == Some(&column)
             && dataset_of(other) == dataset
             && contributors(other) != set
+            && !noisy(document)
+            && !noisy(other)
         {
             let names = |v: &std::collections::BTreeSet<NodeId>| {
                 v.iter().map(NodeId::as_str).collect::<Vec<_>>().join(", ")
@@ -477,6 +512,7 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
         // these checks and this one.
         check_quota_ceiling(ctx, &document)?;
         check_secagg_overlap(ctx, &document)?;
+        check_key_definition(ctx, &document)?;
         Ok(StoredContract {
             signed: signed.clone(),
             revocations: Vec::new(),
@@ -513,6 +549,7 @@ pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck
         if !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id()) {
             check_quota_ceiling(ctx, stored.signed.contract())?;
             check_secagg_overlap(ctx, stored.signed.contract())?;
+            check_key_definition(ctx, stored.signed.contract())?;
             stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
         }
         Ok(stored)

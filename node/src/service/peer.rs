@@ -195,6 +195,33 @@ impl Node for PeerService {
         crate::run::lookup::serve_session(self.ctx.clone(), peer, request.into_inner()).await
     }
 
+    type OverthresholdStream = ResponseStream<proto::Frame>;
+
+    async fn overthreshold(
+        &self,
+        request: Request<Streaming<proto::Frame>>,
+    ) -> Result<Response<Self::OverthresholdStream>, Status> {
+        let peer = self.caller(&request)?;
+        let slot = self.session_slot(&peer.node_id)?;
+        let response =
+            crate::run::overthreshold::serve_session(self.ctx.clone(), peer, request.into_inner()).await?;
+        Ok(hold_until_done(response, slot))
+    }
+
+    type OverthresholdEvalStream = ResponseStream<proto::Frame>;
+
+    async fn overthreshold_eval(
+        &self,
+        request: Request<Streaming<proto::Frame>>,
+    ) -> Result<Response<Self::OverthresholdEvalStream>, Status> {
+        let peer = self.caller(&request)?;
+        let slot = self.session_slot(&peer.node_id)?;
+        let response =
+            crate::run::overthreshold::serve_evaluations(self.ctx.clone(), peer, request.into_inner())
+                .await?;
+        Ok(hold_until_done(response, slot))
+    }
+
     async fn fetch_crl(
         &self,
         request: Request<proto::CrlRequest>,

@@ -40,6 +40,10 @@ pub struct JobRecord {
     pub detail: String,
     pub started_unix: u64,
     pub finished_unix: Option<u64>,
+    /// What the node received, sent and wrote in this job, by class (issue 10); absent
+    /// in records written before it was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<crate::run::observed::Observed>,
 }
 
 impl Store {

@@ -5,7 +5,8 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `dataset_rows` | name ‖ 0x00 ‖ version u64 ‖ 0x00 ‖ row key | JSON `[Value]` |
+//! | `layout` | `"version"` | u32: the store layout ([`STORE_LAYOUT`]) |
+//! | `dataset_blocks` | name ‖ 0x00 ‖ version u64 ‖ 0x00 ‖ block u32 | a block of rows ([`blocks`]) |
 //! | `dataset_meta` | name ‖ 0x00 ‖ version u64 | JSON [`DatasetVersion`] |
 //! | `dataset_current` | name | version u64 |
 //! | `contracts` | contract id | JSON [`StoredContract`] |
@@ -22,27 +23,33 @@
 //!
 //! Consistency after a crash: a dataset version becomes visible only when its meta
 //! record turns `committed` and `dataset_current` points at it, in one sled batch;
-//! rows of a version still `importing` at startup are deleted. A job still `running`
+//! blocks of a version still `importing` at startup are deleted. A job still `running`
 //! at startup is marked `interrupted` and audited.
 
 mod audit;
+mod blocks;
 mod console;
 mod contracts;
 mod datasets;
 mod jobs;
+mod layout;
 mod lookup;
 mod peers;
 mod quotas;
+mod rowcodec;
 mod secagg;
 mod witness;
 
 pub use audit::AuditLog;
 pub use console::{JobSummary, StoredImportReport};
+pub use blocks::{BlockIter, DatasetWriter, RowBlock, BLOCK_ROWS, IMPORT_PAUSE_VAR};
 pub use contracts::{ContractState, StoredContract};
 pub use datasets::{DatasetRow, DatasetVersion, VersionState};
 pub use jobs::{JobRecord, JobState};
+pub use layout::STORE_LAYOUT;
 pub use peers::Pin;
 pub use quotas::QuotaRefusal;
+pub use rowcodec::RowCodec;
 pub use witness::{SignedHead, Witnessed, HEADS_KEPT_PER_NODE};
 
 use std::path::Path;
@@ -57,7 +64,7 @@ pub const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub struct Store {
     db: sled::Db,
-    dataset_rows: sled::Tree,
+    dataset_blocks: sled::Tree,
     dataset_meta: sled::Tree,
     dataset_current: sled::Tree,
     contracts: sled::Tree,
@@ -92,9 +99,10 @@ impl Store {
             .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| NodeError::store("open", e))?;
+        layout::check_or_set(&db, dir)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| NodeError::store("open tree", e));
         let store = Self {
-            dataset_rows: tree("dataset_rows")?,
+            dataset_blocks: tree("dataset_blocks")?,
             dataset_meta: tree("dataset_meta")?,
             dataset_current: tree("dataset_current")?,
             contracts: tree("contracts")?,

@@ -153,7 +153,7 @@ pub use server::{
     PsiServer, ServerAwaitingBlinded, ServerAwaitingHello, ServerAwaitingMatchReport, ServerBlindedNext,
     ServerConfig, ServerMatchReportNext, ServerOutput, ServerPolicy,
 };
-pub use server_set::{DatasetVersion, ServerSet, ServerSetId};
+pub use server_set::{DatasetVersion, ServerSet, ServerSetBuilder, ServerSetId};
 
 use crate::chunks::{at_offset, check_chunk, check_seq, chunk_count};
 use crate::{ProtocolError, SessionBinding};

@@ -145,6 +145,141 @@ impl ServerSet {
     }
 }
 
+impl ServerSet {
+    /// Bytes held by the set (elements and encrypted labels): what a cache of sets
+    /// counts against its budget.
+    pub fn heap_bytes(&self) -> usize {
+        self.elements.len() * std::mem::size_of::<UnblindedElement>()
+            + self.labels.as_ref().map_or(0, EncryptedLabels::total_bytes)
+    }
+}
+
+/// Builds a [`ServerSet`] from elements streamed in batches (a store read block by
+/// block), so the only thing that grows is the evaluated set itself.
+///
+/// Elements must come in strictly increasing byte order across all batches: that
+/// refuses a repeated element (as [`ServerSet::build`] does) without a map of all of
+/// them. Labels, when the set has them, all have `label_len` bytes.
+pub struct ServerSetBuilder<'k> {
+    key: &'k OprfKey,
+    id: ServerSetId,
+    elements: Vec<UnblindedElement>,
+    labels: Option<(usize, EncryptedLabels, TagContext)>,
+    last: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for ServerSetBuilder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSetBuilder")
+            .field("id", &self.id)
+            .field("len", &self.elements.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'k> ServerSetBuilder<'k> {
+    /// `capacity` is the expected number of elements; `label_len` is `Some` for the
+    /// labels form.
+    pub fn new(
+        key: &'k OprfKey,
+        id: ServerSetId,
+        capacity: usize,
+        label_len: Option<usize>,
+    ) -> Result<Self, ProtocolError> {
+        let labels = match label_len {
+            None => None,
+            Some(len) if len > MAX_LABEL_LEN => {
+                return Err(ProtocolError::InvalidLabels {
+                    reason: format!("labels of {len} bytes, the limit is {MAX_LABEL_LEN}"),
+                })
+            }
+            Some(len) => Some((
+                len,
+                EncryptedLabels::with_capacity(capacity, capacity.saturating_mul(len)),
+                TagContext::new(&id.contract, id.epoch, MAX_TAG_BITS)?,
+            )),
+        };
+        Ok(Self { key, id, elements: Vec::with_capacity(capacity), labels, last: None })
+    }
+
+    /// Evaluates one batch (in parallel, inside crypto) and appends it. `labels` must
+    /// be given exactly when the builder was made with a label length.
+    pub fn push_batch<I: AsRef<[u8]> + Sync, L: AsRef<[u8]>>(
+        &mut self,
+        elements: &[I],
+        labels: Option<&[L]>,
+    ) -> Result<(), ProtocolError> {
+        let base = self.elements.len();
+        for (offset, element) in elements.iter().enumerate() {
+            let element = element.as_ref();
+            let previous =
+                if offset == 0 { self.last.as_deref() } else { Some(elements[offset - 1].as_ref()) };
+            if let Some(previous) = previous {
+                let index = base + offset;
+                match previous.cmp(element) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        return Err(ProtocolError::DuplicateElement {
+                            whose: "server",
+                            first: index - 1,
+                            second: index,
+                        })
+                    }
+                    std::cmp::Ordering::Greater => {
+                        return Err(ProtocolError::UnsortedElement { whose: "server", index })
+                    }
+                }
+            }
+        }
+        match (&mut self.labels, labels) {
+            (None, None) => {}
+            (Some((len, _, _)), Some(labels)) => {
+                if labels.len() != elements.len() {
+                    return Err(ProtocolError::InvalidLabels {
+                        reason: format!("{} labels for {} elements", labels.len(), elements.len()),
+                    });
+                }
+                if let Some(index) = labels.iter().position(|label| label.as_ref().len() != *len) {
+                    return Err(ProtocolError::InvalidLabels {
+                        reason: format!(
+                            "label {} has {} bytes, not {len}; all labels must have one length",
+                            base + index,
+                            labels[index].as_ref().len()
+                        ),
+                    });
+                }
+            }
+            _ => {
+                return Err(ProtocolError::InvalidLabels {
+                    reason: "labels given to a set built without them, or missing from one built with them"
+                        .into(),
+                })
+            }
+        }
+        let evaluated =
+            evaluate_own_batch(self.key, elements).map_err(|e| ProtocolError::Crypto(e.source))?;
+        if let (Some((_, encrypted, context)), Some(labels)) = (&mut self.labels, labels) {
+            for (element, label) in evaluated.iter().zip(labels) {
+                context.xor_pad(element, encrypted.push_for_encryption(label.as_ref()));
+            }
+        }
+        self.elements.extend(evaluated);
+        if let Some(last) = elements.last() {
+            self.last = Some(last.as_ref().to_vec());
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> ServerSet {
+        ServerSet {
+            id: self.id,
+            key_public: self.key.public_key(),
+            elements: self.elements,
+            labels: self.labels.map(|(_, labels, _)| labels),
+        }
+    }
+}
+
 impl fmt::Debug for ServerSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerSet")
@@ -169,4 +304,51 @@ pub(crate) fn refuse_duplicates<I: AsRef<[u8]>>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> ServerSetId {
+        ServerSetId {
+            contract: ContractId::new("stream-build").unwrap_or_else(|e| panic!("{e}")),
+            epoch: Epoch(3),
+            dataset: DatasetVersion(1),
+        }
+    }
+
+    #[test]
+    fn a_set_streamed_in_batches_equals_the_set_built_at_once() {
+        let key = OprfKey::random(&mut rand::rngs::OsRng);
+        let elements: Vec<Vec<u8>> = (0..37u32).map(|i| format!("K{i:04}").into_bytes()).collect();
+        let labels: Vec<Vec<u8>> = (0..37u32).map(|i| format!("label{i:04}").into_bytes()).collect();
+        let whole =
+            ServerSet::build_with_labels(&key, id(), &elements, &labels).unwrap_or_else(|e| panic!("{e}"));
+        let mut builder = ServerSetBuilder::new(&key, id(), 0, Some(9)).unwrap_or_else(|e| panic!("{e}"));
+        for (elements, labels) in elements.chunks(10).zip(labels.chunks(10)) {
+            builder.push_batch(elements, Some(labels)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let streamed = builder.finish();
+        assert!(streamed.elements() == whole.elements());
+        assert_eq!(streamed.labels(), whole.labels());
+        assert_eq!(streamed.heap_bytes(), 37 * 32 + 37 * 9);
+    }
+
+    #[test]
+    fn a_repeated_or_unsorted_element_across_batches_is_refused() {
+        let key = OprfKey::random(&mut rand::rngs::OsRng);
+        let mut builder = ServerSetBuilder::new(&key, id(), 0, None).unwrap_or_else(|e| panic!("{e}"));
+        builder.push_batch::<_, &[u8]>(&[b"A", b"B"], None).unwrap_or_else(|e| panic!("{e}"));
+        let repeated = builder.push_batch::<_, &[u8]>(&[b"B"], None);
+        assert!(
+            matches!(repeated, Err(ProtocolError::DuplicateElement { first: 1, second: 2, .. })),
+            "{repeated:?}"
+        );
+        let unsorted = builder.push_batch::<_, &[u8]>(&[b"C", b"A"], None);
+        assert!(matches!(unsorted, Err(ProtocolError::UnsortedElement { index: 3, .. })), "{unsorted:?}");
+        let unlabelled = ServerSetBuilder::new(&key, id(), 0, Some(4))
+            .and_then(|mut b| b.push_batch::<_, &[u8]>(&[b"Z"], None));
+        assert!(matches!(unlabelled, Err(ProtocolError::InvalidLabels { .. })));
+    }
 }

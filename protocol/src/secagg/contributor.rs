@@ -116,6 +116,14 @@ impl AwaitingKeyList {
             return Err(ProtocolError::InputTooWide { index, value, bits: spec.bits });
         }
 
+        // Distributed noise goes on before any mask (and after the width check, which is
+        // about the data): the masked input then carries it, and the unmasked sum the
+        // total. The input stays in its zeroizing wrapper, noise included.
+        let mut input = input;
+        if let Some(noise) = setup.noise() {
+            noise.share().add_to(&mut input.0, rng);
+        }
+
         let encryption_secret = DhSecret::generate(rng);
         let mask_secret = DhSecret::generate(rng);
         let encryption_key = encryption_secret.public();

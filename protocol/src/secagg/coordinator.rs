@@ -45,6 +45,17 @@ pub struct Aggregate {
     pub contributors: Vec<NodeId>,
     /// U2 \ U3: who shared keys but whose input is not in the sum.
     pub dropped: Vec<NodeId>,
+    /// The contributors added distributed noise: `sum` is then two's complement (see
+    /// [`Aggregate::decoded`]).
+    pub noisy: bool,
+}
+
+impl Aggregate {
+    /// The sum as numbers: with noise, two's complement (noise can take an entry below
+    /// zero, which modulo 2^64 reads as a number near 2^64); without, unsigned.
+    pub fn decoded(&self) -> Vec<i128> {
+        self.sum.iter().map(|&v| if self.noisy { i128::from(v as i64) } else { i128::from(v) }).collect()
+    }
 }
 
 impl fmt::Debug for Aggregate {
@@ -53,6 +64,7 @@ impl fmt::Debug for Aggregate {
             .field("len", &self.sum.len())
             .field("contributors", &self.contributors)
             .field("dropped", &self.dropped)
+            .field("noisy", &self.noisy)
             .finish()
     }
 }
@@ -471,14 +483,28 @@ impl CollectingUnmaskResponses {
 
         // The setup guarantees n·(2^bits − 1) ≤ 2^64 − 1, so a correct unmasking lands
         // at or below this bound; a wrong share gives a uniformly random vector instead.
+        // With noise the sum is signed: within ±(the noise's bound) of that range.
         let bound = self.survivors.len() as u128 * setup.vector().max_element() as u128;
-        if let Some((index, value)) = sum.iter().enumerate().find(|(_, &v)| v as u128 > bound) {
+        let noise_bound = setup.noise().map(|n| i128::from(n.bound()));
+        let (low, high) = match noise_bound {
+            None => (0i128, bound as i128),
+            Some(b) => (-b, bound as i128 + b),
+        };
+        let decode = |v: u64| if noise_bound.is_some() { i128::from(v as i64) } else { i128::from(v) };
+        if let Some((index, value)) =
+            sum.iter().enumerate().map(|(i, &v)| (i, decode(v))).find(|(_, v)| !(low..=high).contains(v))
+        {
             return Err(ProtocolError::Reconstruction {
                 reason: format!(
-                    "element {index} unmasks to {value}, above the bound {bound}: a share was wrong"
+                    "element {index} unmasks to {value}, outside [{low}, {high}]: a share was wrong"
                 ),
             });
         }
-        Ok(Aggregate { sum, contributors: self.request.survivors, dropped: self.request.dropped })
+        Ok(Aggregate {
+            sum,
+            contributors: self.request.survivors,
+            dropped: self.request.dropped,
+            noisy: noise_bound.is_some(),
+        })
     }
 }

@@ -72,7 +72,7 @@ pub use messages::{
     AdvertiseKeys, EncryptedShares, KeyList, MaskedInput, MessageKind, RevealedShare, SealedShares,
     SecAggMessage, ShareRelay, ShareValue, SharesFor, SharesFrom, SignedKeys, UnmaskRequest, UnmaskResponse,
 };
-pub use setup::{Party, PartyIndex, Roster, Setup, VectorSpec, MAX_PARTIES, MAX_VECTOR_LEN};
+pub use setup::{Party, PartyIndex, Roster, SessionNoise, Setup, VectorSpec, MAX_PARTIES, MAX_VECTOR_LEN};
 
 /// The rounds of Bonawitz et al. 2017, Figure 4, numbered as in the paper (round 3,
 /// ConsistencyCheck, belongs to the active variant and does not exist here).

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use xmcredit_crypto::noise::{skellam_tail_bound, Skellam};
 use xmcredit_crypto::sign::IdentityPublicKey;
 use xmcredit_crypto::NodeId;
 
@@ -160,6 +161,46 @@ impl VectorSpec {
     }
 }
 
+/// Distributed Skellam noise on a session's sum (issue 10): every contributor adds its
+/// share to its input before masking, so the unmasked sum carries the total.
+///
+/// The contract declares a total variance `V` for the sum. Dropouts take shares out of
+/// the sum, so each contributor adds `V / fewest`, `fewest` being the fewest inputs a sum
+/// may contain (the threshold, or the contract's minimum number of contributors if
+/// higher): any sum the contributors let be unmasked carries at least `V`, and the sum
+/// of all `n` carries `V · n / fewest`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SessionNoise {
+    share: Skellam,
+    /// The decoded total noise stays within ±bound (except with probability < 2^-100).
+    bound: u64,
+}
+
+impl SessionNoise {
+    /// Shares of a total `variance` for a session of `n` contributors of which at least
+    /// `fewest` are summed.
+    pub fn skellam(variance: u64, fewest: usize, n: usize) -> Result<Self, ProtocolError> {
+        let invalid = |reason: String| ProtocolError::InvalidSetup { reason };
+        if fewest == 0 || fewest > n {
+            return Err(invalid(format!("noise spread over {fewest} of {n} contributors")));
+        }
+        let share = Skellam::with_variance(variance as f64 / fewest as f64)
+            .map_err(|e| invalid(format!("noise: {e}")))?;
+        // The largest total: all n shares, n·V/fewest <= n·V.
+        let bound = skellam_tail_bound(variance.saturating_mul(n as u64));
+        Ok(Self { share, bound })
+    }
+
+    /// What each contributor adds to every entry.
+    pub fn share(&self) -> Skellam {
+        self.share
+    }
+
+    pub fn bound(&self) -> u64 {
+        self.bound
+    }
+}
+
 /// Everything both roles agree on before round 0: the session binding, the roster and
 /// the vector shape. Made only by [`Setup::new`], so every state can rely on its checks.
 #[derive(Clone, Debug)]
@@ -167,6 +208,7 @@ pub struct Setup {
     binding: SessionBinding,
     roster: Roster,
     vector: VectorSpec,
+    noise: Option<SessionNoise>,
 }
 
 impl Setup {
@@ -190,7 +232,23 @@ impl Setup {
         if worst_sum > u64::MAX as u128 {
             return Err(ProtocolError::SumCouldWrap { n, bits: vector.bits });
         }
-        Ok(Self { binding, roster, vector })
+        Ok(Self { binding, roster, vector, noise: None })
+    }
+
+    /// The session with distributed noise. Sums are then decoded as signed 64-bit
+    /// integers, so refuses ([`ProtocolError::SumCouldWrap`]) a width at which `n` maximal
+    /// inputs plus the noise's bound could pass `2^63 - 1`.
+    pub fn with_noise(self, noise: SessionNoise) -> Result<Self, ProtocolError> {
+        let n = self.roster.len();
+        let worst = n as u128 * u128::from(self.vector.max_element()) + u128::from(noise.bound);
+        if worst > i64::MAX as u128 {
+            return Err(ProtocolError::SumCouldWrap { n, bits: self.vector.bits });
+        }
+        Ok(Self { noise: Some(noise), ..self })
+    }
+
+    pub fn noise(&self) -> Option<SessionNoise> {
+        self.noise
     }
 
     pub fn binding(&self) -> &SessionBinding {

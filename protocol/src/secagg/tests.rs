@@ -1015,3 +1015,101 @@ fn secrets_are_redacted_in_debug() {
     assert!(!shown.contains("4242"), "{shown}");
     assert!(shown.contains("redacted"), "{shown}");
 }
+
+// ---- Distributed noise (issue 10) ------------------------------------------------------
+
+/// A fixture whose setup carries Skellam noise of total `variance` over `fewest` inputs.
+fn noisy_fixture(n: usize, t: usize, len: usize, bits: u32, variance: u64, fewest: usize) -> Fixture {
+    let mut fx = fixture(n, t, len, bits, 77);
+    let noise = SessionNoise::skellam(variance, fewest, n).expect("valid noise");
+    fx.setup = fx.setup.clone().with_noise(noise).expect("noise fits the signed range");
+    fx
+}
+
+/// Runs a noisy session and returns the noise: the decoded sum minus the plain sum of
+/// the inputs that count.
+fn noise_of_run(fx: &mut Fixture, inputs: &[Vec<u64>], stops: &[Stop]) -> Vec<i128> {
+    let aggregate = run(fx, inputs, stops).expect("session completes");
+    assert!(aggregate.noisy);
+    let plain = plain_sum(inputs, |i| stops[i] >= Stop::AfterRound2);
+    aggregate.decoded().iter().zip(&plain).map(|(got, exact)| got - i128::from(*exact)).collect()
+}
+
+fn sample_variance(noise: &[i128]) -> f64 {
+    let n = noise.len() as f64;
+    let mean = noise.iter().map(|&e| e as f64).sum::<f64>() / n;
+    noise.iter().map(|&e| (e as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0)
+}
+
+#[test]
+fn noisy_sum_carries_the_declared_variance() {
+    // 3 contributors, all must count: each adds V/3, the sum carries V. 4096 entries make
+    // the sample variance's relative error about 2%; 10% is five of those.
+    let declared = 40_000u64;
+    let mut fx = noisy_fixture(3, 3, 4096, 16, declared, 3);
+    let inputs = random_inputs(&mut fx);
+    let noise = noise_of_run(&mut fx, &inputs, &stops(3, &[]));
+    let variance = sample_variance(&noise);
+    assert!(
+        (variance / declared as f64 - 1.0).abs() < 0.10,
+        "noise variance {variance}, declared {declared}"
+    );
+    assert!(
+        noise.iter().filter(|&&e| e != 0).count() > 4000,
+        "the sum is (nearly) exact: no noise was added"
+    );
+}
+
+#[test]
+fn noise_is_sized_for_the_fewest_survivors() {
+    // t = 2 of 3: each contributor adds V/2, so a sum without one bank still carries V
+    // (and the sum of all three 1.5·V).
+    let declared = 40_000u64;
+    let mut fx = noisy_fixture(3, 2, 4096, 16, declared, 2);
+    let inputs = random_inputs(&mut fx);
+    let noise = noise_of_run(&mut fx, &inputs, &stops(3, &[(0, Stop::AfterRound1)]));
+    let variance = sample_variance(&noise);
+    assert!((variance / declared as f64 - 1.0).abs() < 0.10, "two survivors: variance {variance}");
+
+    let mut fx = noisy_fixture(3, 2, 4096, 16, declared, 2);
+    let inputs = random_inputs(&mut fx);
+    let noise = noise_of_run(&mut fx, &inputs, &stops(3, &[]));
+    let variance = sample_variance(&noise);
+    assert!((variance / (1.5 * declared as f64) - 1.0).abs() < 0.10, "three survivors: variance {variance}");
+}
+
+#[test]
+fn noise_below_zero_wraps_and_decodes_as_negative() {
+    // Zero inputs: half the entries of the noisy sum are negative, which mod 2^64 are
+    // numbers near 2^64; the coordinator must accept and decode them, not call them
+    // a failed reconstruction.
+    let mut fx = noisy_fixture(2, 2, 512, 8, 100, 2);
+    let inputs = vec![vec![0u64; 512]; 2];
+    let aggregate = run(&mut fx, &inputs, &stops(2, &[])).expect("negative noise is a valid sum");
+    let decoded = aggregate.decoded();
+    assert!(decoded.iter().any(|&v| v < 0), "no negative entry in 512");
+    assert!(aggregate.sum.iter().any(|&v| v > u64::MAX / 2));
+    assert!(decoded.iter().all(|v| v.unsigned_abs() < 64 * 15 + 64));
+}
+
+#[test]
+fn exact_sum_without_noise_is_not_decoded_as_signed() {
+    // Without noise, 2 × (2^63 − 1) is a valid sum above 2^63: unsigned.
+    let mut fx = fixture(2, 2, 1, 63, 5);
+    let inputs = vec![vec![(1u64 << 63) - 1]; 2];
+    let aggregate = run(&mut fx, &inputs, &stops(2, &[])).expect("exact");
+    assert!(!aggregate.noisy);
+    assert_eq!(aggregate.decoded(), vec![2 * ((1i128 << 63) - 1)]);
+}
+
+#[test]
+fn noise_that_could_wrap_the_signed_range_is_refused() {
+    let fx = fixture(3, 2, 4, 62, 1);
+    let noise = SessionNoise::skellam(100, 2, 3).expect("test value");
+    assert!(matches!(
+        fx.setup.clone().with_noise(noise),
+        Err(ProtocolError::SumCouldWrap { n: 3, bits: 62 })
+    ));
+    assert!(SessionNoise::skellam(100, 4, 3).is_err(), "fewest above n");
+    assert!(SessionNoise::skellam(0, 2, 3).is_err(), "no variance");
+}

@@ -308,18 +308,52 @@ pub fn sha256(message: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(message).into()
 }
 
-/// The digest of a dataset version as ARCHITECTURE/store docs define it: SHA-256 over
-/// `len(key) u32 ‖ key ‖ len(values) u32 ‖ values` for each row in key order, where
-/// `values` is the row's JSON-encoded value list. Takes (key, JSON bytes) pairs.
+/// The digest of a dataset version as ARCHITECTURE.md ("Dataset blocks") defines it:
+/// SHA-256 over `varint(len key) ‖ key ‖ values` for each row in key order, `values`
+/// the row's value encoding ([`encode_values`]). Takes (key, encoded values) pairs.
 pub fn dataset_digest(rows: &BTreeMap<String, Vec<u8>>) -> String {
     let mut message = Vec::new();
     for (key, values) in rows {
-        message.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        leb128(&mut message, key.len() as u64);
         message.extend_from_slice(key.as_bytes());
-        message.extend_from_slice(&(values.len() as u32).to_be_bytes());
         message.extend_from_slice(values);
     }
     hex::encode(sha256(&message))
+}
+
+/// LEB128: seven bits a byte, low bits first, high bit set on all bytes but the last.
+pub fn leb128(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A row's values as the store encodes them (ARCHITECTURE.md "Dataset blocks"), written
+/// here apart from the node's code: integers, decimal units and dates (days since
+/// 1970-01-01) as zigzag LEB128, an enum as LEB128 of its index in `enum_list` (the
+/// schema's values of the row's one enum column), a bool as one byte.
+pub fn encode_values(values: &[xmcredit_contracts::Value], enum_list: &[&str]) -> Vec<u8> {
+    use xmcredit_contracts::Value;
+    let zigzag = |v: i64| ((v as u64) << 1) ^ ((v >> 63) as u64);
+    let mut out = Vec::new();
+    for value in values {
+        match value {
+            Value::Integer(v) | Value::Decimal { units: v, .. } => leb128(&mut out, zigzag(*v)),
+            Value::Date(d) => leb128(&mut out, zigzag(i64::from(d.days_since_epoch()))),
+            Value::Enum(text) => {
+                let index = enum_list.iter().position(|v| v == text).expect("enum value in the list");
+                leb128(&mut out, index as u64);
+            }
+            Value::Bool(b) => out.push(u8::from(*b)),
+        }
+    }
+    out
 }
 
 /// SHA-256 over the sorted codes each followed by '\n' (what the PSI server records as

@@ -20,9 +20,11 @@
 //!
 //! # The vector
 //!
-//! Entry `i` is `g(u_i) + pad(u_i) mod 2^w` with `g` the contract's scorecard on the
-//! provider's row for `u_i`: the points (w-bit two's complement), or the bit mask of
-//! the rules that hold at the provider's `BitLayout` offset. An entity of the universe
+//! Entry `i` is `g(u_i) + pad(u_i) mod 2^w` with `g` the contract's rule on the
+//! provider's row for `u_i` ([`Contribution`]): the scorecard's points (w-bit two's
+//! complement), the bit mask of the rules that hold at the provider's `BitLayout`
+//! offset, or (output `value`) its value column in the contract's units, refused rather
+//! than rounded when it does not fit exactly. An entity of the universe
 //! the provider holds no row for contributes 0 (no points, no criterion met). Rows
 //! whose key is not in the universe are not used. The vector is cached in memory per
 //! (contract, epoch, dataset version, universe version) and its digest is claimed in
@@ -37,11 +39,12 @@ pub use coordinator::{run, run_coordinator};
 pub use provider::{serve_session, serve_vector};
 pub use querier::run_querier;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use xmcredit_contracts::{Computation, Contract, LookupOutput, Role, VerifiedContract};
+use xmcredit_contracts::{
+    Computation, Contract, DatasetSchema, LookupOutput, Role, Scorecard, Value, ValueColumn, VerifiedContract,
+};
 use xmcredit_crypto::keys::KeyPurpose;
 use xmcredit_crypto::{ContractId, Epoch, NodeId};
 use xmcredit_protocol::lookup::{
@@ -100,6 +103,8 @@ pub fn require_runnable(document: &Contract) -> Result<(), NodeError> {
 #[derive(Clone, Debug)]
 pub(crate) struct Params {
     pub output: LookupOutput,
+    /// Decimal places of a summed value column (output `value`).
+    pub scale: u8,
     pub width: Width,
     pub coordinator: NodeId,
     /// In node order.
@@ -109,7 +114,7 @@ pub(crate) struct Params {
 impl Params {
     pub(crate) fn of(verified: &VerifiedContract) -> Result<Self, NodeError> {
         let contract = verified.contract();
-        let Computation::Lookup { output } = &contract.computation else {
+        let Computation::Lookup { output, scale } = &contract.computation else {
             return Err(NodeError::Refused(format!(
                 "contract {} is for {}, not lookup",
                 verified.id(),
@@ -129,7 +134,7 @@ impl Params {
         let mut providers: Vec<NodeId> =
             contract.parties_with(Role::Provider).map(|p| p.node.clone()).collect();
         providers.sort();
-        Ok(Self { output: *output, width, coordinator, providers })
+        Ok(Self { output: *output, scale: *scale, width, coordinator, providers })
     }
 
     /// One provider, which publishes its own vector (no aggregation).
@@ -150,7 +155,7 @@ impl Params {
         self.providers
             .iter()
             .map(|p| {
-                let rules = verified.contract().dataset_of(p).map_or(0, |d| d.rules.len());
+                let rules = verified.contract().dataset_for(p, Role::Provider).map_or(0, |d| d.rules.len());
                 (p.clone(), rules as u32)
             })
             .collect()
@@ -196,7 +201,7 @@ pub(crate) fn provider_vector(
     verified.require_role(&me, Role::Provider)?;
     let named = verified
         .contract()
-        .dataset_of(&me)
+        .dataset_for(&me, Role::Provider)
         .ok_or_else(|| NodeError::Refused(format!("contract {} names no dataset for {me}", verified.id())))?;
     let meta = ctx
         .store
@@ -217,26 +222,45 @@ pub(crate) fn provider_vector(
         return Ok(cached);
     }
     let started = Instant::now();
-    let rows = ctx.store.dataset_rows(&meta)?;
-    let scorecard = verified.scorecard(&me, &meta.schema)?;
-    let by_key: HashMap<&[u8], &[xmcredit_contracts::Value]> =
-        rows.iter().map(|r| (r.key.as_bytes(), r.values.as_slice())).collect();
-    let layout = match params.output {
-        LookupOutput::Bitmask => Some(params.bit_layout(verified)?),
-        LookupOutput::Points => None,
-    };
+    let contribution = Contribution::of(verified, params, &me, &meta.schema)?;
+    // The universe and the dataset are both in key order: one merge over the two, the
+    // dataset read block by block.
+    let mut rows = ctx.store.dataset_rows(&meta).peekable();
     let mut values = Vec::with_capacity(universe.len());
     for entry in universe.entries() {
-        let Some(row) = by_key.get(entry.as_slice()) else {
+        let mut found = None;
+        while let Some(next) = rows.peek() {
+            let key = match next {
+                Ok(row) => row.key.as_bytes(),
+                Err(_) => {
+                    return Err(rows
+                        .next()
+                        .and_then(Result::err)
+                        .unwrap_or_else(|| NodeError::Internal("dataset read".into())))
+                }
+            };
+            match key.cmp(entry.as_slice()) {
+                std::cmp::Ordering::Less => {
+                    rows.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    found = rows.next().and_then(Result::ok);
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        let Some(row) = found else {
             values.push(0);
             continue;
         };
-        let value = match &layout {
-            Some(layout) => layout.place(&me, scorecard.evaluate_mask(row)?)?,
-            None => params.width.encode_signed(scorecard.evaluate(row)?)?,
-        };
-        values.push(value);
+        values.push(contribution.of_row(&me, params, &row.values)?);
     }
+    // A damaged block after the universe's last entry is still an error.
+    for row in rows {
+        row?;
+    }
+    let read_s = started.elapsed().as_secs_f64();
     let oprf_key = ctx.secrets.master.derive_oprf_key(verified.id(), epoch, KeyPurpose::LookupProvider)?;
     let header = VectorHeader::new(verified.id().clone(), epoch, &universe, params.width);
     let vector = prepare_contribution(&oprf_key, &header, &universe, &values)?;
@@ -244,6 +268,7 @@ pub(crate) fn provider_vector(
     tracing::info!(
         entries = universe.len(),
         seconds = started.elapsed().as_secs_f64(),
+        rows_and_rules_seconds = read_s,
         "lookup vector prepared"
     );
     let entry = (universe, Arc::new(vector));
@@ -252,6 +277,39 @@ pub(crate) fn provider_vector(
     cache.retain(|(contract, ..), _| contract != verified.id());
     cache.insert(key, entry.clone());
     Ok(entry)
+}
+
+/// How a provider turns one of its rows into its contribution `g(u)`, by the contract's
+/// output: scorecard points, its rules' bits at its offset, or its value column.
+enum Contribution {
+    Points(Scorecard),
+    Bitmask(Scorecard, BitLayout),
+    Value(ValueColumn),
+}
+
+impl Contribution {
+    fn of(
+        verified: &VerifiedContract,
+        params: &Params,
+        me: &NodeId,
+        schema: &DatasetSchema,
+    ) -> Result<Self, NodeError> {
+        Ok(match params.output {
+            LookupOutput::Points => Self::Points(verified.scorecard(me, schema)?),
+            LookupOutput::Bitmask => {
+                Self::Bitmask(verified.scorecard(me, schema)?, params.bit_layout(verified)?)
+            }
+            LookupOutput::Value => Self::Value(verified.value_column(me, schema)?),
+        })
+    }
+
+    fn of_row(&self, me: &NodeId, params: &Params, row: &[Value]) -> Result<u64, NodeError> {
+        Ok(match self {
+            Self::Points(card) => params.width.encode_signed(card.evaluate(row)?)?,
+            Self::Bitmask(card, layout) => layout.place(me, card.evaluate_mask(row)?)?,
+            Self::Value(column) => column.units(row)?,
+        })
+    }
 }
 
 /// A provider's SecAgg input for a lookup: its padded vector over the coordinator's
@@ -265,7 +323,11 @@ pub(crate) fn contribution(
     let params = Params::of(verified)?;
     let universe = Universe::new(codes.iter().map(|c| c.as_bytes().to_vec()).collect())?;
     let (_, vector) = provider_vector(ctx, verified, &params, epoch, Some(Arc::new(universe)))?;
-    let dataset = verified.contract().dataset_of(ctx.node_id()).map(|d| d.name.clone()).unwrap_or_default();
+    let dataset = verified
+        .contract()
+        .dataset_for(ctx.node_id(), Role::Provider)
+        .map(|d| d.name.clone())
+        .unwrap_or_default();
     Ok((vector.values().to_vec(), dataset))
 }
 

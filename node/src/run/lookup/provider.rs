@@ -21,6 +21,7 @@ use xmcredit_protocol::{ProtocolError, SessionBinding};
 use super::{published_vector, session_universe, Params, SESSION_DEADLINE_ROUNDS, UNIVERSE_FRAGMENT_BYTES};
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
 use crate::store::JobState;
@@ -149,9 +150,9 @@ fn prepare_session(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Pro
     // The contract's quota and this node's ceiling for the querier over the dataset,
     // across every contract (issue 10), spent together or not at all.
     let dataset =
-        verified.contract().datasets.iter().find(|d| &d.party == me).map(|d| d.name.clone()).ok_or_else(
-            || NodeError::Refused(format!("contract {} names no dataset of {me}", verified.id())),
-        )?;
+        verified.contract().dataset_for(me, Role::Provider).map(|d| d.name.clone()).ok_or_else(|| {
+            NodeError::Refused(format!("contract {} names no dataset of {me}", verified.id()))
+        })?;
     let used_before = ctx.store.quota_used(binding.contract.as_str(), peer.as_str(), day)?;
     let ceiling = ctx.config.limits.dataset_lookups_per_day;
     let remaining = match ctx.store.quota_consume_with_dataset(
@@ -240,9 +241,10 @@ async fn run_provider(
         }
     };
     let deadline = ctx.config.timeouts.round() * SESSION_DEADLINE_ROUNDS;
+    let mut observed = Observed::default();
     let result = match tokio::time::timeout(
         deadline,
-        drive_provider(&ctx, &peer, provider, hello, incoming, &tx).instrument(span.clone()),
+        drive_provider(&ctx, &peer, provider, hello, incoming, &tx, &mut observed).instrument(span.clone()),
     )
     .await
     {
@@ -257,6 +259,7 @@ async fn run_provider(
             tracing::info!(parent: &span, n = output.lookups, "lookup provider done");
             let mut sizes = BTreeMap::new();
             sizes.insert(peer.clone(), output.lookups);
+            job.observed = Some(observed);
             finish_job(
                 &ctx,
                 &mut job,
@@ -272,6 +275,7 @@ async fn run_provider(
         }
         Err(error) => {
             tracing::warn!(parent: &span, error = %error, "lookup provider session failed");
+            job.observed = Some(observed);
             finish_job(&ctx, &mut job, &verified, failed(&error));
             let _ = tx.send(Err(Status::from(error))).await;
         }
@@ -285,6 +289,7 @@ async fn drive_provider(
     hello: Vec<u8>,
     mut incoming: Streaming<proto::Frame>,
     tx: &mpsc::Sender<Result<proto::Frame, Status>>,
+    observed: &mut Observed,
 ) -> Result<ProviderOutput, NodeError> {
     let mut next = Some(hello);
     // One blind per session: a repeated blinded element is a repeated lookup, which
@@ -295,7 +300,11 @@ async fn drive_provider(
             Some(bytes) => bytes,
             None => crate::run::next_from_peer(ctx, &mut incoming, peer, "lookup").await?,
         };
-        if let Ok(LookupMessage::BlindedChunk(chunk)) = LookupMessage::from_bytes(&bytes) {
+        let decoded = LookupMessage::from_bytes(&bytes);
+        if let Ok(message) = &decoded {
+            observed.lookup(Direction::Received, message);
+        }
+        if let Ok(LookupMessage::BlindedChunk(chunk)) = decoded {
             if chunk.elements.iter().any(|e| !seen.insert(*e)) {
                 return Err(NodeError::Refused(format!(
                     "{peer} sent a blinded element twice in one session (a repeated lookup)"
@@ -305,6 +314,7 @@ async fn drive_provider(
         let (next_state, out) = tokio::task::block_in_place(|| provider.handle(peer, &bytes))?;
         provider = next_state;
         for message in &out {
+            observed.lookup_bytes(Direction::Sent, &message.bytes);
             tx.send(Ok(proto::Frame { payload: message.bytes.clone() })).await.map_err(|_| {
                 NodeError::Peer { peer: peer.to_string(), message: "closed the session".into() }
             })?;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -12,19 +12,22 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use xmcredit_contracts::audit::Outcome;
 use xmcredit_contracts::{ComputationKind, LookupOutput, OutputForm, Role, VerifiedContract};
+use xmcredit_crypto::keys::KeyPurpose;
 use xmcredit_crypto::{ContractId, Epoch, NodeId, SessionId};
 use xmcredit_protocol::lookup::{
-    BitLayout, DownloadNext, LookupQuery, LookupValue, LookupVector, ProviderReply, QuerierConfig,
-    QuerierSession, QueryOutput, Universe, VectorDownload, VectorHeader, MAX_ENTRY_LEN,
+    BitLayout, DownloadNext, LookupProvider, LookupQuery, LookupValue, LookupVector, ProviderConfig,
+    ProviderPolicy, ProviderReply, QuerierConfig, QuerierSession, QueryOutput, Universe, VectorDownload,
+    VectorHeader, MAX_ENTRY_LEN,
 };
 use xmcredit_protocol::SessionBinding;
 
 use super::{Params, CHUNK_SIZE, SESSION_DEADLINE_ROUNDS};
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::admin::ProgressSender;
-use crate::store::{DatasetRow, JobState};
+use crate::store::JobState;
 use crate::NodeError;
 
 /// What the querier checked before a run.
@@ -33,7 +36,8 @@ struct QuerierRun {
     epoch: Epoch,
     params: Params,
     dataset: String,
-    rows: Vec<DatasetRow>,
+    /// The applicants, in key order: the querier's working set.
+    keys: Vec<String>,
 }
 
 async fn prepare(ctx: &Arc<NodeContext>, contract_id: &str, dataset: &str) -> Result<QuerierRun, NodeError> {
@@ -43,9 +47,10 @@ async fn prepare(ctx: &Arc<NodeContext>, contract_id: &str, dataset: &str) -> Re
     verified.require_role(&me, Role::Querier)?;
     verified.require_receiver(&me, OutputForm::Scores)?;
     let params = Params::of(&verified)?;
-    let (meta, rows) = contract_dataset(ctx, &verified, &me, dataset)?;
-    verified.require_min_set_size(&me, rows.len() as u64)?;
-    Ok(QuerierRun { verified, epoch, params, dataset: meta.name, rows })
+    let meta = contract_dataset(ctx, &verified, &me, Role::Querier, dataset)?;
+    verified.require_min_set_size(&me, meta.rows)?;
+    let keys = ctx.store.dataset_keys(&meta)?;
+    Ok(QuerierRun { verified, epoch, params, dataset: meta.name, keys })
 }
 
 /// Runs a lookup under `contract_id` as its querier: the operator's `run lookup`.
@@ -60,7 +65,7 @@ pub async fn run_querier(
         let contract = ContractId::new(contract_id).ok();
         ctx.refuse(contract.as_ref(), None, error)
     })?;
-    let QuerierRun { verified, epoch, params, dataset, rows } = prepared;
+    let QuerierRun { verified, epoch, params, dataset, keys } = prepared;
     let session = SessionId::random(&mut rand::rngs::OsRng);
     let mut peers: Vec<String> = params.providers.iter().map(ToString::to_string).collect();
     if !params.providers.contains(&params.coordinator) {
@@ -68,9 +73,10 @@ pub async fn run_querier(
     }
     let mut job = start_job(&ctx, ComputationKind::Lookup, &verified, "querier", session.to_string(), peers)?;
     let deadline = ctx.config.timeouts.round() * SESSION_DEADLINE_ROUNDS;
+    let observed = Arc::new(Mutex::new(Observed::default()));
     let result = match tokio::time::timeout(
         deadline,
-        drive(&ctx, &verified, epoch, &params, session, &rows, &progress),
+        drive(&ctx, &verified, epoch, &params, session, &keys, &progress, &observed),
     )
     .await
     {
@@ -80,19 +86,21 @@ pub async fn run_querier(
     match result {
         Ok(run) => {
             let report =
-                report(&ctx, &verified, &params, &dataset, &rows, &run, started.elapsed().as_secs_f64());
+                report(&ctx, &verified, &params, &dataset, &keys, &run, started.elapsed().as_secs_f64());
             let mut sizes = BTreeMap::new();
             sizes.insert(ctx.node_id().clone(), run.output.lookups);
             let transcript = run.output.transcripts.first().map(|(_, digest)| *digest);
             let detail = match &report {
                 Ok(report) => format!(
                     "{} applicants, {} looked up, results in {}",
-                    rows.len(),
+                    keys.len(),
                     run.output.lookups,
                     report["output_file"].as_str().unwrap_or("-")
                 ),
                 Err(e) => format!("results NOT SAVED: {e}"),
             };
+            note(&observed, |o| o.wrote("scores", keys.len() as u64));
+            job.observed = Some(taken(&observed));
             finish_job(
                 &ctx,
                 &mut job,
@@ -109,10 +117,22 @@ pub async fn run_querier(
         }
         Err(error) => {
             tracing::warn!(error = %error, "lookup querier failed");
+            job.observed = Some(taken(&observed));
             finish_job(&ctx, &mut job, &verified, failed(&error));
             Err(error)
         }
     }
+}
+
+/// Counts one observation; a poisoned lock (a panicked session task) loses it only.
+fn note(observed: &Mutex<Observed>, f: impl FnOnce(&mut Observed)) {
+    if let Ok(mut observed) = observed.lock() {
+        f(&mut observed);
+    }
+}
+
+fn taken(observed: &Mutex<Observed>) -> Observed {
+    observed.lock().map(|o| o.clone()).unwrap_or_default()
 }
 
 /// What a finished run holds.
@@ -127,21 +147,23 @@ struct Finished {
     query_s: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     ctx: &Arc<NodeContext>,
     verified: &VerifiedContract,
     epoch: Epoch,
     params: &Params,
     session: SessionId,
-    rows: &[DatasetRow],
+    keys: &[String],
     progress: &ProgressSender,
+    observed: &Arc<Mutex<Observed>>,
 ) -> Result<Finished, NodeError> {
     let contract = verified.id().clone();
     let download_started = Instant::now();
-    let (universe, vector, vector_bytes) = download(ctx, &contract, epoch, params, session).await?;
+    let (universe, vector, vector_bytes) = download(ctx, &contract, epoch, params, session, observed).await?;
     let vector_s = download_started.elapsed().as_secs_f64();
     progress.progress("vector", vector.len() as u64, vector.len() as u64);
-    let applicants: Vec<Vec<u8>> = rows.iter().map(|r| r.key.as_bytes().to_vec()).collect();
+    let applicants: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     let header = vector.header().clone();
     let query = LookupQuery::new(header, universe.clone(), params.providers.clone(), &applicants)?;
     let query_started = Instant::now();
@@ -154,7 +176,17 @@ async fn drive(
         let mut sessions = tokio::task::JoinSet::new();
         for provider in params.providers.clone() {
             let (ctx, query, contract) = (ctx.clone(), query.clone(), contract.clone());
-            sessions.spawn(async move { query_provider(&ctx, &query, &contract, epoch, &provider).await });
+            if provider == *ctx.node_id() {
+                let (verified, params) = (verified.clone(), params.clone());
+                sessions.spawn(async move {
+                    tokio::task::block_in_place(|| query_own_pads(&ctx, &query, &verified, &params, epoch))
+                });
+                continue;
+            }
+            let observed = observed.clone();
+            sessions.spawn(async move {
+                query_provider(&ctx, &query, &contract, epoch, &provider, &observed).await
+            });
         }
         while let Some(joined) = sessions.join_next().await {
             let reply = joined.map_err(|e| NodeError::Internal(format!("a lookup session task: {e}")))??;
@@ -185,6 +217,7 @@ async fn download(
     epoch: Epoch,
     params: &Params,
     session: SessionId,
+    observed: &Mutex<Observed>,
 ) -> Result<(Arc<Universe>, LookupVector, u64), NodeError> {
     let coordinator = &params.coordinator;
     ctx.store.claim_session(session.as_bytes(), contract.as_str())?;
@@ -252,6 +285,7 @@ async fn download(
                 state
             }
         };
+        note(observed, |o| o.lookup_bytes(Direction::Received, &part.vector_chunk));
         match state.handle(coordinator, &part.vector_chunk)? {
             DownloadNext::More(state) => download = Some(state),
             DownloadNext::Done(vector) => {
@@ -272,6 +306,7 @@ async fn query_provider(
     contract: &ContractId,
     epoch: Epoch,
     provider: &NodeId,
+    observed: &Mutex<Observed>,
 ) -> Result<ProviderReply, NodeError> {
     let binding = SessionBinding {
         contract: contract.clone(),
@@ -284,6 +319,7 @@ async fn query_provider(
         tokio::task::block_in_place(|| query.start_session(config, &mut rand::rngs::OsRng))?;
     let (tx, rx) = mpsc::channel::<proto::Frame>(16);
     for message in &first {
+        note(observed, |o| o.lookup_bytes(Direction::Sent, &message.bytes));
         tx.send(proto::Frame { payload: message.bytes.clone() })
             .await
             .map_err(|_| NodeError::Internal("lookup stream closed".into()))?;
@@ -312,16 +348,60 @@ async fn query_provider(
                 })
             }
         };
+        note(observed, |o| o.lookup_bytes(Direction::Received, &frame.payload));
         let (next_state, out): (QuerierSession, _) =
             tokio::task::block_in_place(|| session.handle(provider, &frame.payload))?;
         session = next_state;
         for message in &out {
+            note(observed, |o| o.lookup_bytes(Direction::Sent, &message.bytes));
             tx.send(proto::Frame { payload: message.bytes.clone() })
                 .await
                 .map_err(|_| NodeError::Internal("lookup stream closed".into()))?;
         }
     }
     drop(tx);
+    session.into_reply().ok_or_else(|| NodeError::Internal("lookup session finished without a reply".into()))
+}
+
+/// The session with itself of a querier that is also a provider: both state machines in
+/// this process, nothing on the wire. Its own pads are no secret to it, so no quota is
+/// spent; the session is still bound and claimed like any other, so the transcript
+/// the report lists is of the same kind.
+fn query_own_pads(
+    ctx: &NodeContext,
+    query: &LookupQuery,
+    verified: &VerifiedContract,
+    params: &Params,
+    epoch: Epoch,
+) -> Result<ProviderReply, NodeError> {
+    let me = ctx.node_id().clone();
+    let binding = SessionBinding {
+        contract: verified.id().clone(),
+        epoch,
+        session: SessionId::random(&mut rand::rngs::OsRng),
+    };
+    ctx.store.claim_session(binding.session.as_bytes(), verified.id().as_str())?;
+    let universe_digest = super::session_universe(ctx, verified, params, epoch)?;
+    let key = ctx.secrets.master.derive_oprf_key(verified.id(), epoch, KeyPurpose::LookupProvider)?;
+    let lookups = query.lookups().len() as u64;
+    let policy = ProviderPolicy { remaining_quota: lookups, max_lookups: lookups };
+    let config = ProviderConfig { binding: binding.clone(), querier: me.clone(), universe_digest, policy };
+    let mut provider = LookupProvider::new(config, key);
+    let querier = QuerierConfig { binding, provider: me.clone(), chunk_size: CHUNK_SIZE };
+    let (mut session, first) = query.start_session(querier, &mut rand::rngs::OsRng)?;
+    let mut to_provider: std::collections::VecDeque<Vec<u8>> = first.into_iter().map(|m| m.bytes).collect();
+    while !session.is_done() {
+        let bytes = to_provider
+            .pop_front()
+            .ok_or_else(|| NodeError::Internal("the session with itself stalled".into()))?;
+        let (next, replies) = provider.handle(&me, &bytes)?;
+        provider = next;
+        for reply in replies {
+            let (next, out) = session.handle(&me, &reply.bytes)?;
+            session = next;
+            to_provider.extend(out.into_iter().map(|m| m.bytes));
+        }
+    }
     session.into_reply().ok_or_else(|| NodeError::Internal("lookup session finished without a reply".into()))
 }
 
@@ -350,6 +430,7 @@ fn result_json(
             }
             serde_json::json!({ "registered": true, "mask": v, "criteria": criteria, "all": all })
         }
+        _ if params.output == LookupOutput::Value => serde_json::json!({ "registered": true, "value": v }),
         _ => {
             let score = if signed { params.width.decode_signed(v) } else { v as i64 };
             serde_json::json!({ "registered": true, "value": score })
@@ -357,32 +438,42 @@ fn result_json(
     }
 }
 
+/// `units` with `scale` decimal places, as the output file shows a summed balance.
+fn decimal_text(units: u64, scale: u8) -> String {
+    if scale == 0 {
+        return units.to_string();
+    }
+    let divisor = 10u128.pow(u32::from(scale));
+    let units = u128::from(units);
+    format!("{}.{:0width$}", units / divisor, units % divisor, width = usize::from(scale))
+}
+
 fn report(
     ctx: &NodeContext,
     verified: &VerifiedContract,
     params: &Params,
     dataset: &str,
-    rows: &[DatasetRow],
+    keys: &[String],
     run: &Finished,
     wall_s: f64,
 ) -> Result<serde_json::Value, NodeError> {
     let rule_counts = params.rule_counts(verified);
     let layout = match params.output {
         LookupOutput::Bitmask => Some(params.bit_layout(verified)?),
-        LookupOutput::Points => None,
+        LookupOutput::Points | LookupOutput::Value => None,
     };
     let signed = params
         .providers
         .iter()
-        .filter_map(|p| verified.contract().dataset_of(p))
+        .filter_map(|p| verified.contract().dataset_for(p, Role::Provider))
         .any(|d| d.rules.iter().any(|r| r.points < 0));
     let mut results = serde_json::Map::new();
     let mut csv = match params.output {
         LookupOutput::Bitmask => String::from("credit_code,registered,mask,criteria,all\n"),
-        LookupOutput::Points => String::from("credit_code,registered,value\n"),
+        LookupOutput::Points | LookupOutput::Value => String::from("credit_code,registered,value\n"),
     };
     let mut registered = 0u64;
-    for (row, value) in rows.iter().zip(&run.output.results) {
+    for (key, value) in keys.iter().zip(&run.output.results) {
         let json = result_json(params, layout.as_ref(), &rule_counts, signed, *value);
         if json["registered"] == true {
             registered += 1;
@@ -393,19 +484,23 @@ fn report(
                     .as_array()
                     .map(|c| c.iter().map(|b| if b == true { '1' } else { '0' }).collect())
                     .unwrap_or_default();
-                let _ = writeln!(csv, "{},true,{},{},{}", row.key, json["mask"], criteria, json["all"]);
+                let _ = writeln!(csv, "{},true,{},{},{}", key, json["mask"], criteria, json["all"]);
             }
             LookupOutput::Points if json["registered"] == true => {
-                let _ = writeln!(csv, "{},true,{}", row.key, json["value"]);
+                let _ = writeln!(csv, "{},true,{}", key, json["value"]);
+            }
+            LookupOutput::Value if json["registered"] == true => {
+                let units = json["value"].as_u64().unwrap_or(0);
+                let _ = writeln!(csv, "{},true,{}", key, decimal_text(units, params.scale));
             }
             LookupOutput::Bitmask => {
-                let _ = writeln!(csv, "{},false,,,", row.key);
+                let _ = writeln!(csv, "{},false,,,", key);
             }
-            LookupOutput::Points => {
-                let _ = writeln!(csv, "{},false,", row.key);
+            LookupOutput::Points | LookupOutput::Value => {
+                let _ = writeln!(csv, "{},false,", key);
             }
         }
-        results.insert(row.key.clone(), json);
+        results.insert(key.clone(), json);
     }
     let path = crate::run::write_output(
         ctx,
@@ -415,6 +510,7 @@ fn report(
     let output = match params.output {
         LookupOutput::Bitmask => "bitmask",
         LookupOutput::Points => "points",
+        LookupOutput::Value => "value",
     };
     Ok(serde_json::json!({
         "computation": "lookup",
@@ -422,11 +518,12 @@ fn report(
         "dataset": dataset,
         "output": output,
         "width": params.width.bits(),
+        "scale": params.scale,
         "providers": params.providers.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "coordinator": params.coordinator.to_string(),
-        "applicants": rows.len(),
+        "applicants": keys.len(),
         "registered": registered,
-        "not_registered": rows.len() as u64 - registered,
+        "not_registered": keys.len() as u64 - registered,
         "lookups": run.output.lookups,
         "universe_size": run.universe_len,
         "universe_digest": hex::encode(run.universe_digest),
@@ -445,4 +542,18 @@ fn report(
             "the coordinator serves a vector that is uniformly random to anyone without the providers' keys",
         ],
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal_text;
+
+    #[test]
+    fn summed_units_print_with_the_contract_scale() {
+        assert_eq!(decimal_text(123_456, 2), "1234.56");
+        assert_eq!(decimal_text(5, 2), "0.05");
+        assert_eq!(decimal_text(0, 3), "0.000");
+        assert_eq!(decimal_text(42, 0), "42");
+        assert_eq!(decimal_text(u64::MAX, 18), "18.446744073709551615");
+    }
 }

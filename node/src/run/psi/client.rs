@@ -19,9 +19,10 @@ use super::{
 };
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::admin::ProgressSender;
-use crate::store::{DatasetRow, JobState};
+use crate::store::JobState;
 use crate::NodeError;
 
 /// What the client checked before a run.
@@ -31,7 +32,8 @@ struct ClientRun {
     output: PsiOutput,
     server: NodeId,
     meta: crate::store::DatasetVersion,
-    rows: Vec<DatasetRow>,
+    /// The client's set, in key order: its working set (the protocol blinds all of it).
+    keys: Vec<String>,
 }
 
 /// The client's checks before it sends anything: the contract (with signatures it may
@@ -53,9 +55,10 @@ async fn prepare_client(
         .next()
         .map(|p| p.node.clone())
         .ok_or_else(|| NodeError::Refused(format!("contract {contract_id} names no server")))?;
-    let (meta, rows) = contract_dataset(ctx, &verified, &me, dataset)?;
-    verified.require_min_set_size(&me, rows.len() as u64)?;
-    Ok(ClientRun { verified, epoch, output, server, meta, rows })
+    let meta = contract_dataset(ctx, &verified, &me, Role::Client, dataset)?;
+    verified.require_min_set_size(&me, meta.rows)?;
+    let keys = ctx.store.dataset_keys(&meta)?;
+    Ok(ClientRun { verified, epoch, output, server, meta, keys })
 }
 
 /// Runs the client side of a PSI under `contract_id`: the operator's `run psi`.
@@ -71,7 +74,7 @@ pub async fn run_client(
         let contract = ContractId::new(contract_id).ok();
         ctx.refuse(contract.as_ref(), None, error)
     })?;
-    let ClientRun { verified, epoch, output, server, meta, rows } = prepared;
+    let ClientRun { verified, epoch, output, server, meta, keys } = prepared;
     let me = ctx.node_id().clone();
     let binding = SessionBinding {
         contract: verified.id().clone(),
@@ -88,7 +91,7 @@ pub async fn run_client(
         binding.session.to_string(),
         vec![server.to_string()],
     )?;
-    tracing::info!(n = rows.len(), server = %server, "psi client starting");
+    tracing::info!(n = keys.len(), server = %server, "psi client starting");
     let config = ClientConfig {
         binding,
         server: server.clone(),
@@ -96,12 +99,13 @@ pub async fn run_client(
         chunk_size: CHUNK_SIZE,
         policy: ClientPolicy { min_server_set_size: min_set_size(&verified, &server) },
     };
+    let mut observed = Observed::default();
     // Each message has the round timeout; the whole session has a deadline too, so a
     // peer trickling messages cannot keep a job running for ever.
     let deadline = ctx.config.timeouts.round() * SESSION_DEADLINE_ROUNDS;
     let result = match tokio::time::timeout(
         deadline,
-        drive_client(&ctx, config, &rows, &progress).instrument(span.clone()),
+        drive_client(&ctx, config, &keys, &progress, &mut observed).instrument(span.clone()),
     )
     .await
     {
@@ -114,17 +118,23 @@ pub async fn run_client(
     match result {
         Ok(output) => {
             let report =
-                client_report(&verified, &meta.name, &rows, &output, started.elapsed().as_secs_f64());
+                client_report(&verified, &meta.name, &keys, &output, started.elapsed().as_secs_f64());
             let mut sizes = BTreeMap::new();
-            sizes.insert(me.clone(), rows.len() as u64);
+            sizes.insert(me.clone(), keys.len() as u64);
             sizes.insert(server.clone(), output.server_set_size);
+            match (&output.labels, &output.intersection) {
+                (Some(labels), _) => observed.wrote("labels", labels.len() as u64),
+                (None, Some(matches)) => observed.wrote("intersection", matches.len() as u64),
+                (None, None) => observed.wrote("cardinality", 1),
+            }
+            job.observed = Some(observed);
             finish_job(
                 &ctx,
                 &mut job,
                 &verified,
                 RunOutcome {
                     state: JobState::Succeeded,
-                    detail: format!("{} matches of {} ({})", output.cardinality, rows.len(), output.form),
+                    detail: format!("{} matches of {} ({})", output.cardinality, keys.len(), output.form),
                     set_sizes: sizes,
                     transcript_digest: Some(output.transcript_digest),
                     outcome: Outcome::Ok,
@@ -135,6 +145,7 @@ pub async fn run_client(
         }
         Err(error) => {
             tracing::warn!(error = %error, "psi client failed");
+            job.observed = Some(observed);
             finish_job(&ctx, &mut job, &verified, failed(&error));
             Err(error)
         }
@@ -144,16 +155,18 @@ pub async fn run_client(
 async fn drive_client(
     ctx: &NodeContext,
     config: ClientConfig,
-    rows: &[DatasetRow],
+    keys: &[String],
     progress: &ProgressSender,
+    observed: &mut Observed,
 ) -> Result<ClientOutput, NodeError> {
     let server = config.server.clone();
     let contract = config.binding.contract.clone();
-    let inputs: Vec<Vec<u8>> = rows.iter().map(|r| r.key.as_bytes().to_vec()).collect();
+    let inputs: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     let total = inputs.len() as u64;
     let (mut client, first) = PsiClient::start(config, inputs, &mut rand::rngs::OsRng)?;
     let (tx, rx) = mpsc::channel::<proto::Frame>(16);
     for message in &first {
+        observed.psi_bytes(Direction::Sent, &message.bytes);
         crate::run::fault::exit_before_psi_send("client", message.kind);
         tx.send(frame(message)).await.map_err(|_| NodeError::Internal("psi stream closed".into()))?;
     }
@@ -186,7 +199,11 @@ async fn drive_client(
                 })
             }
         };
-        match PsiMessage::from_bytes(&frame_in.payload) {
+        let decoded = PsiMessage::from_bytes(&frame_in.payload);
+        if let Ok(message) = &decoded {
+            observed.psi(Direction::Received, message);
+        }
+        match decoded {
             Ok(PsiMessage::EvaluatedChunk(chunk)) => {
                 evaluated += chunk.elements.len() as u64;
                 progress.progress("evaluated", evaluated, total);
@@ -205,6 +222,7 @@ async fn drive_client(
         let (next_state, out) = client.handle(&server, &frame_in.payload)?;
         client = next_state;
         for message in &out {
+            observed.psi_bytes(Direction::Sent, &message.bytes);
             crate::run::fault::exit_before_psi_send("client", message.kind);
             tx.send(frame(message)).await.map_err(|_| NodeError::Internal("psi stream closed".into()))?;
         }
@@ -231,14 +249,14 @@ async fn drive_client(
 fn client_report(
     verified: &VerifiedContract,
     dataset: &str,
-    rows: &[DatasetRow],
+    keys: &[String],
     output: &ClientOutput,
     wall_s: f64,
 ) -> serde_json::Value {
     let intersection: Option<Vec<&str>> = output
         .intersection
         .as_ref()
-        .map(|indices| indices.iter().filter_map(|&i| rows.get(i)).map(|r| r.key.as_str()).collect());
+        .map(|indices| indices.iter().filter_map(|&i| keys.get(i)).map(String::as_str).collect());
     let labels: Option<BTreeMap<&str, serde_json::Value>> = output.labels.as_ref().map(|labels| {
         labels
             .iter()
@@ -246,7 +264,7 @@ fn client_report(
                 let text = String::from_utf8_lossy(label);
                 let value = serde_json::from_str(text.trim_end())
                     .unwrap_or(serde_json::Value::String(text.into_owned()));
-                rows.get(*i).map(|r| (r.key.as_str(), value))
+                keys.get(*i).map(|k| (k.as_str(), value))
             })
             .collect()
     });
@@ -255,7 +273,7 @@ fn client_report(
         "contract": verified.id().as_str(),
         "dataset": dataset,
         "output": output.form.to_string(),
-        "client_set_size": rows.len(),
+        "client_set_size": keys.len(),
         "server_set_size": output.server_set_size,
         "cardinality": output.cardinality,
         "intersection": intersection,

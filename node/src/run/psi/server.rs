@@ -16,18 +16,26 @@ use xmcredit_crypto::keys::KeyPurpose;
 use xmcredit_crypto::{ContractId, Epoch, NodeId};
 use xmcredit_protocol::psi::{
     DatasetVersion as SetVersion, PsiMessage, PsiMessageKind, PsiServer, ServerConfig, ServerOutput,
-    ServerPolicy, ServerSet, ServerSetId,
+    ServerPolicy, ServerSet, ServerSetBuilder, ServerSetId,
 };
 use xmcredit_protocol::SessionBinding;
 
-use super::{form_of, frame, min_set_size, psi_parameters, receiver_form, CachedServerSet};
+use super::{form_of, frame, min_set_size, psi_parameters, receiver_form};
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
-use crate::store::{DatasetRow, JobState, QuotaRefusal};
+use crate::store::{DatasetRow, DatasetVersion, JobState, QuotaRefusal};
 use crate::transport::PeerIdentity;
 use crate::NodeError;
+
+/// Frames a session may have built and not yet handed to HTTP/2 (which holds one
+/// stream window more). A client that stops reading therefore pins at most this many
+/// frames plus the one being built, each at most `TAG_CHUNK_BUDGET_BYTES` and in
+/// practice a few hundred KiB, whatever the server set's size (issue 11: memory that
+/// does not scale with a stalling attacker).
+pub const SESSION_FRAMES_BUFFERED: usize = 2;
 
 /// Everything the server checks before it answers a Hello.
 struct ServerSession {
@@ -35,7 +43,9 @@ struct ServerSession {
     binding: SessionBinding,
     policy: ServerPolicy,
     set: Arc<ServerSet>,
-    dataset_rows: Arc<Vec<DatasetRow>>,
+    /// The dataset version the set was built from: the both form's matches are read
+    /// from it by index, never held.
+    dataset: DatasetVersion,
 }
 
 fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<ServerSession, NodeError> {
@@ -73,7 +83,7 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
     }
     // A replayed session is refused before it can spend the client's quota.
     ctx.store.claim_session(binding.session.as_bytes(), binding.contract.as_str())?;
-    let (set, rows) = server_set(ctx, &verified, epoch, &label_columns)?;
+    let (set, version) = server_set(ctx, &verified, epoch, &label_columns)?;
     // Quota last: only a session that will be answered counts against it. Two counts,
     // spent together or not at all: the contract's quota, and this node's ceiling for
     // the client over this dataset across every contract.
@@ -112,7 +122,7 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
         verified,
         binding,
         set,
-        dataset_rows: rows,
+        dataset: version,
     })
 }
 
@@ -142,13 +152,14 @@ fn server_dataset_name(verified: &VerifiedContract, me: &NodeId) -> Result<Strin
         .ok_or_else(|| NodeError::Refused(format!("contract {} names no dataset of {me}", verified.id())))
 }
 
-/// The evaluated server set for this contract and epoch, from the cache or built now.
+/// The evaluated server set for this contract and epoch, from the cache or built now,
+/// and the dataset version it holds.
 fn server_set(
     ctx: &NodeContext,
     verified: &VerifiedContract,
     epoch: Epoch,
     label_columns: &[String],
-) -> Result<CachedServerSet, NodeError> {
+) -> Result<(Arc<ServerSet>, DatasetVersion), NodeError> {
     let me = ctx.node_id().clone();
     // The dataset's current version is a cheap read; its rows are read (and the set
     // evaluated) only when this (contract, epoch, version) is not cached yet.
@@ -163,38 +174,65 @@ fn server_set(
     verified.require_schema(&me, &meta.schema)?;
     verified.require_min_set_size(&me, meta.rows)?;
     let key = (verified.id().clone(), epoch, meta.name.clone(), meta.version);
-    if let Some(cached) = ctx.psi_sets.lock().map_err(|_| NodeError::Internal("cache lock".into()))?.get(&key)
+    if let Some(cached) =
+        ctx.psi_sets.lock().map_err(|_| NodeError::Internal("cache lock".into()))?.get_mut(&key)
     {
-        return Ok(cached.clone());
+        cached.used = Instant::now();
+        return Ok((cached.set.clone(), meta));
     }
-    let rows = Arc::new(ctx.store.dataset_rows(&meta)?);
     let started = Instant::now();
     let oprf_key = server_key(ctx, verified.id(), epoch, meta.version)?;
     let id = ServerSetId { contract: verified.id().clone(), epoch, dataset: SetVersion(meta.version) };
-    let elements: Vec<&[u8]> = rows.iter().map(|r| r.key.as_bytes()).collect();
-    let set = if label_columns.is_empty() {
-        ServerSet::build(&oprf_key, id, &elements)?
+    let labels = if label_columns.is_empty() {
+        None
     } else {
         verified.require_columns(
             &me,
             &meta.name,
             &label_columns.iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
-        let labels = fixed_width_labels(&meta.schema, &rows, label_columns)?;
-        ServerSet::build_with_labels(&oprf_key, id, &elements, &labels)?
+        let labeller = Labeller::new(&meta.schema, label_columns)?;
+        // One width for every label: a first pass over the dataset finds it.
+        let mut width = 0;
+        for row in ctx.store.dataset_rows(&meta) {
+            width = width.max(labeller.label(&row?).len());
+        }
+        Some((labeller, width))
     };
+    let capacity = usize::try_from(meta.rows).unwrap_or(0);
+    let mut builder = ServerSetBuilder::new(&oprf_key, id, capacity, labels.as_ref().map(|(_, w)| *w))?;
+    // Block by block: one block's keys and labels at a time besides the set itself.
+    for block in ctx.store.dataset_blocks(&meta) {
+        let block = block?;
+        match &labels {
+            None => {
+                let keys: Vec<&str> = block.keys().collect::<Result<_, _>>()?;
+                builder.push_batch::<_, &[u8]>(&keys, None)?;
+            }
+            Some((labeller, width)) => {
+                let mut keys = Vec::with_capacity(block.len());
+                let mut texts = Vec::with_capacity(block.len());
+                for row in block.rows() {
+                    let row = row?;
+                    let mut label = labeller.label(&row);
+                    label.resize(*width, b' ');
+                    texts.push(label);
+                    keys.push(row.key);
+                }
+                builder.push_batch(&keys, Some(&texts))?;
+            }
+        }
+    }
+    let set = Arc::new(builder.finish());
     tracing::info!(
         elements = set.len(),
+        bytes = set.heap_bytes(),
         seconds = started.elapsed().as_secs_f64(),
         "psi server set evaluated"
     );
-    let entry = (Arc::new(set), rows);
     ctx.evict_inactive_psi_sets();
-    let mut cache = ctx.psi_sets.lock().map_err(|_| NodeError::Internal("cache lock".into()))?;
-    // One entry per contract: a new epoch or dataset version replaces the old one.
-    cache.retain(|(contract, ..), _| contract != verified.id());
-    cache.insert(key, entry.clone());
-    Ok(entry)
+    ctx.cache_psi_set(key, set.clone());
+    Ok((set, meta))
 }
 
 /// The server's OPRF key for (contract, epoch, dataset version): a new version of the
@@ -215,41 +253,36 @@ fn server_key(
     )?)
 }
 
-/// Labels as compact JSON objects of the named columns, space-padded to one width (the
-/// protocol requires one length so ciphertexts say nothing about unmatched labels).
-fn fixed_width_labels(
-    schema: &xmcredit_contracts::DatasetSchema,
-    rows: &[DatasetRow],
-    columns: &[String],
-) -> Result<Vec<Vec<u8>>, NodeError> {
-    let positions: Vec<(String, usize)> = columns
-        .iter()
-        .map(|c| {
-            schema.column(c).map(|(i, _)| (c.clone(), i)).ok_or_else(|| {
-                NodeError::Refused(format!("label column {c} is not in dataset {}", schema.name()))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let mut labels: Vec<Vec<u8>> = rows
-        .iter()
-        .map(|row| {
-            let object: serde_json::Map<String, serde_json::Value> = positions
-                .iter()
-                .map(|(name, i)| {
-                    (
-                        name.clone(),
-                        row.values.get(*i).map_or(serde_json::Value::Null, |v| v.to_string().into()),
-                    )
+/// Labels as compact JSON objects of the named columns, space-padded to one width by
+/// the caller (the protocol requires one length so ciphertexts say nothing about
+/// unmatched labels).
+struct Labeller {
+    positions: Vec<(String, usize)>,
+}
+
+impl Labeller {
+    fn new(schema: &xmcredit_contracts::DatasetSchema, columns: &[String]) -> Result<Self, NodeError> {
+        let positions = columns
+            .iter()
+            .map(|c| {
+                schema.column(c).map(|(i, _)| (c.clone(), i)).ok_or_else(|| {
+                    NodeError::Refused(format!("label column {c} is not in dataset {}", schema.name()))
                 })
-                .collect();
-            serde_json::Value::Object(object).to_string().into_bytes()
-        })
-        .collect();
-    let width = labels.iter().map(Vec::len).max().unwrap_or(0);
-    for label in &mut labels {
-        label.resize(width, b' ');
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { positions })
     }
-    Ok(labels)
+
+    fn label(&self, row: &DatasetRow) -> Vec<u8> {
+        let object: serde_json::Map<String, serde_json::Value> = self
+            .positions
+            .iter()
+            .map(|(name, i)| {
+                (name.clone(), row.values.get(*i).map_or(serde_json::Value::Null, |v| v.to_string().into()))
+            })
+            .collect();
+        serde_json::Value::Object(object).to_string().into_bytes()
+    }
 }
 
 /// Answers one PSI session opened by `peer` (the server role).
@@ -275,7 +308,7 @@ pub async fn serve_session(
         Ok(session) => session,
         Err(error) => return Err(ctx.refuse(contract_hint.as_ref(), Some(&peer), error).into()),
     };
-    let (tx, rx) = mpsc::channel::<Result<proto::Frame, Status>>(16);
+    let (tx, rx) = mpsc::channel::<Result<proto::Frame, Status>>(SESSION_FRAMES_BUFFERED);
     tokio::spawn(run_server(ctx, peer, session, first.payload, incoming, tx));
     Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
 }
@@ -304,9 +337,10 @@ async fn run_server(
         }
     };
     let deadline = ctx.config.timeouts.round() * super::SESSION_DEADLINE_ROUNDS;
+    let mut observed = Observed::default();
     let result = match tokio::time::timeout(
         deadline,
-        drive_server(&ctx, &peer, &session, hello, incoming, &tx).instrument(span.clone()),
+        drive_server(&ctx, &peer, &session, hello, incoming, &tx, &mut observed).instrument(span.clone()),
     )
     .await
     {
@@ -322,11 +356,18 @@ async fn run_server(
             sizes.insert(peer.clone(), output.client_set_size);
             let detail = match &output.intersection {
                 Some(indices) => {
-                    let mut codes: Vec<&str> = indices
-                        .iter()
-                        .filter_map(|&i| session.dataset_rows.get(i))
-                        .map(|r| r.key.as_str())
-                        .collect();
+                    let positions: Vec<u64> = indices.iter().map(|&i| i as u64).collect();
+                    let matched = tokio::task::block_in_place(|| {
+                        ctx.store.dataset_rows_at(&session.dataset, &positions)
+                    });
+                    let matched: Vec<String> = match matched {
+                        Ok(rows) => rows.into_iter().map(|r| r.key).collect(),
+                        Err(e) => {
+                            tracing::warn!(parent: &span, error = %e, "could not read the matched rows");
+                            Vec::new()
+                        }
+                    };
+                    let mut codes: Vec<&str> = matched.iter().map(String::as_str).collect();
                     codes.sort_unstable();
                     let digest = codes_digest(&codes);
                     let key_column = session
@@ -350,6 +391,10 @@ async fn run_server(
                 }
                 None => format!("answered {} elements ({})", output.client_set_size, output.form),
             };
+            if let Some(indices) = &output.intersection {
+                observed.wrote("intersection", indices.len() as u64);
+            }
+            job.observed = Some(observed);
             tracing::info!(parent: &span, n = output.client_set_size, "psi server done");
             finish_job(
                 &ctx,
@@ -366,6 +411,7 @@ async fn run_server(
         }
         Err(error) => {
             tracing::warn!(parent: &span, error = %error, "psi server session failed");
+            job.observed = Some(observed);
             finish_job(&ctx, &mut job, &session.verified, failed(&error));
             let _ = tx.send(Err(Status::from(error))).await;
         }
@@ -413,6 +459,7 @@ async fn drive_server(
     hello: Vec<u8>,
     mut incoming: Streaming<proto::Frame>,
     tx: &mpsc::Sender<Result<proto::Frame, Status>>,
+    observed: &mut Observed,
 ) -> Result<ServerOutput, NodeError> {
     let oprf_key =
         server_key(ctx, &session.binding.contract, session.binding.epoch, session.set.id().dataset.0)?;
@@ -428,10 +475,12 @@ async fn drive_server(
             Some(bytes) => bytes,
             None => crate::run::next_from_peer(ctx, &mut incoming, peer, "psi").await?,
         };
+        observed.psi_bytes(Direction::Received, &bytes);
         // Evaluation is CPU work (parallel inside crypto): keep it off the I/O threads.
         let (next_state, out) = tokio::task::block_in_place(|| server.handle_streaming(peer, &bytes))?;
         server = next_state;
         for message in &out {
+            observed.psi_bytes(Direction::Sent, &message.bytes);
             send_message(tx, peer, message).await?;
         }
         // Tag chunks are built one at a time as the stream takes them (its buffer is
@@ -440,6 +489,7 @@ async fn drive_server(
             let (next_state, message) = server.next_outgoing();
             server = next_state;
             let Some(message) = message else { break };
+            observed.psi_bytes(Direction::Sent, &message.bytes);
             send_message(tx, peer, &message).await?;
         }
     }

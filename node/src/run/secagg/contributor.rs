@@ -13,7 +13,7 @@ use tracing::Instrument;
 use xmcredit_contracts::audit::Outcome;
 use xmcredit_contracts::{ComputationKind, Role, VerifiedContract};
 use xmcredit_crypto::{ContractId, NodeId};
-use xmcredit_protocol::secagg::{AwaitingKeyList, Round, SecAggMessage, Setup, VectorSpec, MAX_VECTOR_LEN};
+use xmcredit_protocol::secagg::{AwaitingKeyList, Round, SecAggMessage, Setup, MAX_VECTOR_LEN};
 use xmcredit_protocol::ProtocolError;
 
 use super::fault::{exit_if_asked, ExitPoint};
@@ -22,6 +22,7 @@ use super::wire::{fragments, peek_contract, Open, Reassembler};
 use super::{kind_name, roster, transcribe, SMALL_MESSAGE_BYTES};
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
 use crate::store::JobState;
@@ -196,20 +197,22 @@ fn prepare(ctx: &NodeContext, peer: &NodeId, open: &Open) -> Result<Session, Ref
         let rows_used = values.len();
         let input = Input { values, rows_used, rows_outside: 0 };
         let roster = roster(&verified, &params, peer)?;
-        let setup = Setup::new(binding, roster, VectorSpec { len: input.values.len(), bits: params.bits })?;
+        let setup = super::setup(binding, roster, input.values.len(), &params)?;
         ctx.store.claim_session(setup.binding().session.as_bytes(), open.contract.as_str())?;
         return Ok(Session { verified, params, setup, input, dataset });
     }
-    let (meta, rows) = contract_dataset(ctx, &verified, me, "")?;
-    let input = input::build(&params, &meta.schema, &rows, &open.universe).map_err(|error| {
-        tracing::warn!(contract = %open.contract, reason = %error, "secagg input refused");
-        Refusal {
-            local: NodeError::Refused(format!("dataset {}: {error}", meta.name)),
-            remote: Some(NodeError::Refused(error.for_peer())),
-        }
-    })?;
+    let meta = contract_dataset(ctx, &verified, me, Role::Contributor, "")?;
+    let input = input::build(&params, &meta.schema, ctx.store.dataset_rows(&meta), &open.universe).map_err(
+        |error| {
+            tracing::warn!(contract = %open.contract, reason = %error, "secagg input refused");
+            Refusal {
+                local: NodeError::Refused(format!("dataset {}: {error}", meta.name)),
+                remote: Some(NodeError::Refused(error.for_peer())),
+            }
+        },
+    )?;
     let roster = roster(&verified, &params, peer)?;
-    let setup = Setup::new(binding, roster, VectorSpec { len: input.values.len(), bits: params.bits })?;
+    let setup = super::setup(binding, roster, input.values.len(), &params)?;
     ctx.store.claim_session(setup.binding().session.as_bytes(), open.contract.as_str())?;
     Ok(Session { verified, params, setup, input, dataset: meta.name })
 }
@@ -248,9 +251,18 @@ async fn run_contributor(
     transcribe(&mut transcript, false, &peer, &open);
     let len = session.input.values.len() as u64;
     let (rows_used, rows_outside) = (session.input.rows_used, session.input.rows_outside);
-    let mut stream = Stream { ctx: &ctx, peer: &peer, incoming, reassembler, tx: &tx, transcript };
+    let mut stream = Stream {
+        ctx: &ctx,
+        peer: &peer,
+        incoming,
+        reassembler,
+        tx: &tx,
+        transcript,
+        observed: Observed::default(),
+    };
     let result = drive(&ctx, &peer, session.setup, session.input, &session.params, &mut stream).await;
     let digest: [u8; 32] = stream.transcript.finalize().into();
+    job.observed = Some(stream.observed);
     match result {
         Ok(seen) => {
             let mut sizes = BTreeMap::new();
@@ -296,12 +308,14 @@ struct Stream<'a> {
     reassembler: Reassembler,
     tx: &'a mpsc::Sender<Result<proto::Frame, Status>>,
     transcript: Sha256,
+    observed: Observed,
 }
 
 impl Stream<'_> {
     async fn send(&mut self, message: &SecAggMessage) -> Result<(), NodeError> {
         let bytes = tokio::task::block_in_place(|| message.to_bytes());
         transcribe(&mut self.transcript, true, self.peer, &bytes);
+        self.observed.secagg(Direction::Sent, message);
         for frame in fragments(&bytes) {
             self.tx.send(Ok(frame)).await.map_err(|_| NodeError::Peer {
                 peer: self.peer.to_string(),
@@ -317,7 +331,9 @@ impl Stream<'_> {
         let bytes =
             receive(&mut self.incoming, &mut self.reassembler, wait(self.ctx), self.peer, &what).await?;
         transcribe(&mut self.transcript, false, self.peer, &bytes);
-        Ok(tokio::task::block_in_place(|| SecAggMessage::from_bytes(&bytes))?)
+        let message = tokio::task::block_in_place(|| SecAggMessage::from_bytes(&bytes))?;
+        self.observed.secagg(Direction::Received, &message);
+        Ok(message)
     }
 
     /// Waits for the coordinator to end the session after the last message, so that

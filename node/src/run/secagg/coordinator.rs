@@ -17,7 +17,7 @@ use xmcredit_contracts::{ComputationKind, OutputForm, Role, VerifiedContract};
 use xmcredit_crypto::{ContractId, NodeId};
 use xmcredit_protocol::secagg::{
     Aggregate, CollectingKeys, CollectingMaskedInputs, CollectingShares, CollectingUnmaskResponses, Round,
-    SecAggMessage, Setup, VectorSpec, MAX_VECTOR_LEN,
+    SecAggMessage, Setup, MAX_VECTOR_LEN,
 };
 use xmcredit_protocol::ProtocolError;
 
@@ -26,6 +26,7 @@ use super::wire::{fragments, sum_digest, Open, Reassembler, MAX_KEY_BYTES};
 use super::{kind_name, message_cap, next_round, roster, transcribe, DEFAULT_UNIVERSE_DATASET};
 use crate::context::NodeContext;
 use crate::proto;
+use crate::run::observed::{Direction, Observed};
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::admin::ProgressSender;
 use crate::store::JobState;
@@ -92,7 +93,7 @@ pub async fn run_for_lookup(
     let binding = open.binding();
     let roster = roster(&verified, &params, &me)?;
     let contributors: Vec<NodeId> = roster.parties().iter().map(|p| p.id.clone()).collect();
-    let setup = Setup::new(binding, roster, VectorSpec { len, bits: params.bits })?;
+    let setup = super::setup(binding, roster, len, &params)?;
     ctx.store.claim_session(setup.binding().session.as_bytes(), verified.id().as_str())?;
     let prepared = Prepared {
         verified,
@@ -140,6 +141,11 @@ async fn run_prepared(
             let report = report(&ctx, &prepared, &aggregate, &log, wall_s);
             let sizes =
                 aggregate.contributors.iter().map(|c| (c.clone(), aggregate.sum.len() as u64)).collect();
+            let mut observed = log.observed.clone();
+            if !prepared.params.lookup {
+                observed.wrote("sum", aggregate.sum.len() as u64);
+            }
+            job.observed = Some(observed);
             finish_job(
                 &ctx,
                 &mut job,
@@ -175,6 +181,7 @@ async fn run_prepared(
                 _ => Outcome::Failed { reason: outcome.detail.clone() },
             };
             outcome.transcript_digest = Some(log.transcript.clone().finalize().into());
+            job.observed = Some(log.observed.clone());
             finish_job(&ctx, &mut job, verified, outcome);
             Err(error)
         }
@@ -212,7 +219,7 @@ fn prepare(ctx: &NodeContext, contract_id: &str, dataset: &str) -> Result<Prepar
     let roster = roster(&verified, &params, &me)?;
     let contributors: Vec<NodeId> = roster.parties().iter().map(|p| p.id.clone()).collect();
     // Refuses a width at which n contributors could wrap the sum.
-    let setup = Setup::new(binding, roster, VectorSpec { len, bits: params.bits })?;
+    let setup = super::setup(binding, roster, len, &params)?;
     ctx.store.claim_session(setup.binding().session.as_bytes(), contract_id)?;
     Ok(Prepared { verified, params, setup, open, universe_dataset, contributors })
 }
@@ -257,6 +264,8 @@ struct RunLog {
     setup_s: f64,
     /// Seconds from the sum to every stream closed.
     close_s: f64,
+    /// What this node received and sent, by class (issue 10).
+    observed: Observed,
 }
 
 impl RunLog {
@@ -523,8 +532,12 @@ async fn collect<S: Collecting>(
                     continue; // a late message from a contributor already dropped
                 }
                 transcribe(&mut log.transcript, false, &peer, &bytes);
+                let observed = &mut log.observed;
                 let result = tokio::task::block_in_place(|| {
-                    SecAggMessage::from_bytes(&bytes).and_then(|message| state.accept(&peer, message))
+                    SecAggMessage::from_bytes(&bytes).and_then(|message| {
+                        observed.secagg(Direction::Received, &message);
+                        state.accept(&peer, message)
+                    })
                 });
                 match result {
                     Ok(()) => {
@@ -611,8 +624,10 @@ async fn rounds(
     enough(params, Round::AdvertiseKeys, answered)?;
     crate::run::fault::exit_if_asked("secagg-coordinator-before-key-list");
     let (mut shares, key_list) = keys.close_round()?;
-    let bytes = SecAggMessage::KeyList(key_list.message).to_bytes();
+    let message = SecAggMessage::KeyList(key_list.message);
+    let bytes = message.to_bytes();
     for peer in &key_list.to {
+        log.observed.secagg(Direction::Sent, &message);
         links.send(peer, &bytes, Round::ShareKeys, timeout, log).await;
     }
     lap(log, Round::AdvertiseKeys);
@@ -623,7 +638,9 @@ async fn rounds(
     crate::run::fault::exit_if_asked("secagg-coordinator-before-share-relay");
     let (mut masked, relays) = shares.close_round()?;
     for relay in relays {
-        let bytes = SecAggMessage::ShareRelay(relay.message).to_bytes();
+        let message = SecAggMessage::ShareRelay(relay.message);
+        log.observed.secagg(Direction::Sent, &message);
+        let bytes = message.to_bytes();
         links.send(&relay.to, &bytes, Round::MaskedInputCollection, timeout, log).await;
     }
     lap(log, Round::ShareKeys);
@@ -645,6 +662,7 @@ async fn rounds(
     enough(params, Round::Unmasking, answered)?;
     crate::run::fault::exit_if_asked("secagg-coordinator-before-sum");
     let aggregate = tokio::task::block_in_place(|| unmasking.close_round())?;
+    log.observed.received.unmasked_outputs += 1;
     lap(log, Round::Unmasking);
     Ok(aggregate)
 }
@@ -700,15 +718,17 @@ fn report(
     // written is logged, not a failure of the run.
     // A lookup's sum is the padded vector: uniformly random to the coordinator, and
     // served to queriers from the store, not from a file.
+    // Noise can take an entry below zero: decoded as signed then (`Aggregate::decoded`).
+    let values = aggregate.decoded();
     let output = if prepared.params.lookup {
         None
     } else {
-        write_output(ctx, prepared, labels, &aggregate.sum)
+        write_output(ctx, prepared, labels, &values)
             .map_err(|e| tracing::warn!(error = %e, "could not write the sum to a file"))
             .ok()
     };
-    let total: u128 = aggregate.sum.iter().map(|&v| u128::from(v)).sum();
-    let nonzero = aggregate.sum.iter().filter(|&&v| v != 0).count();
+    let total: i128 = values.iter().sum();
+    let nonzero = values.iter().filter(|&&v| v != 0).count();
     let in_sum: BTreeSet<&NodeId> = aggregate.contributors.iter().collect();
     let dropped: BTreeMap<&str, u8> =
         log.dropped.iter().map(|(node, (round, _))| (node.as_str(), round.number())).collect();
@@ -731,12 +751,8 @@ fn report(
             )
         })
         .collect();
-    let head: Vec<serde_json::Value> = labels
-        .iter()
-        .zip(&aggregate.sum)
-        .take(10)
-        .map(|(label, value)| serde_json::json!([label, value]))
-        .collect();
+    let head: Vec<serde_json::Value> =
+        labels.iter().zip(&values).take(10).map(|(label, value)| serde_json::json!([label, value])).collect();
     let full = aggregate.sum.len() <= REPORT_ENTRIES && !prepared.params.universe_mode();
     serde_json::json!({
         "computation": "secagg",
@@ -750,7 +766,8 @@ fn report(
             "digest": hex::encode(prepared.open.universe_digest()),
         })),
         "groups": if full { serde_json::json!(labels) } else { serde_json::Value::Null },
-        "sum": if full { serde_json::json!(aggregate.sum) } else { serde_json::Value::Null },
+        "sum": if full { serde_json::json!(values) } else { serde_json::Value::Null },
+        "noise": noise_report(&prepared.params, aggregate.contributors.len()),
         "vector_len": aggregate.sum.len(),
         "output_bits": prepared.params.bits,
         "threshold": prepared.params.threshold,
@@ -774,13 +791,32 @@ fn report(
     })
 }
 
+/// The contract's noise as the coordinator applied it: the declared total, what each
+/// contributor added, what this sum carries with its number of inputs, and the ε the
+/// declared variance gives at δ = 10^-6 for the declared sensitivity (Skellam bound,
+/// `xmcredit_crypto::noise::skellam_epsilon`). `null` for an exact sum.
+fn noise_report(params: &Params, inputs: usize) -> serde_json::Value {
+    let Some(noise) = params.noise else { return serde_json::Value::Null };
+    let fewest = params.fewest().max(1);
+    let share = noise.variance() as f64 / fewest as f64;
+    let sensitivity = noise.sensitivity() as f64;
+    serde_json::json!({
+        "mechanism": "skellam",
+        "variance": noise.variance(),
+        "sensitivity": noise.sensitivity(),
+        "per_contributor_variance": share,
+        "variance_in_this_sum": share * inputs as f64,
+        "epsilon_at_delta_1e-6": xmcredit_crypto::noise::skellam_epsilon(noise.variance() as f64, sensitivity, sensitivity, 1e-6),
+    })
+}
+
 /// Writes the whole sum as CSV (`group,sum`) under `<data_dir>/outputs/`, readable by
 /// the node's user only (mode 0600); returns its path.
 fn write_output(
     ctx: &NodeContext,
     prepared: &Prepared,
     labels: &[String],
-    sum: &[u64],
+    sum: &[i128],
 ) -> Result<String, NodeError> {
     use std::fmt::Write as _;
     let file_name = format!("secagg-{}-{}.csv", prepared.verified.id(), prepared.setup.binding().session);

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use xmcredit_contracts::{Computation, DatasetSchema, Role, SurvivorRule, Value, VerifiedContract};
+use xmcredit_contracts::{Computation, DatasetSchema, Role, SumNoise, SurvivorRule, Value, VerifiedContract};
 
 use crate::store::DatasetRow;
 use crate::NodeError;
@@ -24,6 +24,8 @@ pub(crate) struct Params {
     /// the coordinator, each input is its padded vector over the universe
     /// (`run::lookup`), and every contributor must be in the sum.
     pub lookup: bool,
+    /// The contract's distributed noise (`computation.noise`); none for lookups.
+    pub noise: Option<SumNoise>,
 }
 
 impl Params {
@@ -40,9 +42,10 @@ impl Params {
                 groups: Vec::new(),
                 bits: params.width.bits(),
                 lookup: true,
+                noise: None,
             });
         }
-        let Computation::Secagg { threshold, value_column, group_column, groups, survivors } =
+        let Computation::Secagg { threshold, value_column, group_column, groups, survivors, noise } =
             &contract.computation
         else {
             return Err(NodeError::Refused(format!(
@@ -73,6 +76,7 @@ impl Params {
             groups: groups.clone(),
             bits,
             lookup: false,
+            noise: *noise,
         })
     }
 
@@ -113,8 +117,17 @@ impl std::fmt::Debug for Input {
 #[derive(Debug)]
 pub(crate) enum InputError {
     Schema(String),
-    Negative { rows: usize, first_row: usize },
-    TooWide { entries: usize, first_group: String, bits: u32 },
+    Negative {
+        rows: usize,
+        first_row: usize,
+    },
+    TooWide {
+        entries: usize,
+        first_group: String,
+        bits: u32,
+    },
+    /// The dataset could not be read from the store.
+    Read(String),
 }
 
 impl std::fmt::Display for InputError {
@@ -125,6 +138,7 @@ impl std::fmt::Display for InputError {
                 f,
                 "{rows} rows have a negative value (the first is row {first_row}); secagg sums values >= 0"
             ),
+            Self::Read(reason) => write!(f, "reading the dataset: {reason}"),
             Self::TooWide { entries, first_group, bits } => write!(
                 f,
                 "{entries} entries of this node's input exceed the contract's output_bits = {bits} (the first is group {first_group})"
@@ -138,6 +152,7 @@ impl InputError {
         match self {
             Self::Schema(reason) => reason.clone(),
             Self::Negative { .. } => "the contributor's input has negative values; it does not take part".into(),
+            Self::Read(_) => "the contributor could not read its dataset; it does not take part".into(),
             Self::TooWide { bits, .. } => format!(
                 "the contributor's input does not fit the contract's output_bits = {bits}; it does not take part"
             ),
@@ -148,10 +163,12 @@ impl InputError {
 /// Entry i = the sum of the value column (integer, or decimal units) over the rows whose
 /// group is `positions[i]`: the contract's groups, or the universe in universe mode.
 /// Refuses negative values and any entry above `2^bits - 1`, before anything is sent.
+/// Rows are read one at a time (block by block from the store): the working set is the
+/// vector of sums.
 pub(crate) fn build(
     params: &Params,
     schema: &DatasetSchema,
-    rows: &[DatasetRow],
+    rows: impl IntoIterator<Item = Result<DatasetRow, crate::NodeError>>,
     universe: &[String],
 ) -> Result<Input, InputError> {
     let (value_index, _) = schema.column(&params.value_column).ok_or_else(|| {
@@ -196,7 +213,8 @@ pub(crate) fn build(
     let mut sums = vec![0u128; positions.len()];
     let (mut rows_used, mut rows_outside) = (0, 0);
     let (mut negative, mut first_negative) = (0, 0);
-    for (row_number, row) in rows.iter().enumerate() {
+    for (row_number, row) in rows.into_iter().enumerate() {
+        let row = row.map_err(|e| InputError::Read(e.to_string()))?;
         let entry = match group_index {
             None => by_key.get(row.key.as_str()).copied(),
             Some(index) => row.values.get(index).and_then(|v| by_value.get(v)).copied(),
@@ -270,6 +288,10 @@ mod tests {
         }
     }
 
+    fn ok(rows: &[DatasetRow]) -> impl Iterator<Item = Result<DatasetRow, crate::NodeError>> + '_ {
+        rows.iter().cloned().map(Ok)
+    }
+
     fn params(group_column: &str, groups: &[&str], bits: u32) -> Params {
         Params {
             threshold: 2,
@@ -279,33 +301,34 @@ mod tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             bits,
             lookup: false,
+            noise: None,
         }
     }
 
     #[test]
     fn sums_by_group_and_by_universe_key() {
         let rows = vec![row("K1", "d1", 150), row("K2", "d2", 7), row("K3", "d1", 50), row("K4", "d3", 9)];
-        let by_district = build(&params("district", &["d2", "d1"], 16), &schema(), &rows, &[]).unwrap();
+        let by_district = build(&params("district", &["d2", "d1"], 16), &schema(), ok(&rows), &[]).unwrap();
         assert_eq!(by_district.values, vec![7, 200]);
         assert_eq!((by_district.rows_used, by_district.rows_outside), (3, 1));
 
         let universe: Vec<String> = ["K0", "K1", "K3"].iter().map(|s| s.to_string()).collect();
-        let by_key = build(&params("credit_code", &[], 16), &schema(), &rows, &universe).unwrap();
+        let by_key = build(&params("credit_code", &[], 16), &schema(), ok(&rows), &universe).unwrap();
         assert_eq!(by_key.values, vec![0, 150, 50]);
         assert_eq!((by_key.rows_used, by_key.rows_outside), (2, 2));
     }
 
     #[test]
     fn refuses_negative_values_and_entries_wider_than_the_contract() {
-        let negative = build(&params("district", &["d1"], 16), &schema(), &[row("K1", "d1", -1)], &[]);
+        let negative = build(&params("district", &["d1"], 16), &schema(), ok(&[row("K1", "d1", -1)]), &[]);
         assert!(matches!(negative, Err(InputError::Negative { rows: 1, first_row: 1 })));
 
         let rows = vec![row("K1", "d1", 200), row("K2", "d1", 56), row("K3", "d2", 255)];
-        let wide = build(&params("district", &["d2", "d1"], 8), &schema(), &rows, &[]).unwrap_err();
+        let wide = build(&params("district", &["d2", "d1"], 8), &schema(), ok(&rows), &[]).unwrap_err();
         assert!(
             matches!(&wide, InputError::TooWide { entries: 1, first_group, bits: 8 } if first_group == "d1")
         );
         assert!(!wide.for_peer().contains("d1"), "the peer is not told which group");
-        assert!(build(&params("district", &["d2", "d1"], 9), &schema(), &rows, &[]).is_ok());
+        assert!(build(&params("district", &["d2", "d1"], 9), &schema(), ok(&rows), &[]).is_ok());
     }
 }

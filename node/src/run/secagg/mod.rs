@@ -136,6 +136,28 @@ fn roster(
     Ok(xmcredit_protocol::secagg::Roster::new(parties, params.threshold, coordinator.clone())?)
 }
 
+/// The session's setup as the contract fixes it, distributed noise included: every
+/// party builds it the same way from the contract, so contributors and coordinator
+/// agree on who adds what and how the sum decodes.
+fn setup(
+    binding: xmcredit_protocol::SessionBinding,
+    roster: xmcredit_protocol::secagg::Roster,
+    len: usize,
+    params: &input::Params,
+) -> Result<xmcredit_protocol::secagg::Setup, crate::NodeError> {
+    use xmcredit_protocol::secagg::{SessionNoise, Setup, VectorSpec};
+    let n = roster.len();
+    let setup = Setup::new(binding, roster, VectorSpec { len, bits: params.bits })?;
+    Ok(match params.noise {
+        None => setup,
+        // Sized for the fewest inputs a sum may hold, so any sum that is unmasked carries
+        // at least the declared variance (ARCHITECTURE.md, "Privacy limits").
+        Some(noise) => {
+            setup.with_noise(SessionNoise::skellam(noise.variance(), params.fewest().min(n), n)?)?
+        }
+    })
+}
+
 /// The name of a message's kind, for errors.
 fn kind_name(message: &xmcredit_protocol::secagg::SecAggMessage) -> &'static str {
     use xmcredit_protocol::secagg::SecAggMessage;
