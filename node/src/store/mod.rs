@@ -41,8 +41,8 @@ mod secagg;
 mod witness;
 
 pub use audit::AuditLog;
-pub use console::{JobSummary, StoredImportReport};
 pub use blocks::{BlockIter, DatasetWriter, RowBlock, BLOCK_ROWS, IMPORT_PAUSE_VAR};
+pub use console::{JobSummary, StoredImportReport};
 pub use contracts::{ContractState, StoredContract};
 pub use datasets::{DatasetRow, DatasetVersion, VersionState};
 pub use jobs::{JobRecord, JobState};

@@ -290,6 +290,7 @@ fn member_failed(state: OverthresholdContributor, member: &NodeId, cause: &str) 
     NodeError::Peer { peer: member.to_string(), message: format!("{error}: {cause}") }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     ctx: &Arc<NodeContext>,
     coordinator: &NodeId,
