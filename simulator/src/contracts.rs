@@ -117,6 +117,22 @@ pub fn lookup(
     bits: u32,
     quota: u64,
 ) -> String {
+    lookup_over(id, purpose, parties_list, providers, (queriers, "loan_applicants"), output, bits, quota)
+}
+
+/// [`lookup`] with the queriers' dataset named (`queriers.1`), e.g. the suppliers a
+/// bank was presented receivables by.
+#[allow(clippy::too_many_arguments)]
+pub fn lookup_over(
+    id: &str,
+    purpose: &str,
+    parties_list: &[PartyLine<'_>],
+    providers: &[LookupProvider<'_>],
+    (queriers, querier_dataset): (&[&str], &str),
+    output: &str,
+    bits: u32,
+    quota: u64,
+) -> String {
     let mut text = header(id, purpose);
     let scale = if output == "value" { "scale = 2\n" } else { "" };
     let _ = write!(text, "[computation]\nkind = \"lookup\"\noutput = \"{output}\"\n{scale}\n");
@@ -145,7 +161,7 @@ pub fn lookup(
     for querier in queriers {
         let _ = write!(
             text,
-            "[[datasets]]\nparty = \"{querier}\"\n{}name = \"loan_applicants\"\nkey = \"credit_code\"\ncolumns = []\n\n[[receivers]]\nnode = \"{querier}\"\nform = \"scores\"\n\n",
+            "[[datasets]]\nparty = \"{querier}\"\n{}name = \"{querier_dataset}\"\nkey = \"credit_code\"\ncolumns = []\n\n[[receivers]]\nnode = \"{querier}\"\nform = \"scores\"\n\n",
             role_line(querier, "querier")
         );
     }

@@ -25,5 +25,6 @@ pub mod privacy_faults;
 pub mod receivable_scenario;
 pub mod scenarios;
 pub mod secagg_scenarios;
+pub mod supplier_exposure;
 pub mod supply_chain;
 pub mod trust_faults;

@@ -25,9 +25,9 @@ pub const UTILITIES: &str = "utilities";
 pub const UTILITY_DATASET: &str = "utility_arrears";
 
 /// Daily lookups each querier may make in the demo's contracts: a bank's daily applicant flow.
-const QUOTA: u64 = 10_000;
+pub(crate) const QUOTA: u64 = 10_000;
 
-fn party<'a>(alliance: &'a Alliance, id: &'a str, roles: &'a [&'a str]) -> Result<PartyLine<'a>> {
+pub(crate) fn party<'a>(alliance: &'a Alliance, id: &'a str, roles: &'a [&'a str]) -> Result<PartyLine<'a>> {
     let node = alliance.node(id)?;
     Ok(PartyLine { node: node.id.as_str(), public_key: &node.public_key, roles })
 }
@@ -63,7 +63,7 @@ pub async fn import_utilities(alliance: &Alliance, world: &World) -> Result<()> 
 
 /// Proposes and signs `toml`, publishes the epoch's vector from the coordinator, runs the
 /// querier; returns (coordinator report, querier report, wall seconds).
-async fn run_lookup(
+pub(crate) async fn run_lookup(
     alliance: &Alliance,
     id: &str,
     toml: &str,
@@ -83,7 +83,7 @@ async fn run_lookup(
 
 /// The scenario row: `use`, provider-side and query-side seconds.
 #[allow(clippy::too_many_arguments)]
-fn result(
+pub(crate) fn result(
     name: String,
     use_case: &str,
     output: &str,
@@ -264,7 +264,7 @@ pub async fn multi_bank_exposure(
 
 /// Bits of a summed balance in fen: each of up to 2^8 banks may contribute up to
 /// 2^40 fen (11 billion yuan) without the sum wrapping.
-const EXPOSURE_BITS: u32 = 48;
+pub(crate) const EXPOSURE_BITS: u32 = 48;
 
 const PROFILE_CENTER_COLUMNS: &[&str] = &["tax_grade", "si_headcount", "dishonest"];
 const PROFILE_CENTER_RULES: &str = r#"[

@@ -18,8 +18,8 @@ use xmcredit_simulator::demo::{self, DemoOptions};
 company and a chain leader as node processes. Scenarios: PSI (A-grade taxpayers, dishonest count, registry labels, \
 co-lending), SecAgg (loans per district, industry and entity, with dropouts) and lookup \
 (easy-loan-matching, multi-bank-exposure, sole-proprietor-profile), receivable-confirmation (a \
-chain leader's payables against a bank's presented receivables, seeded frauds) and overthreshold \
-(duplicate-financing), each checked against the plaintext answer; then the faults."
+chain leader's payables against a bank's presented receivables, seeded frauds), supplier-exposure \
+(lookup over every bank's financing) and overthreshold (duplicate-financing), each checked against the plaintext answer; then the faults."
 )]
 struct Args {
     /// Number of banks.

@@ -186,14 +186,8 @@ pub async fn run(alliance: &Alliance, chain: &SupplyChain, bank: &str) -> Result
 }
 
 /// The demo's chain: twelve of the registry's enterprises supply the leader, forty
-/// invoices each; `bank` is presented receivables of three of them.
-pub async fn demo(
-    alliance: &Alliance,
-    world: &crate::data::World,
-    seed: u64,
-    bank: &str,
-    dir: &Path,
-) -> Result<ScenarioResult> {
+/// invoices each; a bank is presented receivables of three of them.
+pub fn demo_chain(world: &crate::data::World, seed: u64) -> Result<SupplyChain> {
     let suppliers: Vec<_> = world
         .entities
         .iter()
@@ -201,7 +195,18 @@ pub async fn demo(
         .map(|e| e.code)
         .take(12)
         .collect();
-    let chain = SupplyChain::generate(seed, &suppliers, 40)?;
+    SupplyChain::generate(seed, &suppliers, 40)
+}
+
+/// Receivable confirmation on the demo's chain, `bank` presented.
+pub async fn demo(
+    alliance: &Alliance,
+    world: &crate::data::World,
+    seed: u64,
+    bank: &str,
+    dir: &Path,
+) -> Result<ScenarioResult> {
+    let chain = demo_chain(world, seed)?;
     import(alliance, &chain, bank, dir).await?;
     run(alliance, &chain, bank).await
 }

@@ -31,12 +31,23 @@ async fn simulator_demo_matches_every_plaintext_answer() -> anyhow::Result<()> {
         assert!(scenarios.iter().any(|s| s["output"] == form), "a {form} scenario ran");
     }
     assert!(scenarios.iter().any(|s| s["computation"] == "secagg" && s["output"] == "sum"), "secagg ran");
-    for use_case in ["easy-loan-matching", "multi-bank-exposure", "sole-proprietor-profile"] {
+    for use_case in
+        ["easy-loan-matching", "multi-bank-exposure", "sole-proprietor-profile", "supplier-exposure"]
+    {
         let row = scenarios
             .iter()
             .find(|s| s["computation"] == "lookup" && s["use"] == use_case)
             .unwrap_or_else(|| panic!("the lookup use {use_case} ran: {scenarios:?}"));
         assert!(row["provider_s"].is_number() && row["query_s"].is_number(), "{row}");
+    }
+    // The supply-chain uses (issue 14).
+    for (use_case, computation) in
+        [("receivable-confirmation", "psi"), ("duplicate-financing", "overthreshold")]
+    {
+        assert!(
+            scenarios.iter().any(|s| s["use"] == use_case && s["computation"] == computation),
+            "{use_case} ran as {computation}: {scenarios:?}"
+        );
     }
     for scenario in &scenarios {
         assert_eq!(scenario["verified"], true, "{scenario}");

@@ -4,8 +4,9 @@
 //! # Roles and flow
 //!
 //! The client C (a bank) holds X, the server S (the credit center) holds Y, optional
-//! labels, and the OPRF key `k` the node derives with
-//! `MasterSecret::derive_oprf_key(contract, epoch, KeyPurpose::PsiServer)`. C blinds
+//! labels, and the OPRF key `k` the node derives per (contract, epoch, dataset version)
+//! with `MasterSecret::derive_oprf_key_with_context(contract, epoch,
+//! KeyPurpose::PsiServer, version)`, so two versions of Y never share tags or pads. C blinds
 //! every `x` with one session scalar `r` (RFC 9497 §3.3.1 Blind, batched: see
 //! [`xmcredit_crypto::set`]), S evaluates (BlindEvaluate), C unblinds to
 //! `N_x = k · H(x)`. S sends the tag of `N_y = k · H(y)` for every `y`; C matches tags.
