@@ -25,9 +25,9 @@ pub const UTILITIES: &str = "utilities";
 pub const UTILITY_DATASET: &str = "utility_arrears";
 
 /// Daily lookups each querier may make in the demo's contracts: a bank's daily applicant flow.
-pub(crate) const QUOTA: u64 = 10_000;
+const QUOTA: u64 = 10_000;
 
-pub(crate) fn party<'a>(alliance: &'a Alliance, id: &'a str, roles: &'a [&'a str]) -> Result<PartyLine<'a>> {
+fn party<'a>(alliance: &'a Alliance, id: &'a str, roles: &'a [&'a str]) -> Result<PartyLine<'a>> {
     let node = alliance.node(id)?;
     Ok(PartyLine { node: node.id.as_str(), public_key: &node.public_key, roles })
 }
@@ -63,7 +63,7 @@ pub async fn import_utilities(alliance: &Alliance, world: &World) -> Result<()> 
 
 /// Proposes and signs `toml`, publishes the epoch's vector from the coordinator, runs the
 /// querier; returns (coordinator report, querier report, wall seconds).
-pub(crate) async fn run_lookup(
+async fn run_lookup(
     alliance: &Alliance,
     id: &str,
     toml: &str,
@@ -198,6 +198,43 @@ fn demo_books(world: &World, banks: usize) -> Result<Vec<Vec<Loan>>> {
     loan_books(world, banks, seed)
 }
 
+/// A `value` lookup in which every bank provides one decimal `column` of its `dataset`
+/// and `banks[0]`, a provider itself, also queries for the keys of `querier_dataset`;
+/// agrees it, publishes the epoch's vector and runs the query. Returns (coordinator
+/// report, querier report, wall seconds).
+pub(crate) async fn every_bank_sums(
+    alliance: &Alliance,
+    banks: &[String],
+    id: &str,
+    purpose: &str,
+    (dataset, column): (&str, &str),
+    querier_dataset: &str,
+) -> Result<(Value, Value, f64)> {
+    let querier = banks[0].as_str();
+    let providers: Vec<&str> = banks.iter().map(String::as_str).collect();
+    let columns = [column];
+    let provider_lines: Vec<LookupProvider> =
+        providers.iter().map(|p| LookupProvider { node: p, dataset, columns: &columns, rules: "" }).collect();
+    let mut parties = vec![
+        party(alliance, "credit-center", &["coordinator"])?,
+        party(alliance, querier, &["provider", "querier"])?,
+    ];
+    for p in &providers[1..] {
+        parties.push(party(alliance, p, &["provider"])?);
+    }
+    let toml = contracts::lookup_over(
+        id,
+        purpose,
+        &parties,
+        &provider_lines,
+        (&[querier], querier_dataset),
+        "value",
+        EXPOSURE_BITS,
+        QUOTA,
+    );
+    run_lookup(alliance, id, &toml, &providers, querier).await
+}
+
 /// Multi-bank exposure (多头借贷): every bank's outstanding balances summed exactly with
 /// SecAgg by the credit center; `banks[0]`, a provider itself, learns per applicant the
 /// total it owes at all banks, to the fen.
@@ -207,30 +244,16 @@ pub async fn multi_bank_exposure(
     banks: &[String],
 ) -> Result<ScenarioResult> {
     let querier = banks[0].as_str();
-    let providers: Vec<&str> = banks.iter().map(String::as_str).collect();
-    let id = "credit-center.lookup-exposure";
-    let provider_lines: Vec<LookupProvider> = providers
-        .iter()
-        .map(|p| LookupProvider { node: p, dataset: LOANS_DATASET, columns: &["outstanding"], rules: "" })
-        .collect();
-    let mut parties = vec![
-        party(alliance, "credit-center", &["coordinator"])?,
-        party(alliance, querier, &["provider", "querier"])?,
-    ];
-    for p in &providers[1..] {
-        parties.push(party(alliance, p, &["provider"])?);
-    }
-    let toml = contracts::lookup(
-        id,
+    let (published, report, wall_s) = every_bank_sums(
+        alliance,
+        banks,
+        "credit-center.lookup-exposure",
         "多头借贷: each applicant's outstanding balance at all banks together, exact to the fen (SecAgg over the banks)",
-        &parties,
-        &provider_lines,
-        &[querier],
-        "value",
-        EXPOSURE_BITS,
-        QUOTA,
-    );
-    let (published, report, wall_s) = run_lookup(alliance, id, &toml, &providers, querier).await?;
+        (LOANS_DATASET, "outstanding"),
+        "loan_applicants",
+    )
+    .await?;
+    let providers: Vec<&str> = banks.iter().map(String::as_str).collect();
     let books = balances(&demo_books(world, banks.len())?);
     let entities = world.entity();
     let results = &report["results"];
@@ -264,7 +287,7 @@ pub async fn multi_bank_exposure(
 
 /// Bits of a summed balance in fen: each of up to 2^8 banks may contribute up to
 /// 2^40 fen (11 billion yuan) without the sum wrapping.
-pub(crate) const EXPOSURE_BITS: u32 = 48;
+const EXPOSURE_BITS: u32 = 48;
 
 const PROFILE_CENTER_COLUMNS: &[&str] = &["tax_grade", "si_headcount", "dishonest"];
 const PROFILE_CENTER_RULES: &str = r#"[

@@ -12,8 +12,7 @@ use anyhow::{bail, Result};
 use xmcredit_contracts::entity_code::EntityCode;
 
 use crate::alliance::Alliance;
-use crate::contracts::{self, LookupProvider};
-use crate::lookup_scenarios::{party, result, run_lookup, EXPOSURE_BITS, QUOTA};
+use crate::lookup_scenarios::{every_bank_sums, result};
 use crate::scenarios::ScenarioResult;
 use crate::supply_chain::SupplyChain;
 
@@ -95,31 +94,17 @@ pub async fn run(
     let books = financing(chain, banks.len());
     let presenting: BTreeSet<EntityCode> = chain.presented.iter().map(|r| r.supplier).collect();
     import(alliance, banks, &books, &presenting, dir).await?;
+    let (published, report, wall_s) = every_bank_sums(
+        alliance,
+        banks,
+        "credit-center.supplier-exposure",
+        "信用+供应链: each presenting supplier's receivables already financed at every bank, exact to the fen",
+        (FINANCING_DATASET, "financed"),
+        PRESENTING_DATASET,
+    )
+    .await?;
     let querier = banks[0].as_str();
     let providers: Vec<&str> = banks.iter().map(String::as_str).collect();
-    let id = "credit-center.supplier-exposure";
-    let provider_lines: Vec<LookupProvider> = providers
-        .iter()
-        .map(|p| LookupProvider { node: p, dataset: FINANCING_DATASET, columns: &["financed"], rules: "" })
-        .collect();
-    let mut parties = vec![
-        party(alliance, "credit-center", &["coordinator"])?,
-        party(alliance, querier, &["provider", "querier"])?,
-    ];
-    for p in &providers[1..] {
-        parties.push(party(alliance, p, &["provider"])?);
-    }
-    let toml = contracts::lookup_over(
-        id,
-        "信用+供应链: each presenting supplier's receivables already financed at every bank, exact to the fen",
-        &parties,
-        &provider_lines,
-        (&[querier], PRESENTING_DATASET),
-        "value",
-        EXPOSURE_BITS,
-        QUOTA,
-    );
-    let (published, report, wall_s) = run_lookup(alliance, id, &toml, &providers, querier).await?;
     let results = &report["results"];
     let (mut mismatches, mut elsewhere) = (0, 0);
     for supplier in &presenting {
