@@ -104,10 +104,8 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
         .await?,
     );
     let chain = crate::receivable_scenario::demo_chain(&world, args.seed)?;
-    results.push(
-        crate::supplier_exposure::run(&alliance, &chain, &bank_ids, &data_dir.join("supplier-exposure"))
-            .await?,
-    );
+    let dir = data_dir.join("supplier-exposure");
+    results.push(crate::supplier_exposure::run(&alliance, &chain, &bank_ids, &dir).await?);
     let invoices_dir = data_dir.join("overthreshold").tap_create()?;
     results.push(
         crate::overthreshold_scenarios::duplicate_financing(
