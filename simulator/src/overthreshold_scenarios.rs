@@ -134,6 +134,24 @@ impl Financing {
     }
 }
 
+/// An invoice number as back-office systems write it: every third in groups of four
+/// with hyphens, every third in full-width digits, the rest plain. The key definition
+/// normalizes all three to the same key, so the same invoice written differently at two
+/// banks still matches (the plaintext answer is over the plain numbers).
+fn spelled(invoice: &str, position: usize) -> String {
+    match position % 3 {
+        1 => {
+            let digits: Vec<char> = invoice.chars().collect();
+            digits.chunks(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+        }
+        2 => invoice
+            .chars()
+            .map(|c| c.to_digit(10).and_then(|d| char::from_u32(0xFF10 + d)).unwrap_or(c))
+            .collect(),
+        _ => invoice.to_string(),
+    }
+}
+
 /// Writes bank `b`'s invoices (schema and CSV) under `dir`; amounts vary by position.
 pub fn write_invoices(
     dir: &Path,
@@ -142,7 +160,8 @@ pub fn write_invoices(
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let mut csv = format!("{INVOICE_KEY},amount\n");
     for (i, invoice) in invoices.iter().enumerate() {
-        let _ = writeln!(csv, "{invoice},{}.{:02}", 50_000 + (i * 7919) % 900_000, i % 100);
+        let spelled = spelled(invoice, i);
+        let _ = writeln!(csv, "{spelled},{}.{:02}", 50_000 + (i * 7919) % 900_000, i % 100);
     }
     let schema = dir.join(format!("{file}.schema.toml"));
     let data = dir.join(format!("{file}.csv"));

@@ -196,8 +196,25 @@ async fn seeded_duplicates_are_found_exactly_and_every_refusal_says_why() -> Res
     assert_eq!(other_epoch.code(), Code::PermissionDenied, "{other_epoch:?}");
     assert_contains(other_epoch.message(), &["epoch"]);
 
-    // Key definition: bank-d's invoices keyed by another column than the contract fixes
-    // (the same kind of key, so signing cannot tell; the contributor refuses at the run).
+    // Key column: bank-d signs while its invoices are keyed as the contract says, then
+    // re-imports them keyed by another column; the contributor refuses at the run.
+    setup.import("bank-d", &financing.banks[0], "bank-d-invoices").await?;
+    let mismatch_id = "credit-center.duplicate-invoices-keys";
+    let members = [
+        line(center, &["committee", "coordinator"]),
+        line(a, &["contributor"]),
+        line(setup.node("bank-d"), &["contributor"]),
+    ];
+    let toml = contract(
+        mismatch_id,
+        "integration test: a bank re-keys its invoices",
+        &members,
+        Some(2),
+        10_000,
+        10,
+        4096,
+    );
+    setup.agree(mismatch_id, &toml, &["bank-a", "bank-d"]).await?;
     let wrong_key = format!(
         "name = \"financed_invoices\"\nkey = \"fapiao_no\"\nkey_kind = {INVOICE_KEY_KIND}\ncolumns = [{{ name = \"amount\", type = \"decimal\", scale = 2 }}]\n"
     );
@@ -208,25 +225,26 @@ async fn seeded_duplicates_are_found_exactly_and_every_refusal_says_why() -> Res
     }
     let files = (write(dir, "wrong-key.schema.toml", &wrong_key)?, write(dir, "wrong-key.csv", &csv)?);
     import_ids(setup.node("bank-d"), INVOICES_DATASET, &files).await?;
-    let mismatch_id = "credit-center.duplicate-invoices-keys";
+    let status = run_status(center, "overthreshold", mismatch_id).await?.expect_err("key mismatch");
+    assert_contains(
+        status.message(),
+        &["bank-d", "keys dataset financed_invoices by invoice_no", "fapiao_no"],
+    );
+    // A new contract naming the old column is refused at signing, naming both columns.
+    let column_id = "credit-center.duplicate-invoices-columns";
     let toml = contract(
-        mismatch_id,
+        column_id,
         "integration test: a bank keys its invoices otherwise",
-        &[
-            line(center, &["committee", "coordinator"]),
-            line(a, &["contributor"]),
-            line(setup.node("bank-d"), &["contributor"]),
-        ],
+        &members,
         Some(2),
         10_000,
         10,
         4096,
     );
-    setup.agree(mismatch_id, &toml, &["bank-a", "bank-d"]).await?;
-    let status = run_status(center, "overthreshold", mismatch_id).await?.expect_err("key mismatch");
+    let refused = setup.agree(column_id, &toml, &["bank-a", "bank-d"]).await.expect_err("key columns differ");
     assert_contains(
-        status.message(),
-        &["bank-d", "keys dataset financed_invoices by invoice_no", "fapiao_no"],
+        &format!("{refused:#}"),
+        &["bank-d", "financed_invoices", "column invoice_no", "column fapiao_no"],
     );
 
     // Another key definition (invoice numbers only trimmed, no pattern): bank-d refuses

@@ -123,8 +123,8 @@ impl Counts {
 pub struct Observed {
     pub received: Counts,
     pub sent: Counts,
-    /// Output form (`intersection`, `cardinality`, `labels`, `sum`, `scores`) → entries
-    /// this node wrote to its outputs (file or report to its own operator).
+    /// Output form (`intersection`, `cardinality`, `labels`, `sum`, `scores`,
+    /// `own_matches`, `histogram`) → entries this node wrote to its outputs (file or report to its own operator).
     pub written: BTreeMap<String, u64>,
 }
 

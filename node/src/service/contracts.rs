@@ -283,28 +283,40 @@ pub fn receive_revocation(
     Ok(ack(ctx, &stored))
 }
 
-/// Refuses a contract that names, for this node or for a peer whose key the
-/// configuration pins, another identity key: a party must not redirect contract
-/// traffic for a third party to a key of its choosing.
-/// The contract keys this node's dataset as the dataset is keyed (issue 14): signing a
-/// contract that names another key definition would let the other side match its
-/// identifiers against keys of another kind. A dataset not imported yet is checked when
-/// the contract runs (`require_schema`).
+/// The contract keys this node's datasets as they are keyed (issue 14): signing a
+/// contract that names another key column or key definition would let the other side
+/// match its identifiers against keys of another kind. Every dataset the contract names
+/// for this node counts (a lookup provider that also queries names two). A dataset not
+/// imported yet, or re-imported after signing, is checked when the contract runs
+/// (`require_schema`).
 fn check_key_definition(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
-    let Some(used) = document.dataset_of(ctx.node_id()) else { return Ok(()) };
-    let Some(meta) = ctx.store.current_dataset(&used.name)? else { return Ok(()) };
-    if &used.key_kind != meta.schema.key_kind() {
-        return Err(xmcredit_contracts::ContractError::KeyDefinitionMismatch {
-            contract: document.id.clone(),
-            dataset: used.name.clone(),
-            contract_definition: used.key_kind.definition(),
-            dataset_definition: meta.schema.key_kind().definition(),
+    for used in document.datasets.iter().filter(|d| &d.party == ctx.node_id()) {
+        let Some(meta) = ctx.store.current_dataset(&used.name)? else { continue };
+        if used.key != meta.schema.key() {
+            return Err(NodeError::Refused(format!(
+                "contract {} keys dataset {} by column {}, but the dataset is keyed by column {}",
+                document.id,
+                used.name,
+                used.key,
+                meta.schema.key()
+            )));
         }
-        .into());
+        if &used.key_kind != meta.schema.key_kind() {
+            return Err(xmcredit_contracts::ContractError::KeyDefinitionMismatch {
+                contract: document.id.clone(),
+                dataset: used.name.clone(),
+                contract_definition: used.key_kind.definition(),
+                dataset_definition: meta.schema.key_kind().definition(),
+            }
+            .into());
+        }
     }
     Ok(())
 }
 
+/// Refuses a contract that names, for this node or for a peer whose key the
+/// configuration pins, another identity key: a party must not redirect contract
+/// traffic for a third party to a key of its choosing.
 fn check_party_keys(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
     for party in &document.parties {
         let pinned = if &party.node == ctx.node_id() {

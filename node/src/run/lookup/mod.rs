@@ -2,12 +2,15 @@
 //! provider's padded vector and its query sessions ([`provider`]), and the querier's
 //! job (`run lookup --contract X`, [`querier`]).
 //!
-//! # What this node runs today
+//! # Who runs what
 //!
-//! One provider, no aggregation: the contract's single provider is also its
-//! coordinator (the credit center), publishes its padded vector `v = g + pad mod 2^w`
-//! itself and answers the querier's OPRF sessions. Contracts with several providers
-//! are refused by [`require_runnable`] until their vectors are summed with SecAgg.
+//! The coordinator (the credit center) publishes the epoch's vector. With one provider
+//! it is that provider's padded vector `v = g + pad mod 2^w`; with several, each
+//! provider's vector is summed with SecAgg (the coordinator sees only the sum, uniform
+//! without the providers' keys). A querier downloads the whole vector and runs one OPRF
+//! session per provider, all at once; a provider that also queries (two datasets in
+//! the contract, one per role) runs its own pads in process with its own key.
+//! [`require_runnable`] checks the parties before anything runs.
 //!
 //! # The universe
 //!

@@ -99,7 +99,9 @@ pub async fn run_querier(
                 ),
                 Err(e) => format!("results NOT SAVED: {e}"),
             };
-            note(&observed, |o| o.wrote("scores", keys.len() as u64));
+            if report.is_ok() {
+                note(&observed, |o| o.wrote("scores", keys.len() as u64));
+            }
             job.observed = Some(taken(&observed));
             finish_job(
                 &ctx,
@@ -360,7 +362,13 @@ async fn query_provider(
         }
     }
     drop(tx);
-    session.into_reply().ok_or_else(|| NodeError::Internal("lookup session finished without a reply".into()))
+    let mut reply = session
+        .into_reply()
+        .ok_or_else(|| NodeError::Internal("lookup session finished without a reply".into()))?;
+    // Nothing crossed the wire: the traffic figures count only real sessions.
+    reply.bytes_sent = 0;
+    reply.bytes_received = 0;
+    Ok(reply)
 }
 
 /// The session with itself of a querier that is also a provider: both state machines in
@@ -402,7 +410,13 @@ fn query_own_pads(
             to_provider.extend(out.into_iter().map(|m| m.bytes));
         }
     }
-    session.into_reply().ok_or_else(|| NodeError::Internal("lookup session finished without a reply".into()))
+    let mut reply = session
+        .into_reply()
+        .ok_or_else(|| NodeError::Internal("lookup session finished without a reply".into()))?;
+    // Nothing crossed the wire: the traffic figures count only real sessions.
+    reply.bytes_sent = 0;
+    reply.bytes_received = 0;
+    Ok(reply)
 }
 
 /// One applicant's result as the report and the output file show it.

@@ -352,10 +352,12 @@ async fn drive(
     let evaluate_s = evaluate_started.elapsed().as_secs_f64();
     crate::run::fault::exit_if_asked(FAULT_CONTRIBUTOR_BEFORE_TAGS);
     for message in to_coordinator {
+        let sent = message.bytes.clone();
         tx.send(Ok(proto::Frame { payload: message.bytes })).await.map_err(|_| NodeError::Peer {
             peer: coordinator.to_string(),
             message: "closed the session".into(),
         })?;
+        observed.overthreshold_bytes(Direction::Sent, &sent);
     }
     while !state.is_done() {
         let bytes =
@@ -370,10 +372,11 @@ async fn drive(
     Ok((output, evaluate_s))
 }
 
-/// Counts one received message and what the state machine answered it with.
+/// Counts one received message and what the state machine answered it with for the
+/// committee (routed at once). Tags for the coordinator are counted when sent.
 fn count(observed: &mut Observed, received: &[u8], out: &[OutgoingMessage]) {
     observed.overthreshold_bytes(Direction::Received, received);
-    for message in out {
+    for message in out.iter().filter(|m| m.kind != MessageKind::TagChunk) {
         observed.overthreshold_bytes(Direction::Sent, &message.bytes);
     }
 }

@@ -90,14 +90,14 @@ pub async fn run_coordinator(
     let mut observed = Observed::default();
     let result =
         drive(&ctx, &binding, &params, &progress, &mut reasons, &mut observed).instrument(span.clone()).await;
-    if let Ok(output) = &result {
-        observed.wrote("histogram", output.histogram.len() as u64);
-    }
-    job.observed = Some(observed);
     match result {
         Ok(output) => {
             let wall_s = started.elapsed().as_secs_f64();
             let report = report(&ctx, &verified, &binding, &params, &output, &reasons, wall_s);
+            if report.is_ok() {
+                observed.wrote("histogram", output.histogram.len() as u64);
+            }
+            job.observed = Some(observed);
             let sizes = output.set_sizes.iter().cloned().collect();
             let detail = match &report {
                 Ok(report) => format!(
@@ -125,6 +125,7 @@ pub async fn run_coordinator(
             report
         }
         Err(error) => {
+            job.observed = Some(observed);
             tracing::warn!(parent: &span, error = %error, "overthreshold coordinator failed");
             let mut outcome = failed(&error);
             if !reasons.is_empty() {
