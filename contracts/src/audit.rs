@@ -1,4 +1,8 @@
-//! The audit log: one hash-chained record per run or refusal.
+//! The audit log: one hash-chained record per run, refusal, contract action or import.
+//!
+//! Each record names what happened in its `event` ([`AuditEvent`]); records written
+//! before events were recorded have none, and hash exactly as they did then (the field
+//! is left out of the hashed bytes when absent).
 //!
 //! Record n carries `prev_hash` = the hash of record n−1 (32 zero bytes for record 0)
 //! and its own `hash` = SHA-256(`AUDIT_DOMAIN` || canonical JSON of every field but
@@ -36,7 +40,112 @@ pub enum Outcome {
     Interrupted { reason: String },
 }
 
-/// What the node records about a run; [`AuditChain::append`] adds seq and hashes.
+/// What happened, so a reader need not guess it from the other fields (issue 15): a
+/// proposal is not a PSI run with empty set sizes, a revocation is not a refused run.
+/// Stored as an object whose `kind` names the variant, e.g.
+/// `{"dataset":"loans","kind":"import","rows":10,"version":2}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuditEvent {
+    /// This node took part in a run of the contract, as job `job` in role `role`
+    /// (client, server, querier, provider, coordinator, contributor, member).
+    Run { computation: ComputationKind, role: String, job: u64 },
+    /// A contributor dropped out of a run this node coordinated, at `round`.
+    Dropout { computation: ComputationKind, node: NodeId, round: String },
+    /// This node proposed (and signed) the contract.
+    Propose,
+    /// A peer proposed the contract to this node.
+    ProposalReceived { from: NodeId },
+    /// This node signed the contract: by its operator (`contract sign`, the console's
+    /// Sign), or `automatic` on receipt because operator approval is not required.
+    Sign { automatic: bool },
+    /// `signer`'s signature over the contract reached this node from `from` (the
+    /// signer itself, or a party's copy fetched before a run).
+    SignatureReceived { signer: NodeId, from: NodeId },
+    /// This node revoked the contract.
+    Revoke { reason: String },
+    /// A party's revocation of the contract reached this node.
+    RevocationReceived { from: NodeId, reason: String },
+    /// A dataset version was committed with `rows` rows.
+    Import { dataset: String, version: u64, rows: u64 },
+    /// An import of the dataset was refused; nothing was committed.
+    ImportRefused { dataset: String },
+    /// An import that a crash cut short was removed at start-up.
+    ImportInterrupted { dataset: String, version: u64 },
+    /// A job was running when the node stopped (shutdown, or found at start-up).
+    JobInterrupted { job: u64, computation: String },
+    /// A peer's request was refused; `error_kind` names the error (its variant), the
+    /// outcome's reason says the rest. (Not `kind`: that key is the event's tag.)
+    Refusal { error_kind: String },
+    /// `count` further refusals of `error_kind` from `peer` in one minute, counted, not
+    /// recorded one by one.
+    RefusalsCoalesced { peer: String, error_kind: String, count: u64 },
+    /// A live connection of `peer` was closed because the CRL revokes its certificate.
+    ConnectionClosed { peer: NodeId },
+}
+
+impl AuditEvent {
+    /// A short name for tables (`import`, `sign`, `psi run`, ...).
+    pub fn label(&self) -> String {
+        match self {
+            Self::Run { computation, role, .. } => format!("{computation} run ({role})"),
+            Self::Dropout { computation, .. } => format!("{computation} dropout"),
+            Self::Propose => "propose".into(),
+            Self::ProposalReceived { .. } => "proposal received".into(),
+            Self::Sign { automatic: false } => "sign".into(),
+            Self::Sign { automatic: true } => "sign (automatic)".into(),
+            Self::SignatureReceived { .. } => "signature received".into(),
+            Self::Revoke { .. } => "revoke".into(),
+            Self::RevocationReceived { .. } => "revocation received".into(),
+            Self::Import { .. } => "import".into(),
+            Self::ImportRefused { .. } => "import refused".into(),
+            Self::ImportInterrupted { .. } => "import interrupted".into(),
+            Self::JobInterrupted { .. } => "job interrupted".into(),
+            Self::Refusal { .. } => "refusal".into(),
+            Self::RefusalsCoalesced { .. } => "refusals coalesced".into(),
+            Self::ConnectionClosed { .. } => "connection closed".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for AuditEvent {
+    /// The label and the details it holds, in words.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Run { computation, role, job } => write!(f, "{computation} run as {role} (job {job})"),
+            Self::Dropout { computation, node, round } => {
+                write!(f, "{node} dropped out of a {computation} run at {round}")
+            }
+            Self::Propose => f.write_str("proposed the contract"),
+            Self::ProposalReceived { from } => write!(f, "contract proposed by {from}"),
+            Self::Sign { automatic: false } => f.write_str("signed the contract (operator)"),
+            Self::Sign { automatic: true } => f.write_str("signed the contract automatically on receipt"),
+            Self::SignatureReceived { signer, from } if signer == from => {
+                write!(f, "signature of {signer} received")
+            }
+            Self::SignatureReceived { signer, from } => {
+                write!(f, "signature of {signer} received from {from}")
+            }
+            Self::Revoke { reason } => write!(f, "revoked the contract: {reason}"),
+            Self::RevocationReceived { from, reason } => write!(f, "contract revoked by {from}: {reason}"),
+            Self::Import { dataset, version, rows } => {
+                write!(f, "imported {dataset} v{version} ({rows} rows)")
+            }
+            Self::ImportRefused { dataset } => write!(f, "import of {dataset} refused"),
+            Self::ImportInterrupted { dataset, version } => {
+                write!(f, "unfinished import of {dataset} v{version} removed")
+            }
+            Self::JobInterrupted { job, computation } => write!(f, "{computation} job {job} interrupted"),
+            Self::Refusal { error_kind } => write!(f, "refused a peer's request ({error_kind})"),
+            Self::RefusalsCoalesced { peer, error_kind, count } => {
+                write!(f, "{count} more refusals ({error_kind}) of {peer}")
+            }
+            Self::ConnectionClosed { peer } => write!(f, "closed the live connection of {peer} (revoked)"),
+        }
+    }
+}
+
+/// What the node records; [`AuditChain::append`] adds seq and hashes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEntry {
     /// Unix seconds.
@@ -53,6 +162,9 @@ pub struct AuditEntry {
     pub outcome: Outcome,
     /// SHA-256 of the run's transcript (the messages sent and received, in order).
     pub transcript_digest: Option<[u8; 32]>,
+    /// What happened. `None` only to re-create a record written before events were
+    /// recorded; the node always names one.
+    pub event: Option<AuditEvent>,
 }
 
 /// One record of the log, as stored.
@@ -73,6 +185,10 @@ pub struct AuditRecord {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_hex::optional_digest")]
     pub transcript_digest: Option<[u8; 32]>,
+    /// What happened; absent in records written before it was recorded. Left out of
+    /// the stored and the hashed bytes when absent, so those records verify unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<AuditEvent>,
     /// SHA-256(`AUDIT_DOMAIN` || canonical JSON of the fields above).
     #[serde(with = "serde_hex::digest")]
     pub hash: [u8; 32],
@@ -94,6 +210,8 @@ struct AuditBody<'a> {
     outcome: &'a Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     transcript_digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a AuditEvent>,
 }
 
 /// Why a log does not verify; names the first bad record.
@@ -133,6 +251,7 @@ impl AuditRecord {
             set_sizes: &self.set_sizes,
             outcome: &self.outcome,
             transcript_digest: self.transcript_digest.map(hex::encode),
+            event: self.event.as_ref(),
         };
         let bytes = canonical::to_canonical_bytes(&body)
             .map_err(|source| AuditError::Encoding { seq: self.seq, source })?;
@@ -189,6 +308,7 @@ impl AuditChain {
             set_sizes: entry.set_sizes,
             outcome: entry.outcome,
             transcript_digest: entry.transcript_digest,
+            event: entry.event,
             hash: [0; 32],
         };
         record.hash = record.compute_hash()?;

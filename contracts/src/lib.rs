@@ -29,7 +29,8 @@ pub mod value_column;
 mod verified;
 
 pub use audit::{
-    verify_chain, verify_chain_with_head, AuditChain, AuditEntry, AuditError, AuditRecord, Outcome,
+    verify_chain, verify_chain_with_head, AuditChain, AuditEntry, AuditError, AuditEvent, AuditRecord,
+    Outcome,
 };
 pub use checks::{lookup_day, QUOTA_DAY_UTC_OFFSET_SECONDS};
 pub use data::{ColumnType, DataError, DatasetSchema, Date, Value};

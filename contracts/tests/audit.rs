@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use common::*;
 use xmcredit_contracts::{
-    verify_chain, verify_chain_with_head, AuditChain, AuditEntry, AuditError, AuditRecord, ComputationKind,
-    Outcome,
+    verify_chain, verify_chain_with_head, AuditChain, AuditEntry, AuditError, AuditEvent, AuditRecord,
+    ComputationKind, Outcome,
 };
 use xmcredit_crypto::ContractId;
 
@@ -28,6 +28,7 @@ fn entry(i: u64) -> AuditEntry {
         set_sizes: BTreeMap::from([(node("credit-center"), 1000 + i), (node("bank-a"), 20)]),
         outcome,
         transcript_digest: (i % 2 == 0).then_some([i as u8; 32]),
+        event: None,
     }
 }
 
@@ -152,6 +153,7 @@ fn record_zero_known_answer() {
             set_sizes: BTreeMap::from([(node("bank-a"), 20)]),
             outcome: Outcome::Refused { reason: "set too small".into() },
             transcript_digest: None,
+            event: None,
         },
     )
     .expect("appends");
@@ -172,4 +174,96 @@ fn record_zero_known_answer() {
     let expected: [u8; 32] =
         Sha256::new().chain_update(b"xmcredit audit v1\n").chain_update(body.as_bytes()).finalize().into();
     assert_eq!(record.hash, expected);
+}
+
+/// A record as a node wrote it before events existed: its stored bytes, which have no
+/// `event` key. The hash was computed then over the same fields.
+const OLD_RECORD_ZERO: &str = concat!(
+    r#"{"computation":"psi","contract":"xel-2026-psi-a-grade","hash":""#,
+    "HASH",
+    r#"","node":"bank-a","outcome":{"reason":"set too small","status":"refused"},"#,
+    r#""parties":["credit-center","bank-a"],"#,
+    r#""prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","#,
+    r#""seq":0,"set_sizes":{"bank-a":20},"time":1772337600}"#,
+);
+
+/// A chain written before events were recorded still verifies, and a new record with
+/// an event links after it (issue 15).
+#[test]
+fn records_without_event_still_verify_and_chain_on() {
+    use sha2::{Digest, Sha256};
+    // The old hash, computed here as the old code did: over the fields without `event`.
+    let body = concat!(
+        r#"{"computation":"psi","contract":"xel-2026-psi-a-grade","#,
+        r#""node":"bank-a","outcome":{"reason":"set too small","status":"refused"},"#,
+        r#""parties":["credit-center","bank-a"],"#,
+        r#""prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","#,
+        r#""seq":0,"set_sizes":{"bank-a":20},"time":1772337600}"#,
+    );
+    let old_hash =
+        hex::encode(Sha256::new().chain_update(b"xmcredit audit v1\n").chain_update(body).finalize());
+    let stored = OLD_RECORD_ZERO.replace("HASH", &old_hash);
+    let old = AuditRecord::from_canonical_bytes(stored.as_bytes()).expect("an old record still parses");
+    assert_eq!(old.event, None);
+    assert_eq!(
+        old.to_canonical_bytes().expect("encodes"),
+        stored.as_bytes(),
+        "re-encodes without an event key"
+    );
+    verify_chain(std::slice::from_ref(&old)).expect("an old record still verifies");
+
+    let mut next = entry(1);
+    next.event = Some(AuditEvent::Import { dataset: "loans".into(), version: 2, rows: 20 });
+    let new = AuditChain::append(Some(&old), next).expect("appends after an old record");
+    let text = String::from_utf8(new.to_canonical_bytes().expect("encodes")).expect("utf8");
+    assert!(text.contains(r#""event":{"dataset":"loans","kind":"import","rows":20,"version":2}"#), "{text}");
+    assert_eq!(AuditRecord::from_canonical_bytes(text.as_bytes()).expect("reads back"), new);
+    verify_chain(&[old, new]).expect("a mixed chain verifies");
+}
+
+/// The event is hashed: changing it, adding one to an old record, or removing one,
+/// each breaks the chain at that record.
+#[test]
+fn tampering_with_the_event_breaks_the_chain() {
+    let mut records: Vec<AuditRecord> = Vec::new();
+    let events = [
+        AuditEvent::Propose,
+        AuditEvent::Sign { automatic: false },
+        AuditEvent::Run { computation: ComputationKind::Psi, role: "client".into(), job: 7 },
+        AuditEvent::Revoke { reason: "ended".into() },
+    ];
+    for (i, event) in events.iter().enumerate() {
+        let mut e = entry(i as u64);
+        e.event = Some(event.clone());
+        let record = AuditChain::append(records.last(), e).expect("appends");
+        records.push(record);
+    }
+    verify_chain(&records).expect("intact");
+
+    // A signature passed off as a proposal.
+    let mut changed = records.clone();
+    changed[1].event = Some(AuditEvent::Propose);
+    assert_eq!(verify_chain(&changed), Err(AuditError::Altered { seq: 1 }));
+
+    // A run's role or job changed.
+    let mut changed = records.clone();
+    changed[2].event =
+        Some(AuditEvent::Run { computation: ComputationKind::Psi, role: "server".into(), job: 7 });
+    assert_eq!(verify_chain(&changed), Err(AuditError::Altered { seq: 2 }));
+
+    // The event dropped, so the record looks like one written before events existed.
+    let mut changed = records.clone();
+    changed[3].event = None;
+    assert_eq!(verify_chain(&changed), Err(AuditError::Altered { seq: 3 }));
+
+    // The stored bytes edited in place are caught the same way once read back.
+    let bytes = String::from_utf8(records[0].to_canonical_bytes().expect("encodes")).expect("utf8");
+    let edited = bytes.replace(r#""kind":"propose""#, r#""kind":"sign""#);
+    assert_ne!(edited, bytes);
+    // `sign` needs its `automatic` field: a bare edit does not even parse.
+    assert!(AuditRecord::from_canonical_bytes(edited.as_bytes()).is_err());
+    let edited = bytes.replace(r#"{"kind":"propose"}"#, r#"{"automatic":false,"kind":"sign"}"#);
+    let mut forged = records.clone();
+    forged[0] = AuditRecord::from_canonical_bytes(edited.as_bytes()).expect("a well-formed edit parses");
+    assert_eq!(verify_chain(&forged), Err(AuditError::Altered { seq: 0 }));
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tokio_stream::StreamExt;
+use xmcredit_contracts::audit::{AuditRecord, Outcome};
 use xmcredit_crypto::NodeId;
 
 use crate::config::NodeConfig;
@@ -173,6 +174,9 @@ pub enum AuditCommand {
         /// Only the last N records.
         #[arg(long, default_value_t = 0)]
         last: u64,
+        /// Print each record's stored JSON, one per line, instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Verify the hash chain; names the first altered, removed or re-ordered record.
     /// With --witnesses, also compares it with the signed heads this node's witnesses
@@ -199,6 +203,42 @@ fn utc(unix: u64) -> String {
     let (y, m, d) = xmcredit_contracts::Date::from_days_since_epoch((unix / 86_400) as i32).ymd();
     let s = unix % 86_400;
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Unix seconds as RFC 3339 in UTC (`2026-03-01T04:00:00Z`).
+fn rfc3339(unix: u64) -> String {
+    format!("{}Z", utc(unix).replacen(' ', "T", 1))
+}
+
+/// The audit records as a table: seq, UTC time, node, event, contract, outcome.
+fn print_audit(records_json: &[String]) -> Result<()> {
+    println!("{:<6} {:<21} {:<16} {:<26} {:<28} outcome", "seq", "time (UTC)", "node", "event", "contract");
+    for json in records_json {
+        let record: AuditRecord = serde_json::from_str(json)
+            .with_context(|| format!("the node sent an unreadable audit record: {json}"))?;
+        let event = match &record.event {
+            Some(event) => event.to_string(),
+            // Written before events were recorded.
+            None => {
+                record.computation.map_or_else(|| "-".to_string(), |k| format!("{k} (no event recorded)"))
+            }
+        };
+        let outcome = match &record.outcome {
+            Outcome::Ok => "ok".to_string(),
+            Outcome::Refused { reason } => format!("refused: {reason}"),
+            Outcome::Failed { reason } => format!("failed: {reason}"),
+            Outcome::Interrupted { reason } => format!("interrupted: {reason}"),
+        };
+        println!(
+            "{:<6} {:<21} {:<16} {:<26} {:<28} {outcome}",
+            record.seq,
+            rfc3339(record.time),
+            record.node.as_str(),
+            event,
+            record.contract.as_ref().map_or("-", |c| c.as_str()),
+        );
+    }
+    Ok(())
 }
 
 /// The error as an operator should read it: a gRPC status from the node becomes what
@@ -282,13 +322,16 @@ async fn run(command: Command) -> Result<()> {
             print_status(&status);
             Ok(())
         }
-        Command::Audit(AuditCommand::Show { config, last }) => {
+        Command::Audit(AuditCommand::Show { config, last, json }) => {
             let reply =
                 admin(&config.config).await?.audit_show(proto::AuditShowRequest { last }).await?.into_inner();
-            for record in reply.records_json {
-                println!("{record}");
+            if json {
+                for record in reply.records_json {
+                    println!("{record}");
+                }
+                return Ok(());
             }
-            Ok(())
+            print_audit(&reply.records_json)
         }
         Command::Audit(AuditCommand::Verify { config, witnesses }) => {
             let reply = admin(&config.config)

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tonic::transport::Channel;
-use xmcredit_contracts::audit::{AuditEntry, Outcome};
+use xmcredit_contracts::audit::{AuditEntry, AuditEvent, Outcome};
 use xmcredit_contracts::ComputationKind;
 use xmcredit_crypto::{ContractId, NodeId};
 
@@ -318,9 +318,12 @@ impl NodeContext {
         self.psi_sets.lock().map(|c| c.values().map(|c| c.set.heap_bytes() as u64).sum()).unwrap_or(0)
     }
 
-    /// Appends an audit record, logging (not failing) if the store refuses.
+    /// Appends an audit record saying what happened (`event`), logging (not failing)
+    /// if the store refuses.
+    #[allow(clippy::too_many_arguments)] // one per record field; a struct would only rename them
     pub fn audit(
         &self,
+        event: AuditEvent,
         contract: Option<&ContractId>,
         computation: Option<ComputationKind>,
         parties: Vec<NodeId>,
@@ -337,6 +340,7 @@ impl NodeContext {
             set_sizes,
             outcome,
             transcript_digest,
+            event: Some(event),
         };
         if let Err(e) = self.store.audit(entry) {
             tracing::error!(error = %e, "audit append failed");
@@ -355,6 +359,7 @@ impl NodeContext {
         for (peer, kind, count) in finished {
             let peers = NodeId::new(peer.clone()).ok().into_iter().collect();
             self.audit(
+                AuditEvent::RefusalsCoalesced { peer: peer.clone(), error_kind: kind.clone(), count },
                 None,
                 None,
                 peers,
@@ -401,6 +406,7 @@ impl NodeContext {
             reason
         };
         self.audit(
+            AuditEvent::Refusal { error_kind: kind.to_string() },
             contract,
             None,
             peer.into_iter().cloned().collect(),

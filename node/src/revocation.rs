@@ -117,6 +117,7 @@ fn apply_crl_file(ctx: &NodeContext, server_tls: &ServerTls, forced: bool) -> Re
         for peer in ctx.live.close_revoked(&checked.revoked) {
             tracing::warn!(%peer, "closed a live connection: the peer's certificate is revoked");
             ctx.audit(
+                xmcredit_contracts::audit::AuditEvent::ConnectionClosed { peer: peer.clone() },
                 None,
                 None,
                 vec![peer.clone()],

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
-use xmcredit_contracts::audit::Outcome;
+use xmcredit_contracts::audit::{AuditEvent, Outcome};
 
 use crate::config::NodeConfig;
 use crate::context::NodeContext;
@@ -158,6 +158,7 @@ fn recover(ctx: &NodeContext) -> Result<(), NodeError> {
     for (dataset, version) in ctx.store.remove_partial_imports()? {
         tracing::warn!(dataset = %dataset, version, "removed a partial import left by a crash");
         ctx.audit(
+            AuditEvent::ImportInterrupted { dataset: dataset.to_string(), version },
             None,
             None,
             Vec::new(),
@@ -171,6 +172,7 @@ fn recover(ctx: &NodeContext) -> Result<(), NodeError> {
     for job in ctx.store.interrupt_running_jobs(ctx.now_unix())? {
         tracing::warn!(job = job.id, contract = %job.contract_id, "job was running when the node stopped");
         ctx.audit(
+            AuditEvent::JobInterrupted { job: job.id, computation: job.computation.clone() },
             xmcredit_crypto::ContractId::new(job.contract_id.clone()).ok().as_ref(),
             None,
             Vec::new(),
@@ -298,6 +300,7 @@ pub async fn serve(
     let stopped = ctx.store.interrupt_running_jobs(ctx.now_unix())?;
     for job in stopped {
         ctx.audit(
+            AuditEvent::JobInterrupted { job: job.id, computation: job.computation.clone() },
             xmcredit_crypto::ContractId::new(job.contract_id.clone()).ok().as_ref(),
             None,
             Vec::new(),

@@ -175,6 +175,7 @@ pub fn entry_of(record: &AuditRecord) -> AuditEntry {
         set_sizes: record.set_sizes.clone(),
         outcome: record.outcome.clone(),
         transcript_digest: record.transcript_digest,
+        event: record.event.clone(),
     }
 }
 

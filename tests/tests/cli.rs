@@ -298,8 +298,9 @@ fn an_operator_sets_up_a_node_imports_and_verifies() -> Result<()> {
     assert_eq!(records, 3, "two imports and one refusal are audited:\n{out}");
     let out = ok(node(&["audit", "verify", "--config", &config]));
     assert_eq!(out.trim(), format!("audit log intact: {records} records"));
-    let last: serde_json::Value =
-        serde_json::from_str(ok(node(&["audit", "show", "--config", &config, "--last", "1"])).trim())?;
+    let last: serde_json::Value = serde_json::from_str(
+        ok(node(&["audit", "show", "--config", &config, "--last", "1", "--json"])).trim(),
+    )?;
     assert_eq!((last["seq"].as_u64(), last["outcome"]["status"].as_str()), (Some(2), Some("ok")));
 
     // SIGTERM: a graceful stop with exit code 0.

@@ -236,5 +236,21 @@ async fn sign_through_the_console_signs_and_forged_posts_are_refused() -> Result
     assert!(view.signed_by.contains(&"bank-a".to_string()));
     // The signature reached the proposer too.
     assert_eq!(contract_state(center, id).await?.state, "active");
+    // Audited as `contract sign` audits it, and the audit page shows the event, not a
+    // guess from the fields (a proposal is not "psi run ... completed").
+    let records = audit_records(bank).await?;
+    let signs: Vec<_> = records.iter().filter(|r| r["event"]["kind"] == "sign").collect();
+    assert_eq!(signs.len(), 1, "{records:#?}");
+    assert_eq!(signs[0]["event"], serde_json::json!({"kind": "sign", "automatic": false}));
+    assert_eq!(signs[0]["contract"], id);
+    let page = get(address, "/audit", Some(&cookie)).await?;
+    assert_contains(
+        &page.body,
+        &[
+            &format!("signed the contract (operator) under {id}"),
+            &format!("contract proposed by credit-center under {id}"),
+        ],
+    );
+    assert!(!page.body.contains("psi run"), "{}", page.body);
     Ok(())
 }

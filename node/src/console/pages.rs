@@ -344,9 +344,13 @@ pub fn datasets(versions: &[(String, Vec<DatasetVersion>)], reports: &[StoredImp
     }
 }
 
-/// What a record says happened, in words (the record itself has no event field).
+/// What a record says happened, in words: its event. Records written before events
+/// were recorded have none; for them it is inferred from the other fields.
 pub fn what_happened(r: &AuditRecord) -> String {
     let contract = r.contract.as_ref().map(|c| format!(" under {}", c.as_str())).unwrap_or_default();
+    if let Some(event) = &r.event {
+        return format!("{event}{contract}");
+    }
     match (&r.computation, &r.outcome) {
         (Some(kind), Outcome::Ok) => format!("{kind} run{contract} completed"),
         (Some(kind), Outcome::Refused { .. }) => format!("{kind} run{contract} refused"),
@@ -384,10 +388,12 @@ pub fn audit(records: &[AuditRecord], total: usize, verify: Option<(bool, String
         }
         p { "The last " (records.len()) " of " (total) " records, newest first." }
         table #audit {
-            tr { th { "Seq" } th { "Time" } th { "What happened" } th { "Outcome" } th { "Parties" } th { "Set sizes" } th { "Transcript digest" } }
+            tr { th { "Seq" } th { "Time" } th { "Event" } th { "What happened" } th { "Outcome" } th { "Parties" } th { "Set sizes" } th { "Transcript digest" } }
             @for r in records.iter().rev() {
                 tr {
-                    td { (r.seq) } td { (time(r.time)) } td { (what_happened(r)) }
+                    td { (r.seq) } td { (time(r.time)) }
+                    td.event { (r.event.as_ref().map(|e| e.label()).unwrap_or_else(|| "-".into())) }
+                    td { (what_happened(r)) }
                     td class=(if matches!(r.outcome, Outcome::Ok) { "ok" } else { "bad" }) {
                         (match r.outcome { Outcome::Ok => "ok", Outcome::Refused { .. } => "refused", Outcome::Failed { .. } => "failed", Outcome::Interrupted { .. } => "interrupted" })
                         @let why = reason(&r.outcome);

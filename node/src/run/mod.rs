@@ -12,7 +12,7 @@ pub mod secagg;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use xmcredit_contracts::audit::Outcome;
+use xmcredit_contracts::audit::{AuditEvent, Outcome};
 use xmcredit_contracts::{ComputationKind, Role, VerifiedContract};
 use xmcredit_crypto::{Epoch, NodeId};
 
@@ -125,7 +125,9 @@ pub fn finish_job(ctx: &NodeContext, job: &mut JobRecord, contract: &VerifiedCon
         tracing::error!(job = job.id, error = %e, "could not record the job's end");
     }
     crate::console::record_job_end(ctx, job, &outcome.set_sizes, outcome.transcript_digest);
+    let event = AuditEvent::Run { computation: contract.kind(), role: job.role.clone(), job: job.id };
     ctx.audit(
+        event,
         Some(contract.id()),
         Some(contract.kind()),
         parties,

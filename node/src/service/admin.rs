@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use xmcredit_contracts::audit::Outcome;
+use xmcredit_contracts::audit::{AuditEvent, Outcome};
 use xmcredit_contracts::DatasetSchema;
 
 use super::{contracts, peer_client, ResponseStream};
@@ -356,6 +356,7 @@ fn import_dataset(
         report.not_committed_reason = Some(reason.clone());
         report.seconds = started.elapsed().as_secs_f64();
         ctx.audit(
+            AuditEvent::ImportRefused { dataset: schema.name().to_string() },
             None,
             None,
             Vec::new(),
@@ -378,7 +379,9 @@ fn import_dataset(
         );
         let mut sizes = std::collections::BTreeMap::new();
         sizes.insert(ctx.node_id().clone(), meta.rows);
-        ctx.audit(None, None, Vec::new(), sizes, Outcome::Ok, hex_digest(&meta.digest));
+        let event =
+            AuditEvent::Import { dataset: schema.name().to_string(), version: meta.version, rows: meta.rows };
+        ctx.audit(event, None, None, Vec::new(), sizes, Outcome::Ok, hex_digest(&meta.digest));
     }
     let report = serde_json::to_value(&report).map_err(|e| NodeError::Internal(e.to_string()))?;
     crate::console::record_import(ctx, &report);

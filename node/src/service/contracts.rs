@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use xmcredit_contracts::audit::Outcome;
+use xmcredit_contracts::audit::{AuditEvent, Outcome};
 use xmcredit_contracts::{Computation, ComputationKind, Contract, Revocation, Role, SignedContract};
 use xmcredit_crypto::sign::{IdentityPublicKey, Signature};
 use xmcredit_crypto::NodeId;
@@ -80,31 +80,40 @@ fn parse_signature(message: &proto::PartySignature) -> Result<(NodeId, Signature
 
 /// Adds every signature of `incoming` not yet held; each is verified by
 /// `add_signature` against the contract's key for its party.
+/// Adds every signature of `incoming` not yet held; returns the signers added (what
+/// the audit log records as received).
 fn merge_signatures(
     stored: &mut StoredContract,
     incoming: &[proto::PartySignature],
-) -> Result<(), NodeError> {
+) -> Result<Vec<NodeId>, NodeError> {
+    let mut added = Vec::new();
     for signature in incoming {
         let (node, signature) = parse_signature(signature)?;
         if !stored.signed.signatures().iter().any(|(n, _)| *n == node) {
-            stored.signed.add_signature(node, signature)?;
+            stored.signed.add_signature(node.clone(), signature)?;
+            added.push(node);
         }
     }
-    Ok(())
+    Ok(added)
 }
 
 /// Adds every revocation of `incoming` not yet held, each verified against the
-/// contract (signed by a party, over this document's digest).
-fn merge_revocations(stored: &mut StoredContract, incoming: &[Vec<u8>]) -> Result<(), NodeError> {
+/// contract (signed by a party, over this document's digest); returns those added.
+fn merge_revocations(
+    stored: &mut StoredContract,
+    incoming: &[Vec<u8>],
+) -> Result<Vec<Revocation>, NodeError> {
+    let mut added = Vec::new();
     for json in incoming {
         let revocation: Revocation = serde_json::from_slice(json)
             .map_err(|e| NodeError::Refused(format!("malformed revocation: {e}")))?;
         revocation.verify(&stored.signed)?;
         if !stored.revocations.contains(&revocation) {
-            stored.revocations.push(revocation);
+            stored.revocations.push(revocation.clone());
+            added.push(revocation);
         }
     }
-    Ok(())
+    Ok(added)
 }
 
 /// A peer proposes a contract (or sends a copy with more signatures): the caller and
@@ -143,6 +152,7 @@ pub fn receive_proposal(
     })?;
     let (_, signature) = parse_signature(own)?;
     incoming.add_signature(proposer.clone(), signature)?;
+    let mut auto_signed = false;
     let stored = ctx.store.update_contract(document.id.as_str(), |existing| {
         let mut stored = match existing {
             Some(existing) => {
@@ -179,6 +189,7 @@ pub fn receive_proposal(
             match checks {
                 Ok(()) => {
                     stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
+                    auto_signed = true;
                 }
                 // Stored unsigned: the operator sees why in `contract sign`.
                 Err(e) => tracing::warn!(contract = %document.id, error = %e, "not signing automatically"),
@@ -188,6 +199,7 @@ pub fn receive_proposal(
     })?;
     tracing::info!(contract = %document.id, from = %from, "contract proposal received");
     ctx.audit(
+        AuditEvent::ProposalReceived { from: from.clone() },
         Some(&document.id),
         Some(document.kind()),
         vec![from.clone()],
@@ -195,7 +207,24 @@ pub fn receive_proposal(
         Outcome::Ok,
         Some(stored.signed.digest()),
     );
+    if auto_signed {
+        audit_contract(ctx, &stored, AuditEvent::Sign { automatic: true }, Outcome::Ok);
+    }
     Ok(ack(ctx, &stored))
+}
+
+/// Audits a contract action: the contract, its kind, the other parties and its digest.
+fn audit_contract(ctx: &NodeContext, stored: &StoredContract, event: AuditEvent, outcome: Outcome) {
+    let document = stored.signed.contract();
+    ctx.audit(
+        event,
+        Some(&document.id),
+        Some(document.kind()),
+        other_parties(ctx, &stored.signed),
+        Default::default(),
+        outcome,
+        Some(stored.signed.digest()),
+    );
 }
 
 /// A peer sends its own signature over a contract this node holds.
@@ -207,6 +236,7 @@ pub fn receive_signature(
     let from = &caller.node_id;
     let signature = message.signature.ok_or_else(|| NodeError::Refused("no signature in message".into()))?;
     let (node, signature) = parse_signature(&signature)?;
+    let mut added = false;
     if &node != from {
         return Err(NodeError::Refused(format!("{from} may only submit its own signature, not {node}'s")));
     }
@@ -224,10 +254,16 @@ pub fn receive_signature(
         }
         if !stored.signed.signatures().iter().any(|(n, _)| *n == node) {
             stored.signed.add_signature(node.clone(), signature)?;
+            added = true;
         }
         Ok(stored)
     })?;
     tracing::info!(contract = %message.contract_id, from = %from, "contract signature received");
+    // A repeated signature changes nothing and is not recorded again.
+    if added {
+        let event = AuditEvent::SignatureReceived { signer: node, from: from.clone() };
+        audit_contract(ctx, &stored, event, Outcome::Ok);
+    }
     Ok(ack(ctx, &stored))
 }
 
@@ -261,25 +297,22 @@ pub fn receive_revocation(
     if &revocation.by != from {
         return Err(NodeError::Refused(format!("{from} sent a revocation signed by {}", revocation.by)));
     }
+    let mut added = false;
     let stored = ctx.store.update_contract(revocation.contract_id.as_str(), |existing| {
         let mut stored =
             existing.filter(|stored| stored.signed.contract().party(from).is_some()).ok_or_else(|| {
                 NodeError::NotFound { what: "contract", id: revocation.contract_id.to_string() }
             })?;
         ctx.check_contract_key(caller, stored.signed.contract())?;
-        merge_revocations(&mut stored, std::slice::from_ref(&message.revocation_json))?;
+        added = !merge_revocations(&mut stored, std::slice::from_ref(&message.revocation_json))?.is_empty();
         Ok(stored)
     })?;
     ctx.evict_inactive_psi_sets();
-    let document = stored.signed.contract();
-    ctx.audit(
-        Some(&document.id),
-        Some(document.kind()),
-        vec![from.clone()],
-        Default::default(),
-        Outcome::Refused { reason: format!("contract revoked by {from}: {}", revocation.reason) },
-        Some(stored.signed.digest()),
-    );
+    // A revocation sent again is not recorded again.
+    if added {
+        let event = AuditEvent::RevocationReceived { from: from.clone(), reason: revocation.reason.clone() };
+        audit_contract(ctx, &stored, event, Outcome::Ok);
+    }
     Ok(ack(ctx, &stored))
 }
 
@@ -532,14 +565,7 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
             received_unix: ctx.now_unix(),
         })
     })?;
-    ctx.audit(
-        Some(&document.id),
-        Some(document.kind()),
-        other_parties(ctx, &signed),
-        Default::default(),
-        Outcome::Ok,
-        Some(signed.digest()),
-    );
+    audit_contract(ctx, &stored, AuditEvent::Propose, Outcome::Ok);
     let message = to_message(&stored);
     let failures = broadcast(ctx, other_party_keys(ctx, &signed), move |mut client| {
         let message = message.clone();
@@ -555,6 +581,7 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
 /// The operator approves a contract this node holds: sign it and send the signature to
 /// every other party.
 pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck, NodeError> {
+    let mut signed_now = false;
     let stored = ctx.store.update_contract(id, |existing| {
         let mut stored =
             existing.ok_or_else(|| NodeError::NotFound { what: "contract", id: id.to_string() })?;
@@ -563,9 +590,15 @@ pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck
             check_secagg_overlap(ctx, stored.signed.contract())?;
             check_key_definition(ctx, stored.signed.contract())?;
             stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
+            signed_now = true;
         }
         Ok(stored)
     })?;
+    // Signing again only re-sends the signature: recorded once, when it was made. The
+    // console's Sign comes through here too (the admin RPC), so it records the same.
+    if signed_now {
+        audit_contract(ctx, &stored, AuditEvent::Sign { automatic: false }, Outcome::Ok);
+    }
     let signature = stored
         .signed
         .signatures()
@@ -613,24 +646,41 @@ pub async fn sync_signatures(ctx: &Arc<NodeContext>, id: &str) -> Result<StoredC
         }
         copies.push((peer, copy));
     }
-    ctx.store.update_contract(id, |existing| {
+    let mut received = Vec::new();
+    let stored = ctx.store.update_contract(id, |existing| {
         let mut stored = existing.ok_or_else(|| NodeError::NotFound { what: "contract", id: id.to_string() })?;
         for (peer, copy) in &copies {
             // One bad entry in a peer's copy is that peer's problem, not a reason to
             // drop the good ones.
             for signature in &copy.signatures {
-                if let Err(e) = merge_signatures(&mut stored, std::slice::from_ref(signature)) {
-                    tracing::warn!(peer = %peer, contract = id, error = %e, "bad signature in a peer's copy; ignored");
+                match merge_signatures(&mut stored, std::slice::from_ref(signature)) {
+                    Ok(added) => received.extend(
+                        added.into_iter().map(|signer| AuditEvent::SignatureReceived { signer, from: peer.clone() }),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(peer = %peer, contract = id, error = %e, "bad signature in a peer's copy; ignored")
+                    }
                 }
             }
             for revocation in &copy.revocations_json {
-                if let Err(e) = merge_revocations(&mut stored, std::slice::from_ref(revocation)) {
-                    tracing::warn!(peer = %peer, contract = id, error = %e, "bad revocation in a peer's copy; ignored");
+                match merge_revocations(&mut stored, std::slice::from_ref(revocation)) {
+                    Ok(added) => received.extend(
+                        added.into_iter().map(|r| AuditEvent::RevocationReceived { from: r.by, reason: r.reason }),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(peer = %peer, contract = id, error = %e, "bad revocation in a peer's copy; ignored")
+                    }
                 }
             }
         }
         Ok(stored)
-    })
+    })?;
+    // Signatures and revocations picked up here are recorded as those pushed to this
+    // node are: each once, when it first arrives.
+    for event in received {
+        audit_contract(ctx, &stored, event, Outcome::Ok);
+    }
+    Ok(stored)
 }
 
 /// The operator revokes a contract: sign a revocation, store it, send it to all.
@@ -647,15 +697,7 @@ pub async fn revoke(ctx: &Arc<NodeContext>, id: &str, reason: &str) -> Result<pr
     })?;
     let revocation = revocation.ok_or_else(|| NodeError::Internal("revocation not made".into()))?;
     ctx.evict_inactive_psi_sets();
-    let document = stored.signed.contract().clone();
-    ctx.audit(
-        Some(&document.id),
-        Some(document.kind()),
-        other_parties(ctx, &stored.signed),
-        Default::default(),
-        Outcome::Refused { reason: format!("contract revoked by this node: {reason}") },
-        Some(stored.signed.digest()),
-    );
+    audit_contract(ctx, &stored, AuditEvent::Revoke { reason: reason.to_string() }, Outcome::Ok);
     let revocation_json = serde_json::to_vec(&revocation).map_err(|e| NodeError::Internal(e.to_string()))?;
     let failures = broadcast(ctx, other_party_keys(ctx, &stored.signed), move |mut client| {
         let message = proto::RevocationMsg { revocation_json: revocation_json.clone() };

@@ -683,7 +683,13 @@ fn audit_dropouts(
             Some(_) => "its input is not in the sum",
             None => "the run aborted",
         };
+        let event = xmcredit_contracts::audit::AuditEvent::Dropout {
+            computation: ComputationKind::Secagg,
+            node: node.clone(),
+            round: round.to_string(),
+        };
         ctx.audit(
+            event,
             Some(verified.id()),
             Some(ComputationKind::Secagg),
             vec![node.clone()],
