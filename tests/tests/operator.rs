@@ -1,6 +1,7 @@
 //! Rough edges a new operator hit (issue 15): a second `serve` on a data directory in use
 //! names the running process; the CLI prints a node's refusal as words, not as a gRPC
-//! status dump; log files carry no terminal colour codes.
+//! status dump; log files carry no terminal colour codes; job ids stay consecutive
+//! across a restart.
 
 mod common;
 
@@ -46,5 +47,31 @@ async fn cli_errors_read_as_words_and_log_files_have_no_colour_codes() -> Result
     let log = node_log(node);
     assert!(log.contains("serving"), "{log}");
     assert!(!log.contains('\u{1b}'), "ANSI escape codes in the log file");
+    Ok(())
+}
+
+/// Job ids were sled's `generate_id`, which jumps by a million after every restart: an
+/// operator reading `status` saw ids 0, 1000000, ... and asked where the jobs went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_ids_are_consecutive_across_a_restart() -> Result<()> {
+    let (dir, mut alliance) = alliance(&["credit-center", "bank-a"], false).await?;
+    let server_codes = codes(61, 60);
+    let client_codes: Vec<String> = server_codes.iter().step_by(2).cloned().chain(codes(62, 10)).collect();
+    let gov = write_gov(dir.path(), GOV_DATASET, &gov_rows(&server_codes))?;
+    import_ok(alliance.node("credit-center")?, GOV_DATASET, &gov).await?;
+    let applicants = write_applicants(dir.path(), "applicants", &client_codes)?;
+    import_ok(alliance.node("bank-a")?, "loan_applicants", &applicants).await?;
+    let id = "credit-center.job-ids";
+    let toml =
+        psi_contract(id, alliance.node("credit-center")?, alliance.node("bank-a")?, "cardinality", &[], 1, 1);
+    alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
+    alliance.node("bank-a")?.run("psi", id).await?;
+    alliance.node_mut("bank-a")?.stop()?;
+    alliance.node_mut("bank-a")?.start().await?;
+    alliance.node("bank-a")?.run("psi", id).await?;
+    let mut ids: Vec<u64> = alliance.node("bank-a")?.status().await?.jobs.iter().map(|j| j.job_id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[1], ids[0] + 1, "job ids after a restart: {ids:?}");
     Ok(())
 }
