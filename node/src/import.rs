@@ -263,8 +263,11 @@ pub fn read_csv(
                 continue;
             }
         }
-        let line = record_line(&record, reader.position(), peek.as_ref());
         row_number += 1;
+        // Every row takes at least a line after the header: the bound also gives files
+        // ended by a bare `\r` (old Mac exports), where the reader counts no lines,
+        // the line their rows are on.
+        let line = record_line(&record, reader.position(), peek.as_ref()).max(row_number + 1);
         report.rows_read += 1;
         if row_number % 50_000 == 0 {
             progress(row_number);
