@@ -201,14 +201,22 @@ pub enum PartKind {
 }
 
 impl PartKind {
-    /// The normalized cell and a remark for the data steward (a failed GB 11714 check).
-    fn read(&self, raw: &str) -> Result<(String, Option<String>), KeyError> {
+    /// The normalized cell and remarks for the data steward: a failed GB 11714 check,
+    /// and a code accepted only after normalization (trim, full-width forms, case), so
+    /// the steward can fix the source system that wrote it that way. Identifier rules
+    /// normalize by design (spaces and hyphens in invoice numbers are routine) and give
+    /// no remark.
+    fn read(&self, raw: &str) -> Result<(String, Vec<String>), KeyError> {
         match self {
             Self::EntityCode => {
                 let (code, warning) = EntityCode::parse(raw)?;
-                Ok((code.to_string(), warning.map(|w| w.to_string())))
+                let mut warnings: Vec<String> = warning.map(|w| w.to_string()).into_iter().collect();
+                if code.as_str() != raw {
+                    warnings.push(format!("code normalized from {raw:?}"));
+                }
+                Ok((code.to_string(), warnings))
             }
-            Self::Identifier(rule) => rule.read(raw).map(|id| (id, None)),
+            Self::Identifier(rule) => rule.read(raw).map(|id| (id, Vec::new())),
         }
     }
 }
@@ -290,20 +298,20 @@ impl KeyKind {
         }
         match self {
             Self::EntityCode => {
-                let (element, warning) = PartKind::EntityCode.read(cells[0])?;
-                Ok(ReadKey { element, warnings: warning.into_iter().collect() })
+                let (element, warnings) = PartKind::EntityCode.read(cells[0])?;
+                Ok(ReadKey { element, warnings })
             }
             Self::Identifier(rule) => Ok(ReadKey { element: rule.read(cells[0])?, warnings: Vec::new() }),
             Self::Composite(parts) => {
                 let mut element = String::new();
                 let mut warnings = Vec::new();
                 for (part, cell) in parts.iter().zip(cells) {
-                    let (text, warning) = part.kind.read(cell).map_err(|reason| KeyError::InPart {
+                    let (text, part_warnings) = part.kind.read(cell).map_err(|reason| KeyError::InPart {
                         column: part.column.clone(),
                         reason: Box::new(reason),
                     })?;
                     element.push_str(&netstring(&text));
-                    warnings.extend(warning.map(|w| format!("{}: {w}", part.column)));
+                    warnings.extend(part_warnings.into_iter().map(|w| format!("{}: {w}", part.column)));
                 }
                 Ok(ReadKey { element, warnings })
             }
@@ -558,6 +566,12 @@ mod tests {
         let key = receivable_key();
         let read = key.read(&[" 91350203ma31xek09p ", "2535-0200-0000-0012-3456"]).expect("valid");
         assert_eq!(read.element, format!("18:{CODE},20:25350200000000123456,"));
+        // The code needed normalizing; the invoice number's rule is routine, no remark.
+        assert_eq!(
+            read.warnings,
+            vec!["supplier_code: code normalized from \" 91350203ma31xek09p \"".to_string()]
+        );
+        assert_eq!(key.read(&[CODE, "25350200000000123456"]).map(|k| k.warnings), Ok(Vec::new()));
         assert_eq!(
             hex::encode(read.element.as_bytes()),
             // "18:" CODE "," "20:" number ","
@@ -577,6 +591,21 @@ mod tests {
             "{err}"
         );
         assert_eq!(key.read(&[CODE]).map(|k| k.element), Err(KeyError::CellCount { expected: 2, got: 1 }));
+    }
+
+    /// A code accepted only after normalization is a remark for the data steward,
+    /// naming the cell as written; a code written canonically gives none.
+    #[test]
+    fn entity_codes_accepted_after_normalization_say_what_they_were() {
+        let key = KeyKind::EntityCode;
+        let full_width: String =
+            CODE.chars().map(|c| char::from_u32(c as u32 + 0xFEE0).unwrap_or(c)).collect();
+        for raw in [" 91350203MA31XEK09P", "91350203ma31xek09p", full_width.as_str()] {
+            let read = key.read(&[raw]).expect("valid");
+            assert_eq!(read.element, CODE);
+            assert_eq!(read.warnings, vec![format!("code normalized from {raw:?}")]);
+        }
+        assert_eq!(key.read(&[CODE]).map(|k| k.warnings), Ok(Vec::new()));
     }
 
     /// A part cannot swallow its neighbour: ("1:2,", "x") and ("1", "2,x") never collide.

@@ -58,8 +58,10 @@ pub enum Command {
     Import {
         #[command(flatten)]
         config: ConfigArg,
+        /// The dataset to import into (default: the schema's `name`; when given, it
+        /// must be the schema's name).
         #[arg(long)]
-        dataset: String,
+        dataset: Option<String>,
         /// The dataset schema (TOML: name, key, columns).
         #[arg(long)]
         schema: PathBuf,
@@ -274,6 +276,16 @@ fn status_text(status: &tonic::Status) -> String {
     format!("{what}: {}", status.message())
 }
 
+/// The line naming the CSV columns an import ignored, if it ignored any.
+fn ignored_columns_line(report: &serde_json::Value) -> Option<String> {
+    let columns: Vec<&str> =
+        report.get("ignored_columns")?.as_array()?.iter().filter_map(serde_json::Value::as_str).collect();
+    if columns.is_empty() {
+        return None;
+    }
+    Some(format!("ignored columns (not in the schema, not imported): {}", columns.join(", ")))
+}
+
 async fn run(command: Command) -> Result<()> {
     match command {
         Command::Init { data_dir, node_id, listen } => init(&data_dir, &node_id, &listen),
@@ -287,7 +299,8 @@ async fn run(command: Command) -> Result<()> {
             let mut admin = admin(&config.config).await?;
             let stream = admin
                 .import(proto::ImportRequest {
-                    dataset,
+                    // Empty: the node takes the schema's name.
+                    dataset: dataset.unwrap_or_default(),
                     csv_path: csv_path.display().to_string(),
                     schema_toml,
                     key_kind,
@@ -297,6 +310,12 @@ async fn run(command: Command) -> Result<()> {
                 .into_inner();
             let report = follow(stream).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+            // On stderr, so stdout stays one JSON document for scripts; a column the
+            // schema does not name is dropped, and an operator must see that without
+            // reading the JSON.
+            if let Some(line) = ignored_columns_line(&report) {
+                eprintln!("{line}");
+            }
             if report.get("committed").and_then(|v| v.as_bool()) != Some(true) {
                 bail!(
                     "nothing imported: {}",

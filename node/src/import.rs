@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use xmcredit_contracts::data::DatasetSchema;
-use xmcredit_contracts::key::{IdentifierRule, KeyKind};
+use xmcredit_contracts::key::{IdentifierRule, KeyKind, PartKind};
 
 use crate::store::RowCodec;
 use crate::NodeError;
@@ -47,7 +47,9 @@ pub fn schema_with_key_flag(schema: DatasetSchema, flag: &str) -> Result<Dataset
     }
 }
 
-/// One refused row. `row` counts data rows from 1; `line` is the file line (header = 1).
+/// One refused row. `row` counts data rows from 1; `line` is the file line the row
+/// starts on (header = 1), which differs from `row + 1` after a quoted cell that spans
+/// lines or a blank line.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RejectedRow {
     pub row: u64,
@@ -56,10 +58,12 @@ pub struct RejectedRow {
     pub reason: String,
 }
 
-/// A row accepted with a remark (e.g. a failed GB 11714 check at position 17).
+/// A row accepted with a remark (e.g. a failed GB 11714 check at position 17, or a
+/// code accepted only after normalization). `row` and `line` as in [`RejectedRow`].
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RowWarning {
     pub row: u64,
+    pub line: u64,
     pub key: String,
     pub warning: String,
 }
@@ -73,7 +77,10 @@ pub struct ImportReport {
     pub rows_accepted: u64,
     pub rows_rejected: u64,
     pub rejected: Vec<RejectedRow>,
+    /// At most [`MAX_LISTED_REJECTIONS`] warnings, in row order; `warnings_total`
+    /// counts them all (a file written in lower case warns on every row).
     pub warnings: Vec<RowWarning>,
+    pub warnings_total: u64,
     pub ignored_columns: Vec<String>,
     /// The schema's key definition (canonical JSON), as a contract must name it.
     pub key_definition: String,
@@ -87,10 +94,17 @@ pub struct ImportReport {
 }
 
 impl ImportReport {
-    fn reject(&mut self, row: u64, key: Option<String>, reason: String) {
+    fn reject(&mut self, row: u64, line: u64, key: Option<String>, reason: String) {
         self.rows_rejected += 1;
         if self.rejected.len() < MAX_LISTED_REJECTIONS {
-            self.rejected.push(RejectedRow { row, line: row + 1, key, reason });
+            self.rejected.push(RejectedRow { row, line, key, reason });
+        }
+    }
+
+    fn warn(&mut self, warning: RowWarning) {
+        self.warnings_total += 1;
+        if self.warnings.len() < MAX_LISTED_REJECTIONS {
+            self.warnings.push(warning);
         }
     }
 }
@@ -142,13 +156,16 @@ impl ParsedCsv {
                     accepted += 1;
                 }
             } else if group.len() > 1 {
-                let all: Vec<String> = group.iter().map(|r| r.row.to_string()).collect();
+                // File lines, as the report's `line` says: what a steward finds in an
+                // editor (data row numbers were off by the header and by multi-line cells).
+                let all: Vec<String> = group.iter().map(|r| r.line.to_string()).collect();
                 // Rows already rejected for a bad value keep that reason.
                 for record in group.iter().filter(|r| r.values.is_some()) {
                     report.reject(
                         record.row,
+                        record.line,
                         Some(String::from_utf8_lossy(&record.key).into_owned()),
-                        format!("duplicate {key_word}: appears on rows {}", all.join(", ")),
+                        format!("duplicate {key_word}: appears on lines {}", all.join(", ")),
                     );
                 }
             }
@@ -180,18 +197,31 @@ pub fn read_csv(
         key_definition: schema.key_kind().definition(),
         ..ImportReport::default()
     };
-    // The csv reader strips a UTF-8 byte-order mark itself.
+    // The csv reader strips a UTF-8 byte-order mark itself. Cells are trimmed here, not
+    // by the reader: an entity code's key reader sees the cell as written, so that a
+    // code accepted only after trimming is reported as normalized; and a cell's own
+    // line breaks must stay countable (see `record_line`).
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .from_path(path)
         .map_err(|e| NodeError::Import(format!("cannot read {}: {e}", path.display())))?;
+    // A second handle on the file, to read the byte that ended each record (see
+    // `record_line`); lines fall back to the record's start position without it.
+    let peek = std::fs::File::open(path).ok();
     let headers =
         reader.headers().map_err(|e| NodeError::Import(format!("{}: header row: {e}", path.display())))?;
     let headers: Vec<String> = headers.iter().map(|h| h.trim_start_matches('\u{feff}').to_string()).collect();
     let position = |name: &str| headers.iter().position(|h| h == name);
     let key_kind = schema.key_kind();
     let key_columns = key_kind.source_columns(schema.key());
+    // Which key cells go to the key reader untrimmed: entity codes (their normalization
+    // trims and says so); identifier rules get the cell trimmed, as they always did.
+    let key_raw: Vec<bool> = match key_kind {
+        KeyKind::EntityCode => vec![true],
+        KeyKind::Identifier(_) => vec![false],
+        KeyKind::Composite(parts) => parts.iter().map(|p| p.kind == PartKind::EntityCode).collect(),
+    };
     let mut key_at = Vec::with_capacity(key_columns.len());
     for column in &key_columns {
         key_at.push(
@@ -221,17 +251,23 @@ pub fn read_csv(
     let mut record = csv::StringRecord::new();
     let mut row_number = 0u64;
     loop {
+        let line_before = reader.position().line();
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
                 row_number += 1;
                 report.rows_read += 1;
-                report.reject(row_number, None, format!("unreadable row: {e}"));
+                let line = e.position().map_or(line_before, csv::Position::line);
+                report.reject(row_number, line, None, format!("unreadable row: {e}"));
                 continue;
             }
         }
         row_number += 1;
+        // Every row takes at least a line after the header: the bound also gives files
+        // ended by a bare `\r` (old Mac exports), where the reader counts no lines,
+        // the line their rows are on.
+        let line = record_line(&record, reader.position(), peek.as_ref()).max(row_number + 1);
         report.rows_read += 1;
         if row_number % 50_000 == 0 {
             progress(row_number);
@@ -239,41 +275,81 @@ pub fn read_csv(
         if record.len() != headers.len() {
             report.reject(
                 row_number,
+                line,
                 None,
                 format!("row has {} cells, the header has {}", record.len(), headers.len()),
             );
             continue;
         }
-        let key_cells: Vec<&str> = key_at.iter().map(|&i| record.get(i).unwrap_or_default()).collect();
+        let key_cells: Vec<&str> = key_at
+            .iter()
+            .zip(&key_raw)
+            .map(|(&i, &raw)| {
+                let cell = record.get(i).unwrap_or_default();
+                if raw {
+                    cell
+                } else {
+                    cell.trim()
+                }
+            })
+            .collect();
         let key = match key_kind.read(&key_cells) {
             Ok(read) => {
                 for warning in read.warnings {
-                    report.warnings.push(RowWarning { row: row_number, key: read.element.clone(), warning });
+                    report.warn(RowWarning { row: row_number, line, key: read.element.clone(), warning });
                 }
                 read.element
             }
             Err(e) => {
-                report.reject(row_number, Some(key_cells.join(" | ")), e.to_string());
+                let cells: Vec<&str> = key_cells.iter().map(|c| c.trim()).collect();
+                report.reject(row_number, line, Some(cells.join(" | ")), e.to_string());
                 continue;
             }
         };
-        let cells: Vec<&str> = column_at.iter().map(|&i| record.get(i).unwrap_or_default()).collect();
+        let cells: Vec<&str> = column_at.iter().map(|&i| record.get(i).unwrap_or_default().trim()).collect();
         match schema.parse_row(&cells) {
             Ok(values) => {
                 encoded.clear();
                 codec.encode_values(&values, &mut encoded)?;
-                sorter.push(key.as_bytes(), row_number, Some(&encoded))?;
+                sorter.push(key.as_bytes(), row_number, line, Some(&encoded))?;
                 candidates += 1;
             }
             Err(e) => {
-                report.reject(row_number, Some(key.clone()), format!("bad value: {e}"));
-                sorter.push(key.as_bytes(), row_number, None)?;
+                report.reject(row_number, line, Some(key.clone()), format!("bad value: {e}"));
+                sorter.push(key.as_bytes(), row_number, line, None)?;
             }
         }
     }
     progress(row_number);
     let key_word = if key_kind.is_entity_code() { "code" } else { "key" };
     Ok((ParsedCsv { sorter, key_word, candidates }, report))
+}
+
+/// The file line `record` starts on (header = 1).
+///
+/// The record's own position is where the reader started looking for it: before any
+/// blank lines it skipped, and before the `\n` of the previous record's CRLF (the
+/// reader stops at the `\r`). Counting back from the end is exact: the record spans
+/// one line more than the line breaks inside its cells, and it ends on the reader's
+/// line after it, or on the line before when the byte that ended it was a `\n` (the
+/// reader has counted that one). `peek` reads that byte from the file; without it the
+/// start position, never after the true start, is the answer.
+fn record_line(record: &csv::StringRecord, after: &csv::Position, peek: Option<&std::fs::File>) -> u64 {
+    let start = record.position().map_or(0, csv::Position::line);
+    let inner_breaks = record.iter().map(|cell| cell.matches('\n').count() as u64).sum::<u64>();
+    let ended_by_newline = match (peek, after.byte().checked_sub(1)) {
+        (Some(file), Some(last)) => {
+            use std::os::unix::fs::FileExt;
+            let mut byte = [0u8; 1];
+            match file.read_exact_at(&mut byte, last) {
+                Ok(()) => byte[0] == b'\n',
+                Err(_) => return start,
+            }
+        }
+        _ => return start,
+    };
+    let end = if ended_by_newline { after.line().saturating_sub(1) } else { after.line() };
+    start.max(end.saturating_sub(inner_breaks))
 }
 
 #[cfg(test)]
@@ -305,9 +381,53 @@ mod tests {
         assert_eq!(keys, vec!["92350206MA8T12340D"]);
         assert_eq!(report.rows_rejected, 2);
         assert_eq!(report.rejected[0].row, 1);
-        assert_eq!(report.rejected[0].reason, "duplicate code: appears on rows 1, 3");
+        assert_eq!(report.rejected[0].reason, "duplicate code: appears on lines 2, 4");
+        assert_eq!(report.rejected[0].line, 2);
         assert_eq!(report.rejected[1].row, 3);
         assert!(report.rejected[1].reason.starts_with("bad value"), "{:?}", report.rejected[1]);
+    }
+
+    /// `line` is the line a row starts on, after a quoted cell spanning lines, a blank
+    /// line and CRLF line ends, and for a last row without a final line break; the
+    /// duplicate reason cites the same lines. A code written in lower case is accepted
+    /// with a warning saying so.
+    #[test]
+    fn lines_follow_the_file_and_normalized_codes_are_warnings() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("rows.csv");
+        std::fs::write(
+            &path,
+            "credit_code,note,headcount\r\n\
+             91350203MA31XEK09P,\"two\r\nlines\",1\r\n\
+             \r\n\
+             92350206MA8T12340D,plain,x\r\n\
+             91350203ma31xek09p,\"three\nlines\nhere\",2\n\
+             91350203MA31XEK07H,\"last, \nunterminated\",y",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        // `note` is not in the schema: ignored, its line breaks still counted.
+        let schema = DatasetSchema::new("d", "credit_code", vec![("headcount".into(), ColumnType::Integer)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (parsed, mut report) =
+            read_csv(&path, &schema, &dir.path().join("spill"), |_| {}).unwrap_or_else(|e| panic!("{e}"));
+        parsed.for_each_accepted(&mut report, |_, _| Ok(())).unwrap_or_else(|e| panic!("{e}"));
+        let rejected: Vec<(u64, u64, &str)> =
+            report.rejected.iter().map(|r| (r.row, r.line, r.reason.as_str())).collect();
+        assert_eq!(
+            rejected,
+            vec![
+                (1, 2, "duplicate code: appears on lines 2, 6"),
+                (2, 5, "bad value: column headcount: \"x\" is not an integer"),
+                (3, 6, "duplicate code: appears on lines 2, 6"),
+                (4, 9, "bad value: column headcount: \"y\" is not an integer"),
+            ]
+        );
+        let warnings: Vec<(u64, u64, &str)> =
+            report.warnings.iter().map(|w| (w.row, w.line, w.warning.as_str())).collect();
+        assert_eq!(warnings[0], (3, 6, "code normalized from \"91350203ma31xek09p\""));
+        assert_eq!((warnings.len(), report.warnings_total), (2, 2), "{warnings:?}");
+        assert_eq!((warnings[1].0, warnings[1].1), (4, 9));
+        assert_eq!(report.ignored_columns, vec!["note".to_string()]);
     }
 
     /// A composite key (supplier code, invoice number): each part normalized by its own
@@ -351,13 +471,13 @@ mod tests {
         assert_eq!(
             reasons,
             vec![
-                (1, "duplicate key: appears on rows 1, 4"),
+                (1, "duplicate key: appears on lines 2, 5"),
                 (2, "key column invoice_no: \"253502000000001234\" does not match the pattern [0-9]{20}"),
                 (
                     3,
                     "key column supplier_code: bad unified social credit code: check character is 'Q', the first 17 characters require 'P'"
                 ),
-                (4, "duplicate key: appears on rows 1, 4"),
+                (4, "duplicate key: appears on lines 2, 5"),
             ]
         );
         assert!(report.ignored_columns.is_empty(), "{:?}", report.ignored_columns);

@@ -211,32 +211,38 @@ fn an_operator_sets_up_a_node_imports_and_verifies() -> Result<()> {
         &["node bank-a\n", "peers:\n", "datasets:\n", "contracts:\n", "recent jobs:\n", "audit records: 0"],
     );
 
-    // import: 25 applicants, some written as a branch might (lower case, padded).
+    // import: 25 applicants, some written as a branch might (lower case, padded), with a
+    // column the schema does not name.
     let applicants = codes(31, 25);
-    let mut csv = String::from("\u{feff}credit_code,amount\n");
+    let mut csv = String::from("\u{feff}credit_code,amount,branch\n");
     let mut expected = BTreeMap::new();
     for (i, code) in applicants.iter().enumerate() {
         let written = if i % 4 == 0 { format!("  {}  ", code.to_lowercase()) } else { code.clone() };
-        csv.push_str(&format!("{written},{}.{:02}\n", 100 + i, i));
+        csv.push_str(&format!("{written},{}.{:02},xm-{}\n", 100 + i, i, i % 3));
         let units = (100 + i as i64) * 100 + i as i64;
         expected.insert(code.clone(), encode_values(&[Value::Decimal { units, scale: 2 }], &[]));
     }
     let schema = write(base.path(), "applicants.schema.toml", APPLICANTS_SCHEMA)?.display().to_string();
     let good = write(base.path(), "applicants.csv", &csv)?.display().to_string();
-    let out = node(&[
-        "import",
-        "--config",
-        &config,
-        "--dataset",
-        "loan_applicants",
-        "--schema",
-        &schema,
-        "--csv",
-        &good,
-    ]);
+    // No --dataset: the schema names it.
+    let out = node(&["import", "--config", &config, "--schema", &schema, "--csv", &good]);
+    let ignored = stderr(&out);
     let report: serde_json::Value = serde_json::from_str(&ok(out))?;
     assert_eq!(report["committed"], true);
+    assert_eq!(report["dataset"], "loan_applicants");
     assert_eq!(report["rows_accepted"], 25);
+    assert_contains(&ignored, &["ignored columns (not in the schema, not imported): branch\n"]);
+    // The 7 codes written in lower case and padded (rows 1, 5, ..., 25) are warnings.
+    assert_eq!(report["warnings"].as_array().map(Vec::len), Some(7), "{report}");
+    assert_eq!(report["warnings_total"], 7);
+    assert_eq!(report["warnings"][1]["row"], 5);
+    assert_contains(report["warnings"][1]["warning"].as_str().unwrap_or_default(), &["code normalized from"]);
+    // A --dataset that is not the schema's name is refused.
+    let other = fails(
+        node(&["import", "--config", &config, "--dataset", "other", "--schema", &schema, "--csv", &good]),
+        1,
+    );
+    assert_contains(&other, &["schema names dataset \"loan_applicants\", the request \"other\""]);
     assert_eq!(report["version"], 1);
     let digest = dataset_digest(&expected);
     assert_eq!(report["digest"], digest.as_str());

@@ -241,7 +241,7 @@ async fn bad_rows_are_listed_and_a_strict_import_changes_nothing() -> Result<()>
     );
     // Rows 7 and 13: the same (valid) code twice.
     let duplicate = &fresh[6];
-    let twice = "duplicate code: appears on rows 7, 13".to_string();
+    let twice = "duplicate code: appears on lines 8, 14".to_string();
     push_bad(&mut lines, format!("{duplicate},{}", good_row(duplicate, 1).cells), twice.clone());
     // Row 8: good.
     push_good(&mut lines, good_row(&fresh[7], 107));
@@ -309,6 +309,16 @@ async fn bad_rows_are_listed_and_a_strict_import_changes_nothing() -> Result<()>
     }
     // The row with the bad character is reported with the key as written.
     assert_eq!(listed[1]["key"], bad_char.as_str());
+    // Row 2's lower-case, padded code is accepted, with a warning naming it as written;
+    // every other accepted code was written canonically.
+    let warnings = strict["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{strict}");
+    assert_eq!((warnings[0]["row"].as_u64(), warnings[0]["line"].as_u64()), (Some(2), Some(3)));
+    assert_eq!(warnings[0]["key"], fresh[1].as_str());
+    assert_eq!(
+        warnings[0]["warning"],
+        format!("code normalized from {:?}", format!("  {}  ", fresh[1].to_lowercase())).as_str()
+    );
     let after_strict = current(node, "loan_book").await?.expect("loan_book is still there");
     assert_eq!((after_strict.version, after_strict.rows), (1, 40));
     assert_eq!(after_strict.digest, v1_digest, "version 1 stays current and unchanged");

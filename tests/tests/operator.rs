@@ -2,7 +2,8 @@
 //! names the running process; the CLI prints a node's refusal as words, not as a gRPC
 //! status dump; log files carry no terminal colour codes; every audit record says what
 //! happened (a proposal, a signature, an import with its dataset and version, a run with
-//! its role, a revocation), and `audit show` prints them as a table.
+//! its role, a revocation), and `audit show` prints them as a table; job ids stay
+//! consecutive across a restart.
 
 mod common;
 
@@ -206,5 +207,31 @@ async fn every_audit_record_says_what_happened() -> Result<()> {
         program().run(&["audit", "show", "-c", &bank_config, "--json"], &dir.path().join("show-json.log"))?;
     let parsed: Vec<Value> = json_out.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
     assert_eq!(parsed, audit_records(bank).await?);
+    Ok(())
+}
+
+/// Job ids were sled's `generate_id`, which jumps by a million after every restart: an
+/// operator reading `status` saw ids 0, 1000000, ... and asked where the jobs went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_ids_are_consecutive_across_a_restart() -> Result<()> {
+    let (dir, mut alliance) = alliance(&["credit-center", "bank-a"], false).await?;
+    let server_codes = codes(61, 60);
+    let client_codes: Vec<String> = server_codes.iter().step_by(2).cloned().chain(codes(62, 10)).collect();
+    let gov = write_gov(dir.path(), GOV_DATASET, &gov_rows(&server_codes))?;
+    import_ok(alliance.node("credit-center")?, GOV_DATASET, &gov).await?;
+    let applicants = write_applicants(dir.path(), "applicants", &client_codes)?;
+    import_ok(alliance.node("bank-a")?, "loan_applicants", &applicants).await?;
+    let id = "credit-center.job-ids";
+    let toml =
+        psi_contract(id, alliance.node("credit-center")?, alliance.node("bank-a")?, "cardinality", &[], 1, 1);
+    alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
+    alliance.node("bank-a")?.run("psi", id).await?;
+    alliance.node_mut("bank-a")?.stop()?;
+    alliance.node_mut("bank-a")?.start().await?;
+    alliance.node("bank-a")?.run("psi", id).await?;
+    let mut ids: Vec<u64> = alliance.node("bank-a")?.status().await?.jobs.iter().map(|j| j.job_id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[1], ids[0] + 1, "job ids after a restart: {ids:?}");
     Ok(())
 }

@@ -462,10 +462,10 @@ async fn duplicate_ids_are_refused_at_import() -> Result<()> {
     assert_eq!(
         rejected,
         vec![
-            (5, "duplicate code: appears on rows 5, 26".to_string()),
-            (10, "duplicate code: appears on rows 10, 42".to_string()),
-            (26, "duplicate code: appears on rows 5, 26".to_string()),
-            (42, "duplicate code: appears on rows 10, 42".to_string()),
+            (5, "duplicate code: appears on lines 6, 27".to_string()),
+            (10, "duplicate code: appears on lines 11, 43".to_string()),
+            (26, "duplicate code: appears on lines 6, 27".to_string()),
+            (42, "duplicate code: appears on lines 11, 43".to_string()),
         ]
     );
 

@@ -110,10 +110,10 @@ async fn identifier_and_composite_keys_are_checked_row_by_row_at_import() -> Res
     assert_eq!(
         rejected(&report),
         vec![
-            (1, "duplicate key: appears on rows 1, 5".to_string()),
+            (1, "duplicate key: appears on lines 2, 6".to_string()),
             (3, "\"2535020000000000003\" does not match the pattern [0-9]{20}".to_string()),
             (4, "\"2535020000000000000A\" does not match the pattern [0-9]{20}".to_string()),
-            (5, "duplicate key: appears on rows 1, 5".to_string()),
+            (5, "duplicate key: appears on lines 2, 6".to_string()),
             (6, "empty identifier".to_string()),
         ]
     );
@@ -151,8 +151,8 @@ async fn identifier_and_composite_keys_are_checked_row_by_row_at_import() -> Res
         )
     );
     // The same receivable written two ways is one key: both rows refused.
-    assert_eq!(reasons[2], (4, "duplicate key: appears on rows 4, 5".to_string()));
-    assert_eq!(reasons[3], (5, "duplicate key: appears on rows 4, 5".to_string()));
+    assert_eq!(reasons[2], (4, "duplicate key: appears on lines 5, 6".to_string()));
+    assert_eq!(reasons[3], (5, "duplicate key: appears on lines 5, 6".to_string()));
     // With --allow-rejects only the good row is kept.
     let report = import(node, dir.path(), PAYABLES, &payables, &csv, "", true).await?.expect("a report");
     assert_eq!(report["rows_accepted"], 1);

@@ -327,6 +327,29 @@ pub fn datasets(versions: &[(String, Vec<DatasetVersion>)], reports: &[StoredImp
                     @if report["committed"].as_bool().unwrap_or(false) { span.ok { "committed as version " (report["version"]) } }
                     @else { span.bad { "not committed: " (report["not_committed_reason"].as_str().unwrap_or("")) } }
                 }
+                // Columns the schema does not name are dropped on import; say so, or a
+                // steward believes they were kept.
+                @if let Some(ignored) = report["ignored_columns"].as_array().filter(|c| !c.is_empty()) {
+                    p.ignored-columns {
+                        "Ignored columns (not in the schema, not imported): "
+                        @for (i, column) in ignored.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            code { (column.as_str().unwrap_or("?")) }
+                        }
+                    }
+                }
+                @if let Some(warnings) = report["warnings"].as_array().filter(|w| !w.is_empty()) {
+                    details {
+                        summary { "Warnings (" (report["warnings_total"].as_u64().unwrap_or(warnings.len() as u64)) ")" }
+                        table {
+                            tr { th { "Row" } th { "Line" } th { "Key" } th { "Warning" } }
+                            @for w in warnings {
+                                tr { td { (w["row"]) } td { (w["line"]) } td { code { (w["key"].as_str().unwrap_or("")) } } td { (w["warning"].as_str().unwrap_or("")) } }
+                            }
+                        }
+                        @if let Some(more) = report["warnings_not_kept"].as_u64() { p { (more) " more not kept here." } }
+                    }
+                }
                 @if let Some(rejected) = report["rejected"].as_array().filter(|r| !r.is_empty()) {
                     details {
                         summary { "Rejected rows" }

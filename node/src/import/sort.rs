@@ -4,8 +4,10 @@
 //! record per run. Rows that failed to parse are kept (without values) so that a code
 //! on two rows is still seen as a duplicate.
 //!
-//! Record encoding (arena and run files): `len key u16 ‖ key ‖ row u64 ‖ has values u8
-//! ‖ len values u32 ‖ values`, values in the store's row encoding.
+//! Record encoding (arena and run files): `len key u16 ‖ key ‖ row u64 ‖ line u64 ‖
+//! has values u8 ‖ len values u32 ‖ values`, values in the store's row encoding. The
+//! file line travels with the row because a quoted cell can span lines, so the line
+//! cannot be derived from the row number when duplicates are reported after the merge.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -23,6 +25,8 @@ pub const RUN_BYTES: usize = 32 * 1024 * 1024;
 pub struct Record {
     pub key: Vec<u8>,
     pub row: u64,
+    /// The file line the row starts on (header = 1).
+    pub line: u64,
     /// `None` for a row already rejected (kept only to see duplicates).
     pub values: Option<Vec<u8>>,
 }
@@ -39,29 +43,32 @@ impl PartialOrd for Record {
     }
 }
 
-fn put_record(out: &mut Vec<u8>, key: &[u8], row: u64, values: Option<&[u8]>) {
+fn put_record(out: &mut Vec<u8>, key: &[u8], row: u64, line: u64, values: Option<&[u8]>) {
     out.extend_from_slice(&(key.len() as u16).to_be_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(&row.to_be_bytes());
+    out.extend_from_slice(&line.to_be_bytes());
     out.push(u8::from(values.is_some()));
     let values = values.unwrap_or_default();
     out.extend_from_slice(&(values.len() as u32).to_be_bytes());
     out.extend_from_slice(values);
 }
 
-/// (key, row, values) of the record at `at` in `arena`, and its end.
-fn record_at(arena: &[u8], at: usize) -> (&[u8], u64, Option<&[u8]>, usize) {
+/// (key, row, line, values) of the record at `at` in `arena`, and its end.
+fn record_at(arena: &[u8], at: usize) -> (&[u8], u64, u64, Option<&[u8]>, usize) {
     let key_len = usize::from(u16::from_be_bytes([arena[at], arena[at + 1]]));
     let key = &arena[at + 2..at + 2 + key_len];
     let mut pos = at + 2 + key_len;
     let row = u64::from_be_bytes(arena[pos..pos + 8].try_into().unwrap_or_default());
+    pos += 8;
+    let line = u64::from_be_bytes(arena[pos..pos + 8].try_into().unwrap_or_default());
     pos += 8;
     let has = arena[pos] == 1;
     pos += 1;
     let len = u32::from_be_bytes(arena[pos..pos + 4].try_into().unwrap_or_default()) as usize;
     pos += 4;
     let values = &arena[pos..pos + len];
-    (key, row, has.then_some(values), pos + len)
+    (key, row, line, has.then_some(values), pos + len)
 }
 
 /// Collects records, spilling sorted runs to `dir`.
@@ -83,12 +90,12 @@ impl Sorter {
     }
 
     /// Adds one row. Keys are at most a few hundred bytes (import checks them first).
-    pub fn push(&mut self, key: &[u8], row: u64, values: Option<&[u8]>) -> Result<(), NodeError> {
+    pub fn push(&mut self, key: &[u8], row: u64, line: u64, values: Option<&[u8]>) -> Result<(), NodeError> {
         if key.len() > usize::from(u16::MAX) {
             return Err(NodeError::Import(format!("row {row}: key of {} bytes", key.len())));
         }
         self.offsets.push(self.arena.len());
-        put_record(&mut self.arena, key, row, values);
+        put_record(&mut self.arena, key, row, line, values);
         if self.arena.len() >= self.budget {
             self.spill()?;
         }
@@ -173,8 +180,8 @@ impl Source {
             Source::Memory { arena, offsets, next } => {
                 let Some(&at) = offsets.get(*next) else { return Ok(None) };
                 *next += 1;
-                let (key, row, values, _) = record_at(arena, at);
-                Ok(Some(Record { key: key.to_vec(), row, values: values.map(<[u8]>::to_vec) }))
+                let (key, row, line, values, _) = record_at(arena, at);
+                Ok(Some(Record { key: key.to_vec(), row, line, values: values.map(<[u8]>::to_vec) }))
             }
             Source::File { reader, run } => {
                 let io = |e: std::io::Error| NodeError::file(&run.path, e);
@@ -186,13 +193,14 @@ impl Source {
                 }
                 let mut key = vec![0u8; usize::from(u16::from_be_bytes(len))];
                 reader.read_exact(&mut key).map_err(io)?;
-                let mut fixed = [0u8; 13];
+                let mut fixed = [0u8; 21];
                 reader.read_exact(&mut fixed).map_err(io)?;
                 let row = u64::from_be_bytes(fixed[..8].try_into().unwrap_or_default());
-                let values_len = u32::from_be_bytes(fixed[9..13].try_into().unwrap_or_default()) as usize;
+                let line = u64::from_be_bytes(fixed[8..16].try_into().unwrap_or_default());
+                let values_len = u32::from_be_bytes(fixed[17..21].try_into().unwrap_or_default()) as usize;
                 let mut values = vec![0u8; values_len];
                 reader.read_exact(&mut values).map_err(io)?;
-                Ok(Some(Record { key, row, values: (fixed[8] == 1).then_some(values) }))
+                Ok(Some(Record { key, row, line, values: (fixed[16] == 1).then_some(values) }))
             }
         }
     }
@@ -227,8 +235,10 @@ mod tests {
         for row in 0..500u64 {
             let key = format!("K{:03}", (row * 7919) % 211).into_bytes();
             let values = (row % 3 != 0).then(|| row.to_be_bytes().to_vec());
-            sorter.push(&key, row, values.as_deref()).unwrap_or_else(|e| panic!("{e}"));
-            expected.push(Record { key, row, values });
+            // Lines need not follow rows (a quoted cell can span lines): they travel as is.
+            let line = row * 3 + 2;
+            sorter.push(&key, row, line, values.as_deref()).unwrap_or_else(|e| panic!("{e}"));
+            expected.push(Record { key, row, line, values });
         }
         expected.sort();
         assert!(std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0) > 10, "runs were spilled");

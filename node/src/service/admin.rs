@@ -132,7 +132,9 @@ impl Admin for AdminService {
         let request = request.into_inner();
         let schema: DatasetSchema = toml::from_str(&request.schema_toml)
             .map_err(|e| Status::invalid_argument(format!("schema: {e}")))?;
-        if schema.name() != request.dataset {
+        // An empty dataset means "the schema's": the name is then not repeated on the
+        // command line. When both are given they must agree.
+        if !request.dataset.is_empty() && schema.name() != request.dataset {
             return Err(Status::invalid_argument(format!(
                 "schema names dataset {:?}, the request {:?}",
                 schema.name(),

@@ -58,7 +58,8 @@ impl Store {
         }
     }
 
-    /// Keeps an import report (its rejected rows cut to [`REJECTED_ROWS_KEPT`]), dropping
+    /// Keeps an import report (its rejected rows and warnings each cut to
+    /// [`REJECTED_ROWS_KEPT`]), dropping
     /// the oldest beyond [`IMPORT_REPORTS_KEPT`].
     pub fn save_import_report(&self, time_unix: u64, mut report: serde_json::Value) -> Result<(), NodeError> {
         if let Some(rejected) = report.get_mut("rejected").and_then(|r| r.as_array_mut()) {
@@ -66,6 +67,15 @@ impl Store {
                 let total = rejected.len();
                 rejected.truncate(REJECTED_ROWS_KEPT);
                 report["rejected_rows_not_kept"] = serde_json::json!(total - REJECTED_ROWS_KEPT);
+            }
+        }
+        // Warnings are cut the same way: a file written all in lower case warns on
+        // every row.
+        if let Some(warnings) = report.get_mut("warnings").and_then(|w| w.as_array_mut()) {
+            if warnings.len() > REJECTED_ROWS_KEPT {
+                let total = warnings.len();
+                warnings.truncate(REJECTED_ROWS_KEPT);
+                report["warnings_not_kept"] = serde_json::json!(total - REJECTED_ROWS_KEPT);
             }
         }
         let tree = self.console_tree("import_reports")?;
