@@ -49,7 +49,22 @@ pub struct NodeContext {
     pub crl_digest: Mutex<Option<[u8; 32]>>,
     /// Signalled when a job ends, so the audit head reaches the witnesses right away.
     pub head_due: tokio::sync::Notify,
+    /// What each running job of this process reported last, by job id (the console's
+    /// Running table); an entry is added when a driver attaches its progress sender and
+    /// removed when the job finishes. Shared with the senders, which hold no context.
+    pub job_progress: ProgressMap,
 }
+
+/// What a running job reported last: its phase and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobProgress {
+    pub phase: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Running jobs' last progress, by job id.
+pub type ProgressMap = Arc<Mutex<HashMap<u64, JobProgress>>>;
 
 /// Coalesces audit records of repeated refusals (issue 9: a flood of bad calls must not
 /// flood the audit log). Keyed by (peer, kind of refusal), one record per minute; the
@@ -116,6 +131,19 @@ impl std::fmt::Debug for NodeContext {
 }
 
 impl NodeContext {
+    /// A copy of the running jobs' last progress (a poisoned lock shows none: the page
+    /// must render whatever a panicked job left behind).
+    pub fn job_progress(&self) -> HashMap<u64, JobProgress> {
+        self.job_progress.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Drops a finished job's progress.
+    pub fn forget_progress(&self, job_id: u64) {
+        if let Ok(mut map) = self.job_progress.lock() {
+            map.remove(&job_id);
+        }
+    }
+
     pub fn node_id(&self) -> &NodeId {
         &self.config.node_id
     }

@@ -86,6 +86,7 @@ pub fn open(config: NodeConfig) -> Result<(Arc<NodeContext>, TlsIdentity), NodeE
         refusal_window: Mutex::new(Default::default()),
         crl_digest: Mutex::new(None),
         head_due: tokio::sync::Notify::new(),
+        job_progress: Default::default(),
     });
     crate::revocation::note_loaded(&ctx);
     recover(&ctx)?;

@@ -123,6 +123,69 @@ async fn metrics_count_a_psi_run_and_health_answers_without_login() -> Result<()
     Ok(())
 }
 
+/// The finished-jobs row of job `id` on a jobs page (the `<tr>` whose first cell is it).
+fn job_row(page: &str, id: u64) -> Option<&str> {
+    let finished = &page[page.find("id=\"finished\"")?..];
+    let start = finished.find(&format!("<tr><td>{id}</td>"))?;
+    let row = &finished[start..];
+    Some(&row[..row.find("</tr>")?])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_page_shows_each_jobs_bytes_and_output_files() -> Result<()> {
+    let (dir, alliance) = alliance(&["credit-center", "bank-a"], false).await?;
+    let center = alliance.node("credit-center")?;
+    let bank = alliance.node("bank-a")?;
+    let server_codes = codes(61, 200);
+    let client_codes: Vec<String> = server_codes.iter().step_by(4).cloned().chain(codes(62, 30)).collect();
+    let gov = write_gov(dir.path(), GOV_DATASET, &gov_rows(&server_codes))?;
+    import_ok(center, GOV_DATASET, &gov).await?;
+    let applicants = write_applicants(dir.path(), "applicants", &client_codes)?;
+    import_ok(bank, "loan_applicants", &applicants).await?;
+    // The both form: the server writes the intersection to its outputs/.
+    let toml = psi_contract("credit-center.console-jobs", center, bank, "both", &[], 1, 1);
+    alliance.agree("credit-center", &toml, "credit-center.console-jobs", &["bank-a"]).await?;
+    let report = bank.run("psi", "credit-center.console-jobs").await?;
+    let sent = report["bytes_sent"].as_u64().context("bytes_sent")?;
+    let received = report["bytes_received"].as_u64().context("bytes_received")?;
+    assert!(sent > 0 && received > 0, "{report}");
+
+    // The client's row: exactly the report's bytes (in the title, unrounded).
+    let cookie = login(&bank.console, &bank.console_token()?).await?;
+    let page = get(&bank.console, "/jobs", Some(&cookie)).await?;
+    assert_eq!(page.status, 200);
+    let jobs = bank.admin().await?.status(proto::StatusRequest::default()).await?.into_inner().jobs;
+    let client_job = jobs.iter().find(|j| j.kind == "psi" && j.role == "client").context("client job")?;
+    let row = job_row(&page.body, client_job.job_id).context("client row")?;
+    assert!(row.contains(&format!("{sent} / {received} bytes")), "{row}");
+
+    // The server's row: its bytes, and the file it wrote, once it has finished.
+    let cookie = login(&center.console, &center.console_token()?).await?;
+    let mut row = String::new();
+    for _ in 0..50 {
+        let page = get(&center.console, "/jobs", Some(&cookie)).await?;
+        if let Some(r) = page.body.find("id=\"finished\"").and_then(|_| {
+            let at = page.body.find("psi-credit-center.console-jobs-")?;
+            let start = page.body[..at].rfind("<tr>")?;
+            let end = at + page.body[at..].find("</tr>")?;
+            Some(page.body[start..end].to_string())
+        }) {
+            row = r;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(row.contains("server"), "{row}");
+    // The server sent what the client received, and the other way round.
+    assert!(row.contains(&format!("{received} / {sent} bytes")), "{row}");
+    assert!(row.contains(".csv"), "{row}");
+    let name_start = row.find("psi-credit-center.console-jobs-").context("file name")?;
+    let name_end = name_start + row[name_start..].find(".csv").context("csv")? + 4;
+    let written = center.dir.join("outputs").join(&row[name_start..name_end]);
+    assert!(written.exists(), "{}", written.display());
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_console_page_refuses_requests_without_the_token() -> Result<()> {
     let (_dir, alliance) = alliance(&["credit-center", "bank-a"], true).await?;

@@ -14,13 +14,11 @@ mod pages;
 pub mod probe;
 mod routes;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use xmcredit_crypto::NodeId;
 
 use crate::context::NodeContext;
 use crate::store::{JobRecord, JobSummary};
@@ -105,12 +103,7 @@ pub fn record_job_start(job_id: u64) {
 }
 
 /// Records what the console shows of a finished job and counts it in the metrics.
-pub fn record_job_end(
-    ctx: &NodeContext,
-    job: &JobRecord,
-    set_sizes: &BTreeMap<NodeId, u64>,
-    transcript_digest: Option<[u8; 32]>,
-) {
+pub fn record_job_end(ctx: &NodeContext, job: &JobRecord, outcome: &crate::run::RunOutcome) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -124,9 +117,12 @@ pub fn record_job_end(
     metrics::METRICS.job_finished(&job.computation, job.state.as_str(), &job.role, seconds);
     let summary = JobSummary {
         job_id: job.id,
-        set_sizes: set_sizes.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
-        transcript_digest: transcript_digest.map(hex::encode),
+        set_sizes: outcome.set_sizes.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+        transcript_digest: outcome.transcript_digest.map(hex::encode),
         duration_ms: (seconds * 1000.0).round() as u64,
+        bytes_sent: outcome.traffic.map(|t| t.sent),
+        bytes_received: outcome.traffic.map(|t| t.received),
+        output_files: outcome.output_files.clone(),
     };
     if let Err(e) = ctx.store.save_job_summary(&summary) {
         tracing::warn!(job = job.id, error = %e, "could not keep the job's summary for the console");

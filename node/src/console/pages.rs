@@ -2,8 +2,11 @@
 //! ids, reasons and file names a peer or a CSV controls cannot inject markup. No script
 //! and nothing loaded from elsewhere: the style sheet is inline.
 
+use std::collections::HashMap;
+
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
+use crate::context::JobProgress;
 use crate::store::{
     ContractState, DatasetVersion, JobRecord, JobSummary, StoredContract, StoredImportReport,
 };
@@ -250,26 +253,37 @@ pub fn contracts(cards: Vec<Markup>, flash: Option<&str>) -> Markup {
     }
 }
 
-/// A job with its summary, for the jobs page.
-pub fn jobs(jobs: &[(JobRecord, Option<JobSummary>)], outputs: &[(String, u64, u64)], now: u64) -> Markup {
+/// A job with its summary, for the jobs page. `progress` is what each running job of
+/// this process reported last.
+pub fn jobs(
+    jobs: &[(JobRecord, Option<JobSummary>)],
+    progress: &HashMap<u64, JobProgress>,
+    outputs: &[(String, u64, u64)],
+    now: u64,
+) -> Markup {
     let running: Vec<_> = jobs.iter().filter(|(j, _)| j.finished_unix.is_none()).collect();
     let finished: Vec<_> = jobs.iter().filter(|(j, _)| j.finished_unix.is_some()).collect();
     html! {
+        // Reloads itself only while something runs, so progress moves without
+        // JavaScript and an idle page stays still.
+        @if !running.is_empty() { meta http-equiv="refresh" content="5"; }
         h2 { "Running" }
         @if running.is_empty() { p { "None." } }
         @else {
-            table {
-                tr { th { "Job" } th { "Kind" } th { "Role" } th { "Contract" } th { "Peers" } th { "Running for" } th { "Detail" } }
+            table #running {
+                tr { th { "Job" } th { "Kind" } th { "Role" } th { "Contract" } th { "Peers" } th { "Running for" } th { "Progress" } th { "Detail" } }
                 @for (j, _) in running {
                     tr { td { (j.id) } td { (j.computation) } td { (j.role) } td { code { (j.contract_id) } }
-                         td { (j.peers.join(", ")) } td { (now.saturating_sub(j.started_unix)) " s" } td { (j.detail) } }
+                         td { (j.peers.join(", ")) } td { (now.saturating_sub(j.started_unix)) " s" }
+                         td.progress { (progress_text(progress.get(&j.id))) }
+                         td { (j.detail) } }
                 }
             }
         }
         h2 { "Finished" }
         table #finished {
             tr { th { "Job" } th { "Kind" } th { "Role" } th { "Contract" } th { "Outcome" } th { "Started" } th { "Duration" }
-                 th { "Set sizes" } th { "Transcript digest" } th { "Detail" } }
+                 th { "Set sizes" } th { "Bytes sent / received" } th { "Output files" } th { "Transcript digest" } th { "Detail" } }
             @for (j, s) in finished {
                 tr {
                     td { (j.id) } td { (j.computation) } td { (j.role) } td { code { (j.contract_id) } }
@@ -277,12 +291,19 @@ pub fn jobs(jobs: &[(JobRecord, Option<JobSummary>)], outputs: &[(String, u64, u
                     td { (time(j.started_unix)) }
                     td { @if let Some(s) = s { (format!("{:.3}", s.duration_ms as f64 / 1000.0)) " s" } @else { (j.finished_unix.unwrap_or(0).saturating_sub(j.started_unix)) " s" } }
                     td { @if let Some(s) = s { @for (node, size) in &s.set_sizes { (node) ": " (size) br; } } }
+                    td.bytes { @match s.as_ref().map(|s| (s.bytes_sent, s.bytes_received)) {
+                        Some((Some(sent), Some(received))) => {
+                            span title=(format!("{sent} / {received} bytes")) { (human_bytes(sent)) " / " (human_bytes(received)) }
+                        }
+                        _ => { "-" }
+                    } }
+                    td.outputs { @if let Some(s) = s { @for name in &s.output_files { code { (name) } br; } } }
                     td { @if let Some(d) = s.as_ref().and_then(|s| s.transcript_digest.as_deref()) { code title=(d) { (short(d)) "…" } } }
                     td { (j.detail) }
                 }
             }
         }
-        p { "Bytes on the wire are counted per node in " a href="/metrics" { "/metrics" } " (xmcredit_peer_bytes_sent_total, xmcredit_peer_bytes_received_total); a client's run report (" code { "run" } ") has them per job." }
+        p { "Bytes are this node's, as the job's run report counts them; totals per node are in " a href="/metrics" { "/metrics" } "." }
         h2 { "Output files" }
         p { "In " code { "<data_dir>/outputs" } " (mode 0600: they hold codes and per-entity values)." }
         @if outputs.is_empty() { p { "None yet." } }
@@ -291,6 +312,31 @@ pub fn jobs(jobs: &[(JobRecord, Option<JobSummary>)], outputs: &[(String, u64, u
                 @for (name, bytes, at) in outputs { tr { td { code { (name) } } td { (bytes) } td { (time(*at)) } } } }
         }
     }
+}
+
+/// A running job's last report as "phase done/total" ("phase" alone when the phase
+/// has no count; "-" before the first report or for a job of another process).
+pub fn progress_text(progress: Option<&JobProgress>) -> String {
+    match progress {
+        None => "-".into(),
+        Some(p) if p.total == 0 => p.phase.clone(),
+        Some(p) => format!("{} {}/{}", p.phase, p.done, p.total),
+    }
+}
+
+/// Bytes in binary units with one decimal ("812 B", "1.5 KiB", "3.0 MiB").
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// The datasets page body.
@@ -434,4 +480,62 @@ pub fn audit(records: &[AuditRecord], total: usize, verify: Option<(bool, String
 /// An error page inside the layout.
 pub fn error(message: &str) -> Markup {
     html! { p.bad #error { (message) } }
+}
+
+#[cfg(test)]
+mod job_page_tests {
+    use super::*;
+    use crate::store::JobState;
+
+    fn job(id: u64, finished: Option<u64>) -> JobRecord {
+        JobRecord {
+            id,
+            computation: "psi".into(),
+            contract_id: "c1".into(),
+            role: "client".into(),
+            session: "s".into(),
+            peers: vec!["bank-b".into()],
+            state: if finished.is_some() { JobState::Succeeded } else { JobState::Running },
+            detail: String::new(),
+            started_unix: 100,
+            finished_unix: finished,
+            observed: None,
+        }
+    }
+
+    #[test]
+    fn units_and_progress_text() {
+        assert_eq!(human_bytes(812), "812 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(progress_text(None), "-");
+        let p = JobProgress { phase: "evaluated".into(), done: 3, total: 10 };
+        assert_eq!(progress_text(Some(&p)), "evaluated 3/10");
+        let p = JobProgress { phase: "started".into(), done: 0, total: 0 };
+        assert_eq!(progress_text(Some(&p)), "started");
+    }
+
+    #[test]
+    fn running_jobs_show_progress_and_refresh_finished_show_bytes_and_outputs() {
+        let summary = JobSummary {
+            job_id: 1,
+            set_sizes: Default::default(),
+            transcript_digest: None,
+            duration_ms: 5,
+            bytes_sent: Some(2048),
+            bytes_received: Some(100),
+            output_files: vec!["psi-c1-s.csv".into()],
+        };
+        let mut progress = HashMap::new();
+        progress.insert(2, JobProgress { phase: "evaluated".into(), done: 4, total: 9 });
+        let page = jobs(&[(job(1, Some(101)), Some(summary)), (job(2, None), None)], &progress, &[], 103)
+            .into_string();
+        assert!(page.contains("2.0 KiB / 100 B"), "{page}");
+        assert!(page.contains("psi-c1-s.csv"), "{page}");
+        assert!(page.contains("evaluated 4/9"), "{page}");
+        assert!(page.contains(r#"http-equiv="refresh""#), "{page}");
+        // Nothing running: no refresh.
+        let idle = jobs(&[(job(1, Some(101)), None)], &HashMap::new(), &[], 103).into_string();
+        assert!(!idle.contains("refresh"), "{idle}");
+    }
 }

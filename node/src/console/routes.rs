@@ -561,7 +561,7 @@ async fn jobs(State(state): State<ConsoleState>, operator: Operator) -> Response
             (j, summary)
         })
         .collect();
-    let body = pages::jobs(&with_summaries, &output_files(ctx), ctx.now_unix());
+    let body = pages::jobs(&with_summaries, &ctx.job_progress(), &output_files(ctx), ctx.now_unix());
     page(&state, &operator, Page::Jobs, "Jobs", body)
 }
 

@@ -116,6 +116,37 @@ pub struct RunOutcome {
     pub set_sizes: BTreeMap<NodeId, u64>,
     pub transcript_digest: Option<[u8; 32]>,
     pub outcome: Outcome,
+    /// Bytes this node sent and received in the job, as its run report counts them;
+    /// `None` where the driver does not count them (the console then shows "-").
+    pub traffic: Option<Traffic>,
+    /// Names (under `outputs/`, not full paths) of the files the job wrote.
+    pub output_files: Vec<String>,
+}
+
+/// Bytes one node moved in one job (the console's jobs page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl Traffic {
+    /// The `bytes_sent` and `bytes_received` of a run report, if it has both: reading
+    /// them from the report keeps the console equal to what the operator was told.
+    pub fn from_report(report: &serde_json::Value) -> Option<Self> {
+        Some(Self { sent: report["bytes_sent"].as_u64()?, received: report["bytes_received"].as_u64()? })
+    }
+}
+
+/// The file name of an output path (the console lists names; the folder is always
+/// `<data_dir>/outputs`, and full paths would show the operator's directory layout).
+pub fn output_name(path: &std::path::Path) -> Option<String> {
+    path.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// The output file a run report names in `output_file`, by name.
+pub fn report_output(report: &serde_json::Value) -> Vec<String> {
+    report["output_file"].as_str().and_then(|p| output_name(std::path::Path::new(p))).into_iter().collect()
 }
 
 /// Records the job's end and appends the audit record.
@@ -124,7 +155,8 @@ pub fn finish_job(ctx: &NodeContext, job: &mut JobRecord, contract: &VerifiedCon
     if let Err(e) = ctx.store.finish_job(job, outcome.state, outcome.detail.clone(), ctx.now_unix()) {
         tracing::error!(job = job.id, error = %e, "could not record the job's end");
     }
-    crate::console::record_job_end(ctx, job, &outcome.set_sizes, outcome.transcript_digest);
+    ctx.forget_progress(job.id);
+    crate::console::record_job_end(ctx, job, &outcome);
     let event = AuditEvent::Run { computation: contract.kind(), role: job.role.clone(), job: job.id };
     ctx.audit(
         event,
@@ -152,6 +184,8 @@ pub fn failed(error: &NodeError) -> RunOutcome {
         } else {
             Outcome::Failed { reason: error.to_string() }
         },
+        traffic: None,
+        output_files: Vec::new(),
     }
 }
 

@@ -14,7 +14,7 @@ use xmcredit_contracts::audit::{AuditEvent, Outcome};
 use xmcredit_contracts::DatasetSchema;
 
 use super::{contracts, peer_client, ResponseStream};
-use crate::context::NodeContext;
+use crate::context::{JobProgress, NodeContext, ProgressMap};
 use crate::import::{read_csv, schema_with_key_flag, ImportReport, IMPORT_SPILL_DIR};
 use crate::proto::{self, admin_server::Admin};
 use crate::store::AuditLog;
@@ -33,17 +33,43 @@ impl AdminService {
 
 /// Sends progress messages for a long operation; the last one carries the report.
 #[derive(Debug, Clone)]
-pub struct ProgressSender(mpsc::Sender<Result<proto::Progress, Status>>);
+pub struct ProgressSender {
+    tx: mpsc::Sender<Result<proto::Progress, Status>>,
+    /// The job this sender reports for and the node's map of running jobs' progress,
+    /// once the driver has started its job ([`ProgressSender::attach`]): the console
+    /// shows the last report even when no operator is watching the stream.
+    job: Arc<std::sync::OnceLock<(ProgressMap, u64)>>,
+}
 
 impl ProgressSender {
     pub fn channel() -> (Self, ResponseStream<proto::Progress>) {
         let (tx, rx) = mpsc::channel(64);
-        (Self(tx), Box::pin(ReceiverStream::new(rx)))
+        (Self { tx, job: Default::default() }, Box::pin(ReceiverStream::new(rx)))
+    }
+
+    /// Ties this sender to job `job_id`: from now on each report is also kept in
+    /// `ctx.job_progress` until the job finishes. A second call is ignored (one run,
+    /// one job).
+    pub fn attach(&self, ctx: &NodeContext, job_id: u64) {
+        if self.job.set((ctx.job_progress.clone(), job_id)).is_ok() {
+            if let Ok(mut map) = ctx.job_progress.lock() {
+                map.insert(job_id, JobProgress { phase: "started".into(), done: 0, total: 0 });
+            }
+        }
     }
 
     /// Reports progress; dropped silently if the operator went away.
     pub fn progress(&self, stage: &str, done: u64, total: u64) {
-        let _ = self.0.try_send(Ok(proto::Progress {
+        if let Some((map, job_id)) = self.job.get() {
+            if let Ok(mut map) = map.lock() {
+                // Only an entry still there is updated: a report after the job finished
+                // (its entry removed) must not bring it back as running.
+                if let Some(last) = map.get_mut(job_id) {
+                    *last = JobProgress { phase: stage.to_string(), done, total };
+                }
+            }
+        }
+        let _ = self.tx.try_send(Ok(proto::Progress {
             stage: stage.to_string(),
             done,
             total,
@@ -61,7 +87,7 @@ impl ProgressSender {
             }),
             Err(e) => Err(Status::from(e)),
         };
-        let _ = self.0.send(message).await;
+        let _ = self.tx.send(message).await;
     }
 }
 

@@ -26,6 +26,16 @@ pub struct JobSummary {
     /// Milliseconds from start to finish.
     #[serde(default)]
     pub duration_ms: u64,
+    /// Bytes this node sent in the job, as its run report counts them; absent for
+    /// drivers that do not count them and in summaries written before they were kept.
+    #[serde(default)]
+    pub bytes_sent: Option<u64>,
+    /// Bytes this node received in the job (see `bytes_sent`).
+    #[serde(default)]
+    pub bytes_received: Option<u64>,
+    /// Names of the files the job wrote under `<data_dir>/outputs/`.
+    #[serde(default)]
+    pub output_files: Vec<String>,
 }
 
 /// One stored import report (the JSON `import` prints), with when it was made.

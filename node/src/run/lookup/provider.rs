@@ -270,6 +270,9 @@ async fn run_provider(
                     set_sizes: sizes,
                     transcript_digest: Some(output.transcript_digest),
                     outcome: Outcome::Ok,
+                    // Not counted per job on this side yet.
+                    traffic: None,
+                    output_files: Vec::new(),
                 },
             );
         }

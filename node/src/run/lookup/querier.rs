@@ -25,7 +25,9 @@ use super::{Params, CHUNK_SIZE, SESSION_DEADLINE_ROUNDS};
 use crate::context::NodeContext;
 use crate::proto;
 use crate::run::observed::{Direction, Observed};
-use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
+use crate::run::{
+    contract_dataset, failed, finish_job, report_output, start_job, verified_contract, RunOutcome, Traffic,
+};
 use crate::service::admin::ProgressSender;
 use crate::store::JobState;
 use crate::NodeError;
@@ -72,6 +74,7 @@ pub async fn run_querier(
         peers.push(params.coordinator.to_string());
     }
     let mut job = start_job(&ctx, ComputationKind::Lookup, &verified, "querier", session.to_string(), peers)?;
+    progress.attach(&ctx, job.id);
     let deadline = ctx.config.timeouts.round() * SESSION_DEADLINE_ROUNDS;
     let observed = Arc::new(Mutex::new(Observed::default()));
     let result = match tokio::time::timeout(
@@ -113,6 +116,8 @@ pub async fn run_querier(
                     set_sizes: sizes,
                     transcript_digest: transcript,
                     outcome: Outcome::Ok,
+                    traffic: report.as_ref().ok().and_then(Traffic::from_report),
+                    output_files: report.as_ref().map(report_output).unwrap_or_default(),
                 },
             );
             report

@@ -25,7 +25,7 @@ use super::{parameters, CHUNK_SIZE, FAULT_CONTRIBUTOR_BEFORE_TAGS, OUTGOING_FRAM
 use crate::context::NodeContext;
 use crate::proto;
 use crate::run::observed::{Direction, Observed};
-use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
+use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome, Traffic};
 use crate::service::ResponseStream;
 use crate::store::JobState;
 use crate::transport::PeerIdentity;
@@ -185,6 +185,15 @@ async fn run_contributor(
                     set_sizes: sizes,
                     transcript_digest: None,
                     outcome: Outcome::Ok,
+                    traffic: Some(Traffic {
+                        sent: output.traffic.bytes_sent,
+                        received: output.traffic.bytes_received,
+                    }),
+                    // `write_result` writes the CSV and its JSON report beside it.
+                    output_files: [path.clone(), path.with_extension("json")]
+                        .iter()
+                        .filter_map(|p| crate::run::output_name(p))
+                        .collect(),
                 },
             );
         }

@@ -23,7 +23,7 @@ use super::{names, parameters, CHUNK_SIZE, FAULT_COORDINATOR_BEFORE_RESULTS, OUT
 use crate::context::NodeContext;
 use crate::proto;
 use crate::run::observed::{Direction, Observed};
-use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
+use crate::run::{failed, finish_job, report_output, start_job, verified_contract, RunOutcome, Traffic};
 use crate::service::admin::ProgressSender;
 use crate::store::JobState;
 use crate::NodeError;
@@ -86,6 +86,7 @@ pub async fn run_coordinator(
         binding.session.to_string(),
         params.contributors().iter().map(ToString::to_string).collect(),
     )?;
+    progress.attach(&ctx, job.id);
     let mut reasons: BTreeMap<NodeId, String> = BTreeMap::new();
     let mut observed = Observed::default();
     let result =
@@ -120,6 +121,8 @@ pub async fn run_coordinator(
                     set_sizes: sizes,
                     transcript_digest: None,
                     outcome: Outcome::Ok,
+                    traffic: report.as_ref().ok().and_then(Traffic::from_report),
+                    output_files: report.as_ref().map(report_output).unwrap_or_default(),
                 },
             );
             report

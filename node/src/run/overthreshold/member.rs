@@ -232,6 +232,9 @@ async fn run_member<S>(
                     set_sizes: sizes,
                     transcript_digest: None,
                     outcome: Outcome::Ok,
+                    // Not counted per job on this side yet.
+                    traffic: None,
+                    output_files: Vec::new(),
                 },
             );
         }

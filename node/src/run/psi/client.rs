@@ -20,7 +20,7 @@ use super::{
 use crate::context::NodeContext;
 use crate::proto;
 use crate::run::observed::{Direction, Observed};
-use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome};
+use crate::run::{contract_dataset, failed, finish_job, start_job, verified_contract, RunOutcome, Traffic};
 use crate::service::admin::ProgressSender;
 use crate::store::JobState;
 use crate::NodeError;
@@ -91,6 +91,7 @@ pub async fn run_client(
         binding.session.to_string(),
         vec![server.to_string()],
     )?;
+    progress.attach(&ctx, job.id);
     tracing::info!(n = keys.len(), server = %server, "psi client starting");
     let config = ClientConfig {
         binding,
@@ -138,6 +139,10 @@ pub async fn run_client(
                     set_sizes: sizes,
                     transcript_digest: Some(output.transcript_digest),
                     outcome: Outcome::Ok,
+                    traffic: Some(Traffic { sent: output.bytes_sent, received: output.bytes_received }),
+                    // The client's result goes back to the operator in the report; it
+                    // writes no file.
+                    output_files: Vec::new(),
                 },
             );
             tracing::info!(matches = output.cardinality, "psi client done");

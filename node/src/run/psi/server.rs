@@ -24,7 +24,7 @@ use super::{form_of, frame, min_set_size, psi_parameters, receiver_form};
 use crate::context::NodeContext;
 use crate::proto;
 use crate::run::observed::{Direction, Observed};
-use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
+use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome, Traffic};
 use crate::service::ResponseStream;
 use crate::store::{DatasetRow, DatasetVersion, JobState, QuotaRefusal};
 use crate::transport::PeerIdentity;
@@ -354,6 +354,7 @@ async fn run_server(
             let mut sizes = BTreeMap::new();
             sizes.insert(ctx.node_id().clone(), session.set.len() as u64);
             sizes.insert(peer.clone(), output.client_set_size);
+            let mut output_files = Vec::new();
             let detail = match &output.intersection {
                 Some(indices) => {
                     let positions: Vec<u64> = indices.iter().map(|&i| i as u64).collect();
@@ -378,11 +379,14 @@ async fn run_server(
                     match tokio::task::block_in_place(|| {
                         save_output(&ctx, &session.binding, &key_column, &codes)
                     }) {
-                        Ok(path) => format!(
-                            "intersection of {} in {} (sha256 of sorted codes {digest})",
-                            codes.len(),
-                            path.display()
-                        ),
+                        Ok(path) => {
+                            output_files.extend(crate::run::output_name(&path));
+                            format!(
+                                "intersection of {} in {} (sha256 of sorted codes {digest})",
+                                codes.len(),
+                                path.display()
+                            )
+                        }
                         Err(e) => format!(
                             "intersection of {} NOT SAVED: {e} (sha256 of sorted codes {digest})",
                             codes.len()
@@ -406,6 +410,8 @@ async fn run_server(
                     set_sizes: sizes,
                     transcript_digest: Some(output.transcript_digest),
                     outcome: Outcome::Ok,
+                    traffic: Some(Traffic { sent: output.bytes_sent, received: output.bytes_received }),
+                    output_files,
                 },
             );
         }

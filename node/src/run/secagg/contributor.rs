@@ -283,6 +283,9 @@ async fn run_contributor(
                     set_sizes: sizes,
                     transcript_digest: Some(digest),
                     outcome: Outcome::Ok,
+                    // Not counted per job on this side yet.
+                    traffic: None,
+                    output_files: Vec::new(),
                 },
             );
         }

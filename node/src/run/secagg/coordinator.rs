@@ -27,7 +27,7 @@ use super::{kind_name, message_cap, next_round, roster, transcribe, DEFAULT_UNIV
 use crate::context::NodeContext;
 use crate::proto;
 use crate::run::observed::{Direction, Observed};
-use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
+use crate::run::{failed, finish_job, report_output, start_job, verified_contract, RunOutcome, Traffic};
 use crate::service::admin::ProgressSender;
 use crate::store::JobState;
 use crate::NodeError;
@@ -123,6 +123,7 @@ async fn run_prepared(
         binding.session.to_string(),
         prepared.contributors.iter().map(ToString::to_string).collect(),
     )?;
+    progress.attach(&ctx, job.id);
     tracing::info!(
         contributors = prepared.contributors.len(),
         len = prepared.setup.vector().len,
@@ -161,6 +162,8 @@ async fn run_prepared(
                     set_sizes: sizes,
                     transcript_digest: Some(log.transcript.clone().finalize().into()),
                     outcome: Outcome::Ok,
+                    traffic: Traffic::from_report(&report),
+                    output_files: report_output(&report),
                 },
             );
             tracing::info!(
