@@ -158,7 +158,7 @@ mod tests {
             let store = Store::open(dir.path())?;
             store.start_job(job())?.id
         };
-        let store = Store::open(dir.path())?;
+        let store = crate::store::once_released(|| Store::open(dir.path()))?;
         assert_eq!(store.start_job(job())?.id, first + 1);
         let mut ids: Vec<u64> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| store.start_job(job()))).collect();

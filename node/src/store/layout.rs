@@ -83,14 +83,16 @@ mod tests {
             rows.insert(key, br#"[{"Integer":3}]"#.to_vec()).unwrap_or_else(|e| panic!("{e}"));
             db.flush().unwrap_or_else(|e| panic!("{e}"));
         }
-        let error = Store::open(&path).expect_err("a layout-1 store is refused");
+        let error =
+            crate::store::once_released(|| Store::open(&path)).expect_err("a layout-1 store is refused");
         let message = error.to_string();
         assert!(matches!(error, NodeError::StoreLayout { .. }), "{message}");
         for part in ["layout 1", "reads layout 2", "Re-import", "import every dataset again"] {
             assert!(message.contains(part), "{part:?} in {message}");
         }
         // Refused again on the next try: nothing was changed by the refusal.
-        assert!(Store::open(&path).is_err());
+        let again = crate::store::once_released(|| Store::open(&path));
+        assert!(matches!(again, Err(NodeError::StoreLayout { .. })), "{again:?}");
     }
 
     #[test]
@@ -103,7 +105,8 @@ mod tests {
             tree.insert(LAYOUT_KEY, &3u32.to_be_bytes()).unwrap_or_else(|e| panic!("{e}"));
             db.flush().unwrap_or_else(|e| panic!("{e}"));
         }
-        let message = Store::open(&later).expect_err("layout 3 is refused").to_string();
+        let message =
+            crate::store::once_released(|| Store::open(&later)).expect_err("layout 3 is refused").to_string();
         assert!(message.contains("written in store layout 3"), "{message}");
 
         let empty = dir.path().join("empty");
@@ -112,8 +115,8 @@ mod tests {
             db.open_tree(LAYOUT_1_ROWS).unwrap_or_else(|e| panic!("{e}"));
             db.flush().unwrap_or_else(|e| panic!("{e}"));
         }
-        drop(Store::open(&empty).unwrap_or_else(|e| panic!("{e}")));
-        let db = sled::open(&empty).unwrap_or_else(|e| panic!("{e}"));
+        drop(crate::store::once_released(|| Store::open(&empty)).unwrap_or_else(|e| panic!("{e}")));
+        let db = crate::store::once_released(|| sled::open(&empty)).unwrap_or_else(|e| panic!("{e}"));
         assert!(!db.tree_names().iter().any(|n| n.as_ref() == LAYOUT_1_ROWS.as_bytes()));
         let stored =
             db.open_tree(LAYOUT_TREE).and_then(|t| t.get(LAYOUT_KEY)).unwrap_or_else(|e| panic!("{e}"));

@@ -144,7 +144,7 @@ mod tests {
             store.save_lookup_sum(&contract, Epoch(2), &[9; 32], 16, &[0, 1, 65535])?;
             assert!(store.save_lookup_sum(&contract, Epoch(2), &[9; 32], 16, &[5]).is_err());
         }
-        let store = Store::open(dir.path())?;
+        let store = crate::store::once_released(|| Store::open(dir.path()))?;
         assert_eq!(store.lookup_vector_universe(&contract, Epoch(2))?, Some([9; 32]));
         assert_eq!(store.lookup_sum(&contract, Epoch(2))?, Some(([9; 32], 16, vec![0, 1, 65535])));
         assert_eq!(store.lookup_sum(&contract, Epoch(3))?, None);

@@ -158,3 +158,19 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, NodeError> {
 fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, NodeError> {
     serde_json::from_slice(bytes).map_err(|e| NodeError::Corrupt { what, reason: e.to_string() })
 }
+
+/// Test support: sled lets go of its file lock when its flusher thread drops the
+/// database, a moment after the last handle, so a test that reopens a store at once can
+/// find the lock still held. Retries `open` while it fails on the lock (up to 2 s).
+#[cfg(test)]
+pub(crate) fn once_released<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    for _ in 0..200 {
+        match open() {
+            Err(e) if e.to_string().contains("WouldBlock") || e.to_string().contains("acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+    open()
+}

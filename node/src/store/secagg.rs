@@ -87,7 +87,7 @@ mod tests {
             store.claim_secagg_input(&other, Epoch(3), &SessionId([3; 16]))?;
         }
         // Durable: a restarted node still refuses, naming the contract and the epoch.
-        let store = Store::open(dir.path())?;
+        let store = crate::store::once_released(|| Store::open(dir.path()))?;
         for refused in [
             store.check_secagg_input(&contract, Epoch(3)),
             store.claim_secagg_input(&contract, Epoch(3), &SessionId([4; 16])),
