@@ -190,6 +190,10 @@ async fn easy_loan_masks_match_the_plaintext_evaluation() -> Result<()> {
     assert_eq!(report["universe_size"], setup.registry.len());
     // w = 8 bits: one byte per universe entry downloaded, plus the universe itself.
     assert!(report["bytes_vector"].as_u64().unwrap_or(0) >= setup.registry.len() as u64);
+    // The query sessions' traffic: at least one blinded and one evaluated element (32
+    // bytes each) per lookup.
+    let query_bytes = report["bytes_query"].as_u64().unwrap_or(0);
+    assert!(query_bytes >= 64 * setup.registered(), "{query_bytes} query bytes");
     check_results(&report, &setup.expected());
 
     // The output file is the operator's only, as PSI's.

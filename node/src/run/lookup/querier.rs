@@ -367,13 +367,7 @@ async fn query_provider(
         }
     }
     drop(tx);
-    let mut reply = session
-        .into_reply()
-        .ok_or_else(|| NodeError::Internal("lookup session finished without a reply".into()))?;
-    // Nothing crossed the wire: the traffic figures count only real sessions.
-    reply.bytes_sent = 0;
-    reply.bytes_received = 0;
-    Ok(reply)
+    session.into_reply().ok_or_else(|| NodeError::Internal("lookup session finished without a reply".into()))
 }
 
 /// The session with itself of a querier that is also a provider: both state machines in
