@@ -7,6 +7,7 @@ pub mod lookup;
 pub mod observed;
 pub mod overthreshold;
 pub mod psi;
+pub(crate) mod quota;
 pub mod secagg;
 
 use std::collections::BTreeMap;

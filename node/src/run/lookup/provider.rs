@@ -10,7 +10,7 @@ use tokio_stream::StreamExt;
 use tonic::{Response, Status, Streaming};
 use tracing::Instrument;
 use xmcredit_contracts::audit::Outcome;
-use xmcredit_contracts::{lookup_day, ComputationKind, OutputForm, Role, VerifiedContract};
+use xmcredit_contracts::{ComputationKind, OutputForm, Role, VerifiedContract};
 use xmcredit_crypto::keys::KeyPurpose;
 use xmcredit_crypto::{ContractId, NodeId, SessionId};
 use xmcredit_protocol::lookup::{
@@ -22,10 +22,10 @@ use super::{published_vector, session_universe, Params, SESSION_DEADLINE_ROUNDS,
 use crate::context::NodeContext;
 use crate::proto;
 use crate::run::observed::{Direction, Observed};
+use crate::run::quota::QuotaSpend;
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
 use crate::store::JobState;
-use crate::store::QuotaRefusal;
 use crate::transport::PeerIdentity;
 use crate::NodeError;
 
@@ -146,36 +146,23 @@ fn prepare_session(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Pro
     // the querier's distinct registered applicants; repeats inside the session are
     // refused below (one blind per session makes them visible).
     let limit = verified.contract().limits.lookups_per_day.get(peer).copied().unwrap_or(0);
-    let day = lookup_day(ctx.now_unix());
     // The contract's quota and this node's ceiling for the querier over the dataset,
     // across every contract (issue 10), spent together or not at all.
     let dataset =
         verified.contract().dataset_for(me, Role::Provider).map(|d| d.name.clone()).ok_or_else(|| {
             NodeError::Refused(format!("contract {} names no dataset of {me}", verified.id()))
         })?;
-    let used_before = ctx.store.quota_used(binding.contract.as_str(), peer.as_str(), day)?;
-    let ceiling = ctx.config.limits.dataset_lookups_per_day;
-    let remaining = match ctx.store.quota_consume_with_dataset(
-        binding.contract.as_str(),
-        &dataset,
-        peer.as_str(),
-        day,
+    let spend = QuotaSpend {
+        contract: &binding.contract,
+        dataset: &dataset,
+        caller: peer,
         n,
         limit,
-        ceiling,
-    )? {
-        Ok(()) => limit.saturating_sub(used_before),
-        Err(QuotaRefusal::Contract { used }) => {
-            return Err(
-                ProtocolError::QuotaExceeded { requested: n, remaining: limit.saturating_sub(used) }.into()
-            )
-        }
-        Err(QuotaRefusal::Dataset { used, ceiling }) => {
-            return Err(NodeError::Refused(format!(
-                "{peer} has made {used} lookups today over dataset {dataset}, across all contracts, and asks for {n} more; this node allows {ceiling} a day (limits.dataset_lookups_per_day)"
-            )))
-        }
+        what: "lookups",
     };
+    let remaining = spend.spend(ctx, |used| {
+        ProtocolError::QuotaExceeded { requested: n, remaining: limit.saturating_sub(used) }.into()
+    })?;
     let key = ctx.secrets.master.derive_oprf_key(&binding.contract, epoch, KeyPurpose::LookupProvider)?;
     let config = ProviderConfig {
         binding: binding.clone(),

@@ -12,7 +12,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Response, Status, Streaming};
 use tracing::Instrument;
 use xmcredit_contracts::audit::Outcome;
-use xmcredit_contracts::{lookup_day, ComputationKind, Role, VerifiedContract};
+use xmcredit_contracts::{ComputationKind, Role, VerifiedContract};
 use xmcredit_crypto::keys::KeyPurpose;
 use xmcredit_crypto::NodeId;
 use xmcredit_protocol::overthreshold::{
@@ -24,9 +24,10 @@ use super::{member_claim, parameters, FAULT_MEMBER_BEFORE_EVALUATION, OUTGOING_F
 use crate::context::NodeContext;
 use crate::proto;
 use crate::run::observed::{Direction, Observed};
+use crate::run::quota::QuotaSpend;
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome};
 use crate::service::ResponseStream;
-use crate::store::{JobState, QuotaRefusal};
+use crate::store::JobState;
 use crate::transport::PeerIdentity;
 use crate::NodeError;
 
@@ -75,30 +76,17 @@ fn prepare(ctx: &NodeContext, contributor: &NodeId, hello: &[u8]) -> Result<Memb
         );
     }
     let limit = verified.contract().limits.lookups_per_day.get(contributor).copied().unwrap_or(0);
-    let day = lookup_day(ctx.now_unix());
-    let used_before = ctx.store.quota_used(binding.contract.as_str(), contributor.as_str(), day)?;
-    let ceiling = ctx.config.limits.dataset_lookups_per_day;
-    let remaining = match ctx.store.quota_consume_with_dataset(
-        binding.contract.as_str(),
-        QUOTA_DATASET,
-        contributor.as_str(),
-        day,
+    let spend = QuotaSpend {
+        contract: &binding.contract,
+        dataset: QUOTA_DATASET,
+        caller: contributor,
         n,
         limit,
-        ceiling,
-    )? {
-        Ok(()) => limit.saturating_sub(used_before),
-        Err(QuotaRefusal::Contract { used }) => {
-            return Err(
-                ProtocolError::QuotaExceeded { requested: n, remaining: limit.saturating_sub(used) }.into()
-            )
-        }
-        Err(QuotaRefusal::Dataset { used, ceiling }) => {
-            return Err(NodeError::Refused(format!(
-                "{contributor} has had {used} overthreshold evaluations from this node today, across all contracts, and asks for {n} more; this node allows {ceiling} a day (limits.dataset_lookups_per_day)"
-            )))
-        }
+        what: "overthreshold evaluations",
     };
+    let remaining = spend.spend(ctx, |used| {
+        ProtocolError::QuotaExceeded { requested: n, remaining: limit.saturating_sub(used) }.into()
+    })?;
     // k_i for (contract, epoch), derived from the master secret and dropped (zeroized)
     // with the session.
     let key =

@@ -11,7 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::{Response, Status, Streaming};
 use tracing::Instrument;
 use xmcredit_contracts::audit::Outcome;
-use xmcredit_contracts::{lookup_day, ComputationKind, OutputForm, PsiOutput, Role, VerifiedContract};
+use xmcredit_contracts::{ComputationKind, OutputForm, PsiOutput, Role, VerifiedContract};
 use xmcredit_crypto::keys::KeyPurpose;
 use xmcredit_crypto::{ContractId, Epoch, NodeId};
 use xmcredit_protocol::psi::{
@@ -24,9 +24,10 @@ use super::{form_of, frame, min_set_size, psi_parameters, receiver_form};
 use crate::context::NodeContext;
 use crate::proto;
 use crate::run::observed::{Direction, Observed};
+use crate::run::quota::QuotaSpend;
 use crate::run::{failed, finish_job, start_job, verified_contract, RunOutcome, Traffic};
 use crate::service::ResponseStream;
-use crate::store::{DatasetRow, DatasetVersion, JobState, QuotaRefusal};
+use crate::store::{DatasetRow, DatasetVersion, JobState};
 use crate::transport::PeerIdentity;
 use crate::NodeError;
 
@@ -91,28 +92,21 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
         NodeError::Refused(format!("contract {} gives {peer} no daily quota", binding.contract))
     })?;
     let dataset = server_dataset_name(&verified, me)?;
-    let ceiling = ctx.config.limits.dataset_lookups_per_day;
-    let day = lookup_day(ctx.now_unix());
-    match ctx.store.quota_consume_with_dataset(
-        binding.contract.as_str(),
-        &dataset,
-        peer.as_str(),
-        day,
-        hello.client_set_size,
+    let n = hello.client_set_size;
+    let spend = QuotaSpend {
+        contract: &binding.contract,
+        dataset: &dataset,
+        caller: peer,
+        n,
         limit,
-        ceiling,
-    )? {
-        Ok(()) => {}
-        Err(QuotaRefusal::Contract { used }) => {
-            verified.check_lookup_quota(peer, used, hello.client_set_size)?;
+        what: "lookups",
+    };
+    spend.spend(ctx, |used| match verified.check_lookup_quota(peer, used, n) {
+        Err(refusal) => refusal.into(),
+        Ok(_) => {
+            NodeError::Internal(format!("the store refused {n} lookups for {peer} that the contract allows"))
         }
-        Err(QuotaRefusal::Dataset { used, ceiling }) => {
-            return Err(NodeError::Refused(format!(
-                "{peer} has made {used} lookups today over dataset {dataset}, across all contracts, and asks for {} more; this node allows {ceiling} a day (limits.dataset_lookups_per_day)",
-                hello.client_set_size
-            )));
-        }
-    }
+    })?;
     Ok(ServerSession {
         policy: ServerPolicy {
             form: form_of(output),
