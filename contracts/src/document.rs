@@ -53,6 +53,10 @@ pub enum Computation {
         /// For `labels`: the server's columns attached (encrypted) to each of its tags.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         label_columns: Vec<String>,
+        /// Output `cardinality` only: noise the server adds to the count (issue 10).
+        /// Absent = the exact count.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        noise: Option<CountNoise>,
     },
     /// Duplicate detection: which of a contributor's items occur at `threshold` or more
     /// contributors, under an OPRF keyed by the committee. People may leave `threshold`
@@ -142,6 +146,27 @@ impl SumNoise {
     pub fn sensitivity(&self) -> u64 {
         match self {
             Self::Skellam { sensitivity, .. } => *sensitivity,
+        }
+    }
+}
+
+/// Noise on a `psi` cardinality, declared by the contract and added by the server (the
+/// node that would leak): `xmcredit_crypto::count_noise` describes the mechanism.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "mechanism", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CountNoise {
+    /// Discrete Laplace noise of ε = `epsilon_milli / 1000` per run, clamped so that a
+    /// run is (ε, 2^-42)-differentially private for one entity. The server answers one
+    /// noisy run per client and epoch: within an epoch the OPRF key is fixed, so a
+    /// second run's fresh dummies would stand out against the stable real replies and
+    /// give the exact count. A client's loss is ε per epoch.
+    DiscreteLaplace { epsilon_milli: u32 },
+}
+
+impl CountNoise {
+    pub fn epsilon_milli(&self) -> u32 {
+        match self {
+            Self::DiscreteLaplace { epsilon_milli, .. } => *epsilon_milli,
         }
     }
 }

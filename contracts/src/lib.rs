@@ -35,8 +35,8 @@ pub use audit::{
 pub use checks::{lookup_day, QUOTA_DAY_UTC_OFFSET_SECONDS};
 pub use data::{ColumnType, DataError, DatasetSchema, Date, Value};
 pub use document::{
-    Computation, ComputationKind, Contract, DatasetUse, Limits, LookupOutput, OutputForm, Party, PsiOutput,
-    Receiver, Role, SumNoise, SurvivorRule,
+    Computation, ComputationKind, Contract, CountNoise, DatasetUse, Limits, LookupOutput, OutputForm, Party,
+    PsiOutput, Receiver, Role, SumNoise, SurvivorRule,
 };
 pub use error::ContractError;
 pub use key::{KeyKind, KeyPart, PartKind};

@@ -4,13 +4,15 @@
 
 use std::collections::BTreeSet;
 
+use xmcredit_crypto::count_noise::count_noise_half;
 use xmcredit_crypto::noise::{skellam_tail_bound, MAX_VARIANCE};
 use xmcredit_crypto::NodeId;
 
 use crate::canonical::MAX_SAFE_INTEGER;
 use crate::data::is_identifier;
 use crate::document::{
-    Computation, ComputationKind, Contract, DatasetUse, LookupOutput, OutputForm, PsiOutput, Role, SumNoise,
+    Computation, ComputationKind, Contract, CountNoise, DatasetUse, LookupOutput, OutputForm, PsiOutput,
+    Role, SumNoise,
 };
 use crate::error::list;
 use crate::key::KeyKind;
@@ -314,7 +316,10 @@ impl Contract {
     fn validate_computation(&self) -> Result<(), ContractError> {
         let contributors = self.parties_with(Role::Contributor).count();
         match &self.computation {
-            Computation::Psi { output, label_columns } => {
+            Computation::Psi { output, label_columns, noise } => {
+                if let Some(noise) = noise {
+                    validate_count_noise(*output, noise)?;
+                }
                 if (*output == PsiOutput::Labels) == label_columns.is_empty() {
                     return Err(malformed(
                         "computation.label_columns",
@@ -671,6 +676,21 @@ fn validate_secagg_width(contributors: usize, bits: u32) -> Result<(), ContractE
             "limits.output_bits",
             format!("{contributors} contributors × (2^{bits} − 1) exceeds 2^64 − 1: the sum could wrap"),
         ));
+    }
+    Ok(())
+}
+
+/// Count noise only on a cardinality (every other form hands out elements, which no
+/// count noise hides), with ε the protocol accepts.
+fn validate_count_noise(output: PsiOutput, noise: &CountNoise) -> Result<(), ContractError> {
+    if output != PsiOutput::Cardinality {
+        return Err(malformed(
+            "computation.noise",
+            format!("noise is for output \"cardinality\" only; this contract's output is {output:?}"),
+        ));
+    }
+    if let Err(e) = count_noise_half(noise.epsilon_milli()) {
+        return Err(malformed("computation.noise.epsilon_milli", e.to_string()));
     }
     Ok(())
 }

@@ -362,3 +362,44 @@ fn secagg_noise_is_signed_canonically_and_checked() {
     ));
     assert!(matches!(&err, ContractError::Toml { message } if message.contains("gaussian")), "{err}");
 }
+
+/// The PSI sample as a cardinality, with `noise` declared under `[computation]`.
+fn psi_cardinality_with(noise: &str) -> String {
+    sample_text(PSI)
+        .replace("output = \"intersection\"", &format!("output = \"cardinality\"\nnoise = {noise}"))
+        .replace("form = \"intersection\"", "form = \"cardinality\"")
+}
+
+#[test]
+fn psi_count_noise_is_signed_canonically_and_checked() {
+    let text = psi_cardinality_with("{ mechanism = \"discrete_laplace\", epsilon_milli = 500 }");
+    let contract = Contract::from_toml_str(&text).expect("noise accepted");
+    let bytes = contract.canonical_bytes().expect("test value");
+    let json = String::from_utf8(bytes.clone()).expect("test value");
+    assert!(json.contains(r#""noise":{"epsilon_milli":500,"mechanism":"discrete_laplace"}"#), "{json}");
+    assert_eq!(Contract::from_canonical_bytes(&bytes).expect("test value"), contract);
+    // Without noise the canonical bytes carry no `noise` key: the golden sample's bytes
+    // (and signatures) are unchanged (tests/samples.rs pins them).
+    let plain = Contract::from_toml_str(&sample_text(PSI)).expect("test value");
+    assert!(!String::from_utf8(plain.canonical_bytes().expect("test value"))
+        .expect("utf-8")
+        .contains("noise"));
+
+    let cases = [
+        ("{ mechanism = \"discrete_laplace\", epsilon_milli = 9 }", "computation.noise.epsilon_milli"),
+        ("{ mechanism = \"discrete_laplace\", epsilon_milli = 10001 }", "computation.noise.epsilon_milli"),
+    ];
+    for (noise, field) in cases {
+        let err = refused(&psi_cardinality_with(noise));
+        assert_eq!(field_of(&err), field, "{noise}: {err}");
+    }
+    // Count noise hides nothing in a form that hands out elements.
+    let intersection = sample_text(PSI).replace(
+        "output = \"intersection\"",
+        "output = \"intersection\"\nnoise = { mechanism = \"discrete_laplace\", epsilon_milli = 500 }",
+    );
+    let err = refused(&intersection);
+    assert_eq!(field_of(&err), "computation.noise", "{err}");
+    let err = refused(&psi_cardinality_with("{ mechanism = \"laplace\", epsilon_milli = 500 }"));
+    assert!(matches!(&err, ContractError::Toml { message } if message.contains("laplace")), "{err}");
+}

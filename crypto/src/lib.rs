@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
+pub mod count_noise;
 pub mod dh;
 mod error;
 pub mod floor;

@@ -102,6 +102,14 @@ impl ClientSetSession {
         Ok(mul_and_compress_batch(&self.unblind, &points).into_iter().map(UnblindedElement).collect())
     }
 
+    /// `R = r·G`, the session's noise anchor: with it a PSI server can add dummy replies
+    /// that unblind to points it knows ([`crate::count_noise`]).
+    pub fn noise_anchor(&self) -> crate::count_noise::NoiseAnchor {
+        crate::count_noise::NoiseAnchor(
+            (&self.blind * curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE).compress().0,
+        )
+    }
+
     /// Unblinds one element (the one-at-a-time form the batch must agree with).
     pub fn unblind_one(&self, evaluated: &ElementBytes) -> Result<UnblindedElement, CryptoError> {
         let point = crate::group::decode_element(evaluated)?;

@@ -210,10 +210,20 @@ pub struct Limits {
     /// most this. Default 50,000 (a bank's daily applicant flow, with room).
     #[serde(default = "default_dataset_lookups_per_day")]
     pub dataset_lookups_per_day: u64,
+    /// Most ε (in thousandths) one client may spend a day on noisy PSI cardinalities
+    /// over one of this node's datasets: the sum over the noisy contracts this node
+    /// signs as server for that client and dataset of `epsilon_milli` times the runs a
+    /// day their epochs allow (one per epoch). Default 2,000 (ε = 2 a day).
+    #[serde(default = "default_dataset_epsilon_milli_per_day")]
+    pub dataset_epsilon_milli_per_day: u64,
 }
 
 fn default_dataset_lookups_per_day() -> u64 {
     50_000
+}
+
+fn default_dataset_epsilon_milli_per_day() -> u64 {
+    2_000
 }
 
 fn default_max_set_size() -> u64 {
@@ -265,6 +275,7 @@ impl Default for Limits {
             preface_secs: default_preface_secs(),
             idle_secs: default_idle_secs(),
             dataset_lookups_per_day: default_dataset_lookups_per_day(),
+            dataset_epsilon_milli_per_day: default_dataset_epsilon_milli_per_day(),
         }
     }
 }

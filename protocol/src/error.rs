@@ -78,6 +78,12 @@ pub enum ProtocolError {
     /// intersection under a cardinality-only contract). Refused by the server at Hello.
     #[error("PSI: client asked for the {requested} form, the contract grants {allowed}")]
     FormNotAllowed { requested: crate::psi::PsiOutputForm, allowed: crate::psi::PsiOutputForm },
+    /// The noise of a cardinality session does not match the contract's: a Hello
+    /// without a noise anchor where the contract adds noise (the client would learn the
+    /// exact count), an anchor where it adds none, or a HelloAck whose dummy count is
+    /// not the one the contract's ε gives. Refused by whichever side sees it first.
+    #[error("PSI cardinality noise: {reason}")]
+    NoiseMismatch { reason: String },
     /// ServerDone came before all m tags, or names another total than HelloAck's m.
     #[error("PSI: the server declared {declared} tags, got {got}")]
     TagCountMismatch { declared: u64, got: u64 },

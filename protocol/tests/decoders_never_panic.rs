@@ -221,9 +221,9 @@ fn psi_binding(rng: &mut ChaCha20Rng) -> SessionBinding {
     }
 }
 
-/// Every message of a small honest PSI session in each output form: Hello, HelloAck,
-/// BlindedChunk, EvaluatedChunk, TagChunk (with and without labels), ServerDone and
-/// MatchReport.
+/// Every message of a small honest PSI session in each output form (and a noisy
+/// cardinality): Hello, HelloAck, BlindedChunk, EvaluatedChunk, TagChunk (with and
+/// without labels), ServerDone and MatchReport.
 fn psi_session_messages() -> Vec<Vec<u8>> {
     let (client_id, server_id) = (node("bank-xiamen-1"), node("credit-center"));
     let mut rng = ChaCha20Rng::seed_from_u64(0x5051);
@@ -233,9 +233,14 @@ fn psi_session_messages() -> Vec<Vec<u8>> {
     let labels: Vec<Vec<u8>> = y.iter().map(|c| [b"grade-".as_slice(), &c[c.len() - 1..]].concat()).collect();
 
     let mut out = Vec::new();
-    for form in
-        [PsiOutputForm::Intersection, PsiOutputForm::Cardinality, PsiOutputForm::Both, PsiOutputForm::Labels]
-    {
+    // The last: a noisy cardinality (Hello form 4 with its anchor, HelloAck with dummies).
+    for (form, noise) in [
+        (PsiOutputForm::Intersection, None),
+        (PsiOutputForm::Cardinality, None),
+        (PsiOutputForm::Both, None),
+        (PsiOutputForm::Labels, None),
+        (PsiOutputForm::Cardinality, Some(10_000)),
+    ] {
         let binding = psi_binding(&mut rng);
         let key = MasterSecret::generate(&mut rng)
             .derive_oprf_key(&binding.contract, binding.epoch, KeyPurpose::PsiServer)
@@ -255,7 +260,12 @@ fn psi_session_messages() -> Vec<Vec<u8>> {
             ServerConfig {
                 binding: binding.clone(),
                 client: client_id.clone(),
-                policy: ServerPolicy { form, min_client_set_size: 1, max_client_set_size: 1 << 20 },
+                policy: ServerPolicy {
+                    form,
+                    min_client_set_size: 1,
+                    max_client_set_size: 1 << 20,
+                    count_noise_epsilon_milli: noise,
+                },
             },
             Arc::new(set),
             key,
@@ -268,7 +278,7 @@ fn psi_session_messages() -> Vec<Vec<u8>> {
                 server: server_id.clone(),
                 form,
                 chunk_size: 2,
-                policy: ClientPolicy { min_server_set_size: 0 },
+                policy: ClientPolicy { min_server_set_size: 0, count_noise_epsilon_milli: noise },
             },
             x.clone(),
             &mut rng,

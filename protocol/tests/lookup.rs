@@ -656,6 +656,7 @@ fn truncated_and_foreign_messages_are_refused() {
         form: PsiOutputForm::Intersection,
         client_set_size: 5,
         chunk_size: 4,
+        noise_anchor: None,
     })
     .to_bytes();
     let error = p.provider(generous()).handle(&querier_id(), &psi).expect_err("PSI frame");

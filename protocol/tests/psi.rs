@@ -108,7 +108,7 @@ fn client_config(binding: &SessionBinding, form: PsiOutputForm, chunk_size: u32)
         server: server_id(),
         form,
         chunk_size,
-        policy: ClientPolicy { min_server_set_size: 0 },
+        policy: ClientPolicy { min_server_set_size: 0, count_noise_epsilon_milli: None },
     }
 }
 
@@ -116,7 +116,12 @@ fn server_config(binding: &SessionBinding, form: PsiOutputForm) -> ServerConfig 
     ServerConfig {
         binding: binding.clone(),
         client: client_id(),
-        policy: ServerPolicy { form, min_client_set_size: 1, max_client_set_size: 1 << 20 },
+        policy: ServerPolicy {
+            form,
+            min_client_set_size: 1,
+            max_client_set_size: 1 << 20,
+            count_noise_epsilon_milli: None,
+        },
     }
 }
 
@@ -254,6 +259,7 @@ mod psi_wire {
             form: PsiOutputForm::Intersection,
             client_set_size: 1000,
             chunk_size: 4096,
+            noise_anchor: None,
         });
         let expected = [
             "01", // wire version
@@ -710,6 +716,7 @@ mod psi_refusals {
             form: PsiOutputForm::Both,
             client_set_size: 8,
             chunk_size: 4,
+            noise_anchor: None,
         })
         .to_bytes();
         for message in [&hello, &h.blinded[0]] {

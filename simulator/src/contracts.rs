@@ -91,6 +91,18 @@ pub fn psi(
     text
 }
 
+/// A `psi` cardinality contract (from [`psi`]) with count noise the server adds:
+/// ε = `epsilon_milli / 1000` per run, one run per client and epoch.
+pub fn with_count_noise(cardinality_toml: &str, epsilon_milli: u32) -> String {
+    cardinality_toml.replacen(
+        "output = \"cardinality\"\n",
+        &format!(
+            "output = \"cardinality\"\nnoise = {{ mechanism = \"discrete_laplace\", epsilon_milli = {epsilon_milli} }}\n"
+        ),
+        1,
+    )
+}
+
 /// One lookup provider's dataset: its name, the columns its rules read, and the rules
 /// as a TOML array (`[{ column = "...", comparison = "...", constant = ..., points = n }, ...]`).
 #[derive(Debug, Clone)]

@@ -60,6 +60,10 @@ enum Bench {
         n: usize,
         #[arg(long, default_value_t = 1 << 16)]
         m: usize,
+        /// Run a PSI cardinality with count noise of this ε (in thousandths) instead of
+        /// the intersection.
+        #[arg(long)]
+        noise_epsilon_milli: Option<u32>,
         /// Write the JSON result here (as `--report`).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -160,11 +164,17 @@ async fn run_bench(bench: Bench, dir: Option<PathBuf>, report: Option<PathBuf>) 
         _ => report,
     };
     let json = match bench {
-        Bench::BenchPsi { n, m, .. } => {
-            let result = xmcredit_simulator::bench::psi(program, &base, n, m).await?;
+        Bench::BenchPsi { n, m, noise_epsilon_milli, .. } => {
+            let result = xmcredit_simulator::bench::psi(program, &base, n, m, noise_epsilon_milli).await?;
             println!(
-                "PSI between two node processes, n = {n}, m = {m} (floor {:.2} s on {} cores)",
-                result.floor_s, result.floor.cores
+                "PSI ({}{}) between two node processes, n = {n}, m = {m} (floor {:.2} s on {} cores)",
+                result.output,
+                noise_epsilon_milli.map_or(String::new(), |e| format!(
+                    ", noise ε {}/1000, {} dummies",
+                    e, result.noise_dummies
+                )),
+                result.floor_s,
+                result.floor.cores
             );
             println!(
                 "idle node RSS {:.1} MiB; server import {:.2} s; server store {:.1} bytes/row ({:.2}x its CSV)",

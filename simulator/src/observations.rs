@@ -27,6 +27,7 @@ fn classes(role: Role, contract: &Contract) -> &'static [&'static str] {
     let both = matches!(contract.computation, Computation::Psi { output: PsiOutput::Both, .. });
     let labels = matches!(contract.computation, Computation::Psi { output: PsiOutput::Labels, .. });
     let overthreshold = matches!(contract.computation, Computation::Overthreshold { .. });
+    let noisy = matches!(contract.computation, Computation::Psi { noise: Some(_), .. });
     match role {
         // Overthreshold: a bank gets its blinded items evaluated by each committee
         // member and, from the coordinator, the multiplicity of its own tags held by t
@@ -37,6 +38,9 @@ fn classes(role: Role, contract: &Contract) -> &'static [&'static str] {
         // The client gets its own elements evaluated and the server's tags (and, in
         // the labels form, their encrypted labels); the HelloAck announces m.
         Role::Client if labels => &["evaluated_elements", "tags", "encrypted_labels", "set_sizes_announced"],
+        // With count noise the server adds dummy replies (and says how many): evaluations
+        // of points it chose, not of anyone's elements.
+        Role::Client if noisy => &["evaluated_elements", "tags", "set_sizes_announced", "noise_dummies"],
         Role::Client => &["evaluated_elements", "tags", "set_sizes_announced"],
         // The server gets blinded elements and n; in the both form the client's match tags.
         Role::Server if both => &["blinded_elements", "set_sizes_announced", "tags"],
@@ -88,8 +92,9 @@ pub fn add_observed(total: &mut Value, job: &Value) {
 }
 
 /// What exceeds the grant: a class received that is not granted, an output written that
-/// is not, or more evaluations back than elements blinded (evaluations of someone
-/// else's elements). Empty when the node stayed within its contract.
+/// is not, or more evaluations back than elements blinded, beyond the dummies of a
+/// noisy cardinality (evaluations of someone else's elements). Empty when the node
+/// stayed within its contract.
 pub fn violations(observed: &Value, granted: &Granted) -> Vec<String> {
     let mut out = Vec::new();
     let count = |side: &str, class: &str| observed[side][class].as_u64().unwrap_or(0);
@@ -108,8 +113,15 @@ pub fn violations(observed: &Value, granted: &Granted) -> Vec<String> {
         }
     }
     let (evaluated, blinded) = (count("received", "evaluated_elements"), count("sent", "blinded_elements"));
-    if evaluated > blinded {
-        out.push(format!("received {evaluated} evaluations for {blinded} elements it blinded"));
+    let dummies = count("received", "noise_dummies");
+    if evaluated > blinded + dummies {
+        out.push(if dummies == 0 {
+            format!("received {evaluated} evaluations for {blinded} elements it blinded")
+        } else {
+            format!(
+                "received {evaluated} evaluations for {blinded} elements it blinded and {dummies} dummies"
+            )
+        });
     }
     out
 }
@@ -282,6 +294,38 @@ mod tests {
         observed["received"]["evaluated_elements"] = Value::from(4000);
         let found = violations(&observed, &granted(&contract, &node("bank-a")));
         assert!(found.iter().any(|v| v.contains("4000 evaluations for 2000")), "{found:?}");
+    }
+
+    #[test]
+    fn a_noisy_cardinality_client_may_receive_the_dummies_and_no_more() {
+        let text = std::fs::read_to_string(format!(
+            "{}/../contracts/samples/psi-a-grade-taxpayers.toml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("sample");
+        let noisy = text
+            .replace(
+                "output = \"intersection\"",
+                "output = \"cardinality\"\nnoise = { mechanism = \"discrete_laplace\", epsilon_milli = 500 }",
+            )
+            .replace("form = \"intersection\"", "form = \"cardinality\"");
+        let contract = Contract::from_toml_str(&noisy).expect("valid");
+        let granted = granted(&contract, &node("bank-a"));
+        let mut observed = serde_json::json!({
+            "received": { "evaluated_elements": 2120, "tags": 3117, "set_sizes_announced": 1, "noise_dummies": 120 },
+            "sent": { "blinded_elements": 2000, "set_sizes_announced": 1 },
+            "written": { "cardinality": 1 },
+        });
+        assert_eq!(violations(&observed, &granted), Vec::<String>::new());
+        // Evaluations beyond the dummies, and dummies under a contract without noise.
+        observed["received"]["evaluated_elements"] = Value::from(2121);
+        let found = violations(&observed, &granted);
+        assert!(
+            found.iter().any(|v| v.contains("2121 evaluations for 2000 elements it blinded and 120 dummies")),
+            "{found:?}"
+        );
+        let exact = super::granted(&sample("psi-a-grade-taxpayers"), &node("bank-a"));
+        assert!(violations(&observed, &exact).iter().any(|v| v.contains("noise_dummies")));
     }
 
     #[test]

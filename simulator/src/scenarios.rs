@@ -142,6 +142,61 @@ pub async fn dishonest_count(
     })
 }
 
+/// The ε of the noisy dishonest count, in thousandths (one run per epoch).
+const DISHONEST_NOISE_EPSILON_MILLI: u32 = 500;
+
+/// How many of a bank's applicants are on the dishonesty list, with noise the credit
+/// center adds (issue 10): checked against the plaintext count within the clamp.
+pub async fn dishonest_count_noisy(
+    alliance: &Alliance,
+    world: &World,
+    bank: &str,
+    b: usize,
+) -> Result<ScenarioResult> {
+    let listed = world.entity_codes(|e| e.dishonest);
+    let id = format!("credit-center.xel-psi-dishonest-noisy-{bank}");
+    let toml = contracts::with_count_noise(
+        &contracts::psi(
+            &id,
+            "严重失信主体名单: how many applicants are listed (count with noise, portfolio statistics)",
+            &party(alliance, "credit-center", &["server"])?,
+            "dishonesty_list",
+            &party(alliance, bank, &["client"])?,
+            "cardinality",
+            &[],
+            10,
+            20,
+        ),
+        DISHONEST_NOISE_EPSILON_MILLI,
+    );
+    let (report, wall_s) = run_psi(alliance, &id, &toml, "credit-center", bank, bank).await?;
+    let expected = world.applicant_codes(b).intersection(&listed).count() as u64;
+    let got = report["cardinality"].as_u64().unwrap_or(u64::MAX);
+    let bound = report["noise"]["bound"].as_u64().unwrap_or(0);
+    let half = u64::from(xmcredit_crypto::count_noise::count_noise_half(DISHONEST_NOISE_EPSILON_MILLI)?);
+    let no_codes = report["intersection"].is_null();
+    let error = got as i64 - expected as i64;
+    let mut extra = contract_extra(&id);
+    extra.insert("use".into(), Value::from("easy-loan-matching"));
+    extra.insert("noise".into(), report["noise"].clone());
+    extra.insert("noise_error".into(), Value::from(error));
+    Ok(ScenarioResult {
+        name: format!("dishonest applicants of {bank}, count with noise"),
+        computation: "psi".into(),
+        output: "cardinality".into(),
+        sizes: sizes(&[("credit-center", listed.len()), (bank, world.applicants[b].len())]),
+        // Within the clamp the contract's ε gives, and the report says so.
+        verified: bound == half && got.abs_diff(expected) <= half && no_codes,
+        wall_s,
+        bytes_total: bytes_of(&report),
+        extra,
+        detail: format!(
+            "{bank} learned the count {got} with noise of ε {} (exact {expected}, error {error:+}, clamp ±{half}) and no codes",
+            f64::from(DISHONEST_NOISE_EPSILON_MILLI) / 1000.0
+        ),
+    })
+}
+
 /// Government labels (tax grade, headcount, credit grade) for a bank's matched applicants.
 pub async fn labels(alliance: &Alliance, world: &World, bank: &str, b: usize) -> Result<ScenarioResult> {
     let id = format!("credit-center.xel-psi-labels-{bank}");

@@ -128,7 +128,7 @@ async fn stalled_labels_sessions_pin_a_few_frames_not_the_whole_set() -> Result<
             server: server.clone(),
             form: PsiOutputForm::Labels,
             chunk_size: 8192,
-            policy: ClientPolicy { min_server_set_size: 1 },
+            policy: ClientPolicy { min_server_set_size: 1, count_noise_epsilon_milli: None },
         };
         let inputs = applicants.iter().map(|c| c.as_bytes().to_vec()).collect();
         let (client, first) = PsiClient::start(config, inputs, &mut OsRng)?;

@@ -149,7 +149,7 @@ fn client_session(
         server: NodeId::new("credit-center")?,
         form,
         chunk_size,
-        policy: ClientPolicy { min_server_set_size: 1 },
+        policy: ClientPolicy { min_server_set_size: 1, count_noise_epsilon_milli: None },
     };
     let inputs = codes.iter().map(|c| c.as_bytes().to_vec()).collect();
     let (client, first) = PsiClient::start(config, inputs, &mut OsRng)?;

@@ -41,6 +41,9 @@ pub struct Counts {
     pub set_sizes_announced: u64,
     /// Overthreshold result entries: a contributor's own tags with their multiplicity.
     pub multiplicities: u64,
+    /// Dummy replies a PSI server announced in a noisy cardinality session (its
+    /// HelloAck): evaluated elements that are not evaluations of the client's elements.
+    pub noise_dummies: u64,
 }
 
 impl Counts {
@@ -59,6 +62,7 @@ impl Counts {
             ("padded_entries", self.padded_entries),
             ("set_sizes_announced", self.set_sizes_announced),
             ("multiplicities", self.multiplicities),
+            ("noise_dummies", self.noise_dummies),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -67,7 +71,11 @@ impl Counts {
 
     fn psi(&mut self, message: &PsiMessage) {
         match message {
-            PsiMessage::Hello(_) | PsiMessage::HelloAck(_) => self.set_sizes_announced += 1,
+            PsiMessage::Hello(_) => self.set_sizes_announced += 1,
+            PsiMessage::HelloAck(ack) => {
+                self.set_sizes_announced += 1;
+                self.noise_dummies += u64::from(ack.dummies.unwrap_or(0));
+            }
             PsiMessage::BlindedChunk(chunk) => self.blinded_elements += chunk.elements.len() as u64,
             PsiMessage::EvaluatedChunk(chunk) => self.evaluated_elements += chunk.elements.len() as u64,
             PsiMessage::TagChunk(chunk) => {

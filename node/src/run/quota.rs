@@ -21,6 +21,9 @@ pub(crate) struct QuotaSpend<'a> {
     pub n: u64,
     pub limit: u64,
     pub what: &'a str,
+    /// A PSI cardinality with noise: the epoch whose one noisy run for the caller this
+    /// session spends (a second run in the epoch would give the exact count away).
+    pub noisy_run_epoch: Option<u64>,
 }
 
 impl QuotaSpend<'_> {
@@ -33,7 +36,7 @@ impl QuotaSpend<'_> {
         ctx: &NodeContext,
         over_contract: impl FnOnce(u64) -> NodeError,
     ) -> Result<u64, NodeError> {
-        let Self { contract, dataset, caller, n, limit, what } = *self;
+        let Self { contract, dataset, caller, n, limit, what, noisy_run_epoch } = *self;
         let day = lookup_day(ctx.now_unix());
         let used_before = ctx.store.quota_used(contract.as_str(), caller.as_str(), day)?;
         let ceiling = ctx.config.limits.dataset_lookups_per_day;
@@ -45,11 +48,15 @@ impl QuotaSpend<'_> {
             n,
             limit,
             ceiling,
+            noisy_run_epoch,
         )? {
             Ok(()) => Ok(limit.saturating_sub(used_before)),
             Err(QuotaRefusal::Contract { used }) => Err(over_contract(used)),
             Err(QuotaRefusal::Dataset { used, ceiling }) => Err(NodeError::Refused(format!(
                 "{caller} has made {used} {what} today over dataset {dataset}, across all contracts, and asks for {n} more; this node allows {ceiling} a day (limits.dataset_lookups_per_day)"
+            ))),
+            Err(QuotaRefusal::NoisyRun { epoch }) => Err(NodeError::Refused(format!(
+                "{caller} has had its noisy cardinality run of epoch {epoch} under contract {contract}: one run per epoch, since a second run's fresh dummies would stand out against the epoch's stable replies and give the exact count"
             ))),
         }
     }

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use xmcredit_contracts::audit::{AuditEvent, Outcome};
-use xmcredit_contracts::{Computation, ComputationKind, Contract, Revocation, Role, SignedContract};
+use xmcredit_contracts::{
+    Computation, ComputationKind, Contract, CountNoise, Revocation, Role, SignedContract,
+};
 use xmcredit_crypto::sign::{IdentityPublicKey, Signature};
 use xmcredit_crypto::NodeId;
 
@@ -183,10 +185,7 @@ pub fn receive_proposal(
         let auto_sign = !ctx.config.policy.require_operator_approval
             && !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id());
         if auto_sign {
-            let checks = check_quota_ceiling(ctx, stored.signed.contract())
-                .and_then(|()| check_secagg_overlap(ctx, stored.signed.contract()))
-                .and_then(|()| check_key_definition(ctx, stored.signed.contract()));
-            match checks {
+            match signing_checks(ctx, stored.signed.contract()) {
                 Ok(()) => {
                     stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
                     auto_signed = true;
@@ -370,6 +369,100 @@ fn check_party_keys(ctx: &NodeContext, document: &Contract) -> Result<(), NodeEr
     Ok(())
 }
 
+/// What this node checks before it signs, however the signature comes about (proposing,
+/// the operator's `sign`, or signing a peer's proposal automatically).
+fn signing_checks(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
+    check_quota_ceiling(ctx, document)?;
+    check_count_noise(ctx, document)?;
+    check_secagg_overlap(ctx, document)?;
+    check_key_definition(ctx, document)
+}
+
+/// The contracts this node has signed that are neither revoked nor expired, other than
+/// `document`, in which it serves `dataset`.
+fn live_signed_over<'a>(
+    ctx: &NodeContext,
+    held: &'a [StoredContract],
+    document: &Contract,
+    dataset: &str,
+) -> impl Iterator<Item = &'a Contract> + 'a {
+    let me = ctx.node_id().clone();
+    let now = ctx.now_unix();
+    let id = document.id.clone();
+    let dataset = dataset.to_string();
+    held.iter().filter_map(move |stored| {
+        let other = stored.signed.contract();
+        let signed_by_me = stored.signed.signatures().iter().any(|(n, _)| n == &me);
+        let live = !matches!(stored.state(now), ContractState::Revoked { .. }) && other.not_after >= now;
+        let same_dataset = other.datasets.iter().any(|d| d.party == me && d.name == dataset);
+        (other.id != id && signed_by_me && live && same_dataset).then_some(other)
+    })
+}
+
+/// Refuses to sign a PSI contract in which this node is the server when it would make
+/// count noise pointless or multiply it (issue 10):
+///
+/// - a noisy cardinality while it has signed an exact PSI (any form) over the same
+///   dataset for the same client, or an exact one while it has signed a noisy one: the
+///   exact answer holds everything the noise hides;
+/// - a noisy cardinality that, with the noisy ones it has signed over the same dataset
+///   for the same client, would let the client spend more ε a day than
+///   `limits.dataset_epsilon_milli_per_day`. A contract allows one run per epoch, so it
+///   costs `epsilon_milli × ceil(86 400 / epoch_seconds)` a day.
+fn check_count_noise(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
+    let me = ctx.node_id();
+    // For a PSI contract this node serves: Some(its noise, if any).
+    let served_psi = |c: &Contract| match &c.computation {
+        Computation::Psi { noise, .. } if c.party(me).is_some_and(|p| p.roles.contains(&Role::Server)) => {
+            Some(*noise)
+        }
+        _ => None,
+    };
+    let Some(noise) = served_psi(document) else { return Ok(()) };
+    let Some(dataset) = document.dataset_for(me, Role::Server).map(|d| d.name.clone()) else {
+        return Ok(());
+    };
+    let daily_milli = |c: &Contract, noise: &CountNoise| {
+        let runs_a_day = 86_400u64.div_ceil(c.epoch_seconds.max(1));
+        u64::from(noise.epsilon_milli()).saturating_mul(runs_a_day)
+    };
+    let clients: Vec<&NodeId> = document.parties_with(Role::Client).map(|p| &p.node).collect();
+    let held = ctx.store.contracts()?;
+    let mut total = noise.as_ref().map_or(0, |n| daily_milli(document, n));
+    let mut others = Vec::new();
+    for other in live_signed_over(ctx, &held, document, &dataset) {
+        let Some(other_noise) = served_psi(other) else { continue };
+        if !other.parties_with(Role::Client).any(|p| clients.contains(&&p.node)) {
+            continue;
+        }
+        match (&noise, &other_noise) {
+            (Some(_), None) | (None, Some(_)) => {
+                let (noisy, exact) =
+                    if noise.is_some() { (&document.id, &other.id) } else { (&other.id, &document.id) };
+                return Err(NodeError::Refused(format!(
+                    "contract {noisy} adds noise to a count over dataset {dataset} that contract {exact} gives the same client exactly; this node does not sign both (revoke one first)"
+                )));
+            }
+            (Some(_), Some(other_noise)) => {
+                let milli = daily_milli(other, other_noise);
+                total = total.saturating_add(milli);
+                others.push(format!("{} ({milli})", other.id));
+            }
+            (None, None) => {}
+        }
+    }
+    let ceiling = ctx.config.limits.dataset_epsilon_milli_per_day;
+    if noise.is_some() && total > ceiling {
+        return Err(NodeError::Refused(format!(
+            "signing {} would let its client spend ε {total}/1000 a day on dataset {dataset} (this contract {}{}), above this node's ceiling of {ceiling}/1000 (limits.dataset_epsilon_milli_per_day)",
+            document.id,
+            noise.as_ref().map_or(0, |n| daily_milli(document, n)),
+            if others.is_empty() { String::new() } else { format!(", already signed: {}", others.join(", ")) }
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses to sign a contract that, with the contracts this node has already signed,
 /// would let one querier have more lookups a day over one of this node's datasets than
 /// `limits.dataset_lookups_per_day` (issue 10: quotas that cannot be multiplied by
@@ -388,19 +481,11 @@ fn check_quota_ceiling(ctx: &NodeContext, document: &Contract) -> Result<(), Nod
         return Ok(());
     };
     let ceiling = ctx.config.limits.dataset_lookups_per_day;
-    let now = ctx.now_unix();
     let held = ctx.store.contracts()?;
     for (querier, quota) in &document.limits.lookups_per_day {
         let mut total = *quota;
         let mut others = Vec::new();
-        for stored in &held {
-            let other = stored.signed.contract();
-            let signed_by_me = stored.signed.signatures().iter().any(|(n, _)| n == me);
-            let live = !matches!(stored.state(now), ContractState::Revoked { .. }) && other.not_after >= now;
-            let same_dataset = other.datasets.iter().any(|d| &d.party == me && d.name == dataset);
-            if other.id == document.id || !signed_by_me || !live || !same_dataset || !serves(other) {
-                continue;
-            }
+        for other in live_signed_over(ctx, &held, document, &dataset).filter(|c| serves(c)) {
             if let Some(q) = other.limits.lookups_per_day.get(querier) {
                 total = total.saturating_add(*q);
                 others.push(format!("{} ({q})", other.id));
@@ -555,9 +640,7 @@ pub async fn propose(ctx: &Arc<NodeContext>, toml_text: &str) -> Result<proto::C
         }
         // Under the contract lock, like `sign`: no concurrent signature slips between
         // these checks and this one.
-        check_quota_ceiling(ctx, &document)?;
-        check_secagg_overlap(ctx, &document)?;
-        check_key_definition(ctx, &document)?;
+        signing_checks(ctx, &document)?;
         Ok(StoredContract {
             signed: signed.clone(),
             revocations: Vec::new(),
@@ -586,9 +669,7 @@ pub async fn sign(ctx: &Arc<NodeContext>, id: &str) -> Result<proto::ContractAck
         let mut stored =
             existing.ok_or_else(|| NodeError::NotFound { what: "contract", id: id.to_string() })?;
         if !stored.signed.signatures().iter().any(|(n, _)| n == ctx.node_id()) {
-            check_quota_ceiling(ctx, stored.signed.contract())?;
-            check_secagg_overlap(ctx, stored.signed.contract())?;
-            check_key_definition(ctx, stored.signed.contract())?;
+            signing_checks(ctx, stored.signed.contract())?;
             stored.signed.sign(ctx.node_id(), &ctx.secrets.identity)?;
             signed_now = true;
         }

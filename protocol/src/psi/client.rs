@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use rand_core::CryptoRngCore;
+use xmcredit_crypto::count_noise::CountNoise;
 use xmcredit_crypto::set::{tag_bits_for, ClientSetSession, Tag, TagContext, UnblindedElement};
 use xmcredit_crypto::NodeId;
 
@@ -28,6 +29,19 @@ pub struct ClientPolicy {
     /// form, where S learns the intersection: a tiny Y would turn that into a
     /// membership test of a few chosen entities.
     pub min_server_set_size: u64,
+    /// Cardinality form: the ε (in thousandths) of the noise the contract declares. The
+    /// client then sends a noise anchor, expects the dummies that ε gives and subtracts
+    /// half of them from its count.
+    pub count_noise_epsilon_milli: Option<u32>,
+}
+
+/// The noise a client's count carries, as its output reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppliedNoise {
+    pub epsilon_milli: u32,
+    /// Dummy replies the server added (`2·half`); the count is clamped within `±half`
+    /// of the true one.
+    pub dummies: u32,
 }
 
 /// Everything a client session is set up with.
@@ -50,8 +64,10 @@ pub struct ClientOutput {
     pub server_set_size: u64,
     /// Indices into X of the elements in Y, ascending; `None` in the cardinality form.
     pub intersection: Option<Vec<usize>>,
-    /// `|X ∩ Y|`.
+    /// `|X ∩ Y|`; with noise, `|X ∩ Y| + η` clamped to `0..=min(n, m)`.
     pub cardinality: u64,
+    /// The noise the cardinality carries; `None`: it is exact.
+    pub noise: Option<AppliedNoise>,
     /// Labels form: `(index into X, label)` for each match, ascending by index.
     pub labels: Option<Vec<(usize, Vec<u8>)>>,
     /// See the module docs; equal to the server's for an honest run.
@@ -102,6 +118,7 @@ pub struct ClientAwaitingHelloAck {
     policy: ClientPolicy,
     inputs: Vec<Vec<u8>>,
     session: ClientSetSession,
+    noise: Option<CountNoise>,
 }
 
 impl ClientAwaitingHelloAck {
@@ -130,12 +147,27 @@ impl ClientAwaitingHelloAck {
             return Err(ProtocolError::SetTooLarge { whose: "client", got: n, max });
         }
         refuse_duplicates("client", &inputs)?;
+        let noise = match policy.count_noise_epsilon_milli {
+            Some(_) if form != PsiOutputForm::Cardinality => {
+                return Err(ProtocolError::NoiseMismatch {
+                    reason: format!("noise is for the cardinality form, not {form}"),
+                })
+            }
+            Some(epsilon_milli) => Some(CountNoise::new(epsilon_milli)?),
+            None => None,
+        };
+        let session = ClientSetSession::new(rng);
         let mut channel = Channel::new(binding, server, Side::Client);
         let mut out = Vec::with_capacity(1);
-        let hello = Hello { binding: channel.binding.clone(), form, client_set_size: n, chunk_size };
+        let hello = Hello {
+            binding: channel.binding.clone(),
+            form,
+            client_set_size: n,
+            chunk_size,
+            noise_anchor: noise.map(|_| session.noise_anchor()),
+        };
         channel.send(PsiMessage::Hello(hello), &mut out);
-        let session = ClientSetSession::new(rng);
-        Ok((Self { channel, form, chunk_size, policy, inputs, session }, out))
+        Ok((Self { channel, form, chunk_size, policy, inputs, session, noise }, out))
     }
 
     /// Takes HelloAck: checks `m` against the policy and the tag length against
@@ -158,7 +190,26 @@ impl ClientAwaitingHelloAck {
                 min: self.policy.min_server_set_size,
             });
         }
-        let expected_bits = tag_bits_for(n, m, STATISTICAL_SECURITY_BITS)?;
+        let dummies = self.noise.map_or(0, |noise| noise.dummies());
+        if ack.dummies != self.noise.map(|_| dummies) {
+            let epsilon = self.noise.map_or(0.0, |noise| noise.epsilon());
+            let contract = &self.channel.binding.contract;
+            return Err(ProtocolError::NoiseMismatch {
+                reason: match ack.dummies {
+                    None => format!(
+                        "the server adds no dummies; contract {contract}'s ε = {epsilon} gives {dummies}, so the count would be exact"
+                    ),
+                    Some(got) if self.noise.is_none() => {
+                        format!("the server announces {got} dummies; contract {contract} declares no noise")
+                    }
+                    Some(got) => format!(
+                        "the server announces {got} dummies; contract {contract}'s ε = {epsilon} gives {dummies}"
+                    ),
+                },
+            });
+        }
+        let expected_bits =
+            tag_bits_for(n + u64::from(dummies), m + u64::from(dummies), STATISTICAL_SECURITY_BITS)?;
         if u32::from(ack.tag_bits) != expected_bits {
             return Err(ProtocolError::TagLengthMismatch {
                 expected_bits,
@@ -174,12 +225,13 @@ impl ClientAwaitingHelloAck {
             _ => total_chunks.min(CLIENT_WINDOW_CHUNKS),
         };
         let mut next = ClientAwaitingEvaluated {
-            matcher: Matcher::new(self.form, self.inputs.len()),
+            matcher: Matcher::new(self.form, self.inputs.len() + dummies as usize),
             channel: self.channel,
             form: self.form,
             chunk_size: self.chunk_size,
             n,
             m,
+            noise: self.noise,
             inputs: self.inputs,
             session: self.session,
             tag_context,
@@ -215,6 +267,7 @@ pub struct ClientAwaitingEvaluated {
     chunk_size: u32,
     n: u64,
     m: u64,
+    noise: Option<CountNoise>,
     /// X until its last chunk is blinded, then dropped.
     inputs: Vec<Vec<u8>>,
     session: ClientSetSession,
@@ -270,13 +323,21 @@ impl ClientAwaitingEvaluated {
             other => return Err(unexpected(Self::STATE, &other)),
         };
         check_seq(PROTOCOL, "EvaluatedChunk", self.next_seq, chunk.seq)?;
-        if chunk.seq >= self.chunks_sent {
+        // A noisy session's dummies make reply chunks past the blinded ones: the server
+        // answers after the last blinded chunk (cardinality form), with n + d replies.
+        let dummies = u64::from(self.noise.map_or(0, |noise| noise.dummies()));
+        let answerable = if self.noise.is_some() && self.chunks_sent == self.total_chunks {
+            chunk_count(self.n + dummies, self.chunk_size).unwrap_or(u32::MAX)
+        } else {
+            self.chunks_sent
+        };
+        if chunk.seq >= answerable {
             return Err(ProtocolError::UnrequestedChunk { seq: chunk.seq });
         }
         let after = check_chunk(
             PROTOCOL,
             "evaluated elements",
-            self.n,
+            self.n + dummies,
             self.received,
             self.chunk_size,
             chunk.seq,
@@ -300,14 +361,17 @@ impl ClientAwaitingEvaluated {
         if self.chunks_sent < self.total_chunks {
             self.send_next_chunk(&mut out)?;
         }
-        if self.received < self.n {
+        if self.received < self.n + dummies {
             return Ok((ClientEvaluatedNext::AwaitingEvaluated(Box::new(self)), out));
         }
         let next = ClientAwaitingTags {
             channel: self.channel,
             form: self.form,
             chunk_size: self.chunk_size,
+            n: self.n,
             m: self.m,
+            expected_tags: self.m + dummies,
+            noise: self.noise,
             tag_context: self.tag_context,
             matcher: self.matcher,
             next_seq: 0,
@@ -341,7 +405,11 @@ pub struct ClientAwaitingTags {
     channel: Channel,
     form: PsiOutputForm,
     chunk_size: u32,
+    n: u64,
     m: u64,
+    /// m, plus a noisy session's extra tags.
+    expected_tags: u64,
+    noise: Option<CountNoise>,
     tag_context: TagContext,
     matcher: Matcher,
     next_seq: u32,
@@ -410,7 +478,7 @@ impl ClientAwaitingTags {
         let after = check_chunk(
             PROTOCOL,
             "tags",
-            self.m,
+            self.expected_tags,
             self.received,
             tags_per_chunk,
             chunk.seq,
@@ -458,11 +526,12 @@ impl ClientAwaitingTags {
     }
 
     fn finish(mut self, done: &ServerDone) -> Result<(ClientTagsNext, Vec<OutgoingMessage>), ProtocolError> {
-        if self.received != self.m {
-            return Err(ProtocolError::TagCountMismatch { declared: self.m, got: self.received });
+        let expected = self.expected_tags;
+        if self.received != expected {
+            return Err(ProtocolError::TagCountMismatch { declared: expected, got: self.received });
         }
-        if done.total_tags != self.m {
-            return Err(ProtocolError::TagCountMismatch { declared: self.m, got: done.total_tags });
+        if done.total_tags != expected {
+            return Err(ProtocolError::TagCountMismatch { declared: expected, got: done.total_tags });
         }
         let mut out = Vec::new();
         if self.form == PsiOutputForm::Both {
@@ -489,7 +558,12 @@ impl ClientAwaitingTags {
         self.labels.sort_unstable_by_key(|(index, _)| *index);
         let summary = self.channel.transcript.finish();
         let (intersection, cardinality, labels) = match self.form {
-            PsiOutputForm::Cardinality => (None, self.cardinality, None),
+            // The dummies' matches are half ± the noise: take half away, and clamp to
+            // what a count can be (post-processing, which costs no privacy).
+            PsiOutputForm::Cardinality => {
+                let half = u64::from(self.noise.map_or(0, |noise| noise.half()));
+                (None, self.cardinality.saturating_sub(half).min(self.n.min(self.m)), None)
+            }
             PsiOutputForm::Labels => {
                 (Some(self.intersection.clone()), self.intersection.len() as u64, Some(self.labels))
             }
@@ -502,6 +576,9 @@ impl ClientAwaitingTags {
             server_set_size: self.m,
             intersection,
             cardinality,
+            noise: self
+                .noise
+                .map(|noise| AppliedNoise { epsilon_milli: noise.epsilon_milli(), dummies: noise.dummies() }),
             labels,
             transcript_digest: summary.digest,
             bytes_sent: summary.bytes_sent,

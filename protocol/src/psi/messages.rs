@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use xmcredit_crypto::count_noise::NoiseAnchor;
 use xmcredit_crypto::group::{ElementBytes, ELEMENT_LEN};
 use xmcredit_crypto::set::{Tag, MAX_TAG_BITS, MIN_TAG_BITS};
 
@@ -164,7 +165,16 @@ pub struct Hello {
     /// Elements per chunk, in `1..=MAX_CHUNK_ELEMENTS`; every chunk of the session (both
     /// directions) holds exactly this many, the last one the rest.
     pub chunk_size: u32,
+    /// Cardinality form under a contract with count noise: `R = r·G`, so the server can
+    /// add dummy replies (`xmcredit_crypto::count_noise`). On the wire it makes the form
+    /// byte [`NOISY_CARDINALITY_CODE`]. With any other form it is a local bug: the anchor
+    /// is still written after the form's own code, and every receiver refuses the
+    /// trailing bytes.
+    pub noise_anchor: Option<NoiseAnchor>,
 }
+
+/// The form byte of a cardinality Hello that carries a noise anchor.
+pub const NOISY_CARDINALITY_CODE: u8 = 4;
 
 /// S → C: accepts the session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,8 +182,13 @@ pub struct HelloAck {
     pub binding: SessionBinding,
     /// `m = |Y|`.
     pub server_set_size: u64,
-    /// Tag length, `crypto::set::tag_bits_for(n, m, 40)`.
+    /// Tag length, `crypto::set::tag_bits_for(n + d, m + d, 40)`, d the dummies.
     pub tag_bits: u16,
+    /// Answer to a noise anchor: the dummy replies (and extra tags) the server adds,
+    /// `2·ceil(30_000 / epsilon_milli)`. Absent otherwise. It is recognised by the four
+    /// bytes after the tag bits, so it must stay HelloAck's last field: a field added
+    /// later needs a new wire version.
+    pub dummies: Option<u32>,
 }
 
 /// C → S: `r · H(x)` for the next chunk of X, in X's order (RFC 9497 §3.3.1 Blind, one
@@ -270,16 +285,25 @@ impl PsiMessage {
         let start = |capacity| Writer::new(WIRE_VERSION, kind.code(), self.binding(), capacity);
         match self {
             Self::Hello(m) => {
-                let mut w = start(1 + 8 + 4);
-                w.u8(m.form.code());
+                let mut w = start(1 + 8 + 4 + ELEMENT_LEN);
+                // An anchor goes with the cardinality form only (the client's state machine
+                // never makes another); its own code keeps older Hellos as they were.
+                let noisy = m.noise_anchor.is_some() && m.form == PsiOutputForm::Cardinality;
+                w.u8(if noisy { NOISY_CARDINALITY_CODE } else { m.form.code() });
                 w.u64(m.client_set_size);
                 w.u32(m.chunk_size);
+                if let Some(anchor) = &m.noise_anchor {
+                    w.bytes(&anchor.0);
+                }
                 w.into_bytes()
             }
             Self::HelloAck(m) => {
-                let mut w = start(8 + 2);
+                let mut w = start(8 + 2 + 4);
                 w.u64(m.server_set_size);
                 w.u16(m.tag_bits);
+                if let Some(dummies) = m.dummies {
+                    w.u32(dummies);
+                }
                 w.into_bytes()
             }
             Self::BlindedChunk(BlindedChunk { seq, elements, .. })
@@ -339,8 +363,10 @@ impl PsiMessage {
         let message = match kind {
             PsiMessageKind::Hello => {
                 let code = r.u8()?;
-                let form = PsiOutputForm::from_code(code)
-                    .ok_or_else(|| r.malformed(format!("unknown output form {code}")))?;
+                let noisy = code == NOISY_CARDINALITY_CODE;
+                let form =
+                    if noisy { Some(PsiOutputForm::Cardinality) } else { PsiOutputForm::from_code(code) }
+                        .ok_or_else(|| r.malformed(format!("unknown output form {code}")))?;
                 let client_set_size = r.u64()?;
                 let chunk_size = r.u32()?;
                 if chunk_size == 0 || chunk_size as usize > MAX_CHUNK_ELEMENTS {
@@ -348,12 +374,18 @@ impl PsiMessage {
                         r.malformed(format!("chunk size {chunk_size} outside 1..={MAX_CHUNK_ELEMENTS}"))
                     );
                 }
-                Self::Hello(Hello { binding, form, client_set_size, chunk_size })
+                let noise_anchor = if noisy { Some(NoiseAnchor(r.array()?)) } else { None };
+                Self::Hello(Hello { binding, form, client_set_size, chunk_size, noise_anchor })
             }
             PsiMessageKind::HelloAck => {
                 let server_set_size = r.u64()?;
                 let tag_bits = r.u16()?;
-                Self::HelloAck(HelloAck { binding, server_set_size, tag_bits })
+                // The dummy count follows only in answer to a noise anchor.
+                let dummies = match r.remaining() {
+                    0 => None,
+                    _ => Some(r.u32()?),
+                };
+                Self::HelloAck(HelloAck { binding, server_set_size, tag_bits, dummies })
             }
             PsiMessageKind::BlindedChunk => {
                 let (seq, elements) = read_elements(&mut r)?;

@@ -32,6 +32,7 @@
 //! |----------------|----------------------------------------|---------------------------|
 //! | `Intersection` | which `x_i` are in Y (indices into X)  | n                         |
 //! | `Cardinality`  | \|X ∩ Y\| only (replies are shuffled)  | n                         |
+//! | … with noise   | \|X ∩ Y\| + η (below)                   | n                         |
 //! | `Both`         | the intersection                       | n and the intersection (indices into Y; semi-honest C) |
 //! | `Labels`       | the intersection and the labels of its matches | n                 |
 //!
@@ -67,9 +68,11 @@
 //! tags(L)   = I2OSP(L, 1) || I2OSP(count, 4) || count × L bytes,  L = tag bits / 8 in 5..=16
 //!
 //! 0x81 Hello          binding || form (1) || I2OSP(n, 8) || I2OSP(chunk size, 4)
-//!                     form: 0 Intersection, 1 Cardinality, 2 Both, 3 Labels;
-//!                     chunk size in 1..=65536
+//!                     [|| noise anchor (32), form 4 only]
+//!                     form: 0 Intersection, 1 Cardinality, 2 Both, 3 Labels,
+//!                     4 Cardinality with a noise anchor; chunk size in 1..=65536
 //! 0x82 HelloAck       binding || I2OSP(m, 8) || I2OSP(tag bits, 2)
+//!                     [|| I2OSP(dummies, 4), in answer to form 4 only]
 //! 0x83 BlindedChunk   binding || I2OSP(seq, 4) || I2OSP(count, 4) || count × element
 //! 0x84 EvaluatedChunk binding || I2OSP(seq, 4) || I2OSP(count, 4) || count × element
 //! 0x85 TagChunk       binding || I2OSP(seq, 4) || tags(L)
@@ -88,7 +91,7 @@
 //!
 //! Chunking: each of BlindedChunk, EvaluatedChunk, TagChunk and MatchReport is numbered
 //! from 0 and holds exactly `chunk size` items, the last chunk the rest (n, n, m and the
-//! match total items in all). MatchReport is sent even when empty (one chunk, total 0).
+//! match total items in all; n + d evaluated and m + d tags with d noise dummies). MatchReport is sent even when empty (one chunk, total 0).
 //! TagChunks are the exception that keeps frames under the limit whatever the label
 //! width: they hold `tag_chunk_size(chunk size, L, label length)` =
 //! `min(chunk size, max(1, floor(4 MiB / (L + 2 + label length))))` tags (label length
@@ -98,6 +101,19 @@
 //! Labels: `ciphertext = label XOR pad(N_y)` with crypto's pad (`TagContext::xor_pad`),
 //! which depends on (contract, epoch, N_y) only. C can compute the pad of `N_x` for its
 //! own elements only, so it decrypts exactly the labels of its matches.
+//!
+//! # Noise on the cardinality
+//!
+//! Under a contract with count noise ([`ServerPolicy::count_noise_epsilon_milli`]) the
+//! client's Hello carries the noise anchor `R = r·G` (form byte 4), the server answers
+//! with `d = 2·h` dummies (`h = ceil(30_000 / epsilon_milli)`): `d` dummy replies
+//! `s_i·R` shuffled in with the `n` evaluated elements, and `d` extra tags (the tags of
+//! `h + η` dummies' `s_i·G`, random tags for the rest) shuffled in with Y's. The client
+//! expects `n + d` replies and `m + d` tags (tags of `tag_bits_for(n + d, m + d, 40)`
+//! bits), counts, and reports the count minus `h`, clamped to `0..=min(n, m)`.
+//! `xmcredit_crypto::count_noise` has the mechanism and its (ε, δ). Either side refuses
+//! a session whose noise differs from its contract's
+//! ([`ProtocolError::NoiseMismatch`]).
 //!
 //! # Transcript
 //!
@@ -131,8 +147,8 @@ use std::fmt;
 use xmcredit_crypto::NodeId;
 
 pub use client::{
-    ClientAwaitingEvaluated, ClientAwaitingHelloAck, ClientAwaitingTags, ClientConfig, ClientEvaluatedNext,
-    ClientOutput, ClientPolicy, ClientTagsNext, PsiClient, CLIENT_WINDOW_CHUNKS,
+    AppliedNoise, ClientAwaitingEvaluated, ClientAwaitingHelloAck, ClientAwaitingTags, ClientConfig,
+    ClientEvaluatedNext, ClientOutput, ClientPolicy, ClientTagsNext, PsiClient, CLIENT_WINDOW_CHUNKS,
 };
 /// The bytes of tags and labels one TagChunk may carry (half the 8 MiB frame limit).
 pub const TAG_CHUNK_BUDGET_BYTES: usize = 4 * 1024 * 1024;
@@ -148,7 +164,7 @@ pub fn tag_chunk_size(chunk_size: u32, tag_len: usize, label_len: usize) -> u32 
 
 pub use messages::{
     BlindedChunk, EncryptedLabels, EvaluatedChunk, Hello, HelloAck, MatchReport, PsiMessage, PsiMessageKind,
-    ServerDone, TagChunk, MAX_CHUNK_ELEMENTS, MAX_LABEL_LEN, WIRE_VERSION,
+    ServerDone, TagChunk, MAX_CHUNK_ELEMENTS, MAX_LABEL_LEN, NOISY_CARDINALITY_CODE, WIRE_VERSION,
 };
 pub use server::{
     PsiServer, ServerAwaitingBlinded, ServerAwaitingHello, ServerAwaitingMatchReport, ServerBlindedNext,

@@ -5,10 +5,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use rand_core::CryptoRngCore;
+use xmcredit_crypto::count_noise::{select_dummy_tags, CountNoise, DummyReplies};
 use xmcredit_crypto::group::ElementBytes;
 use xmcredit_crypto::oprf::OprfKey;
 use xmcredit_crypto::set::{evaluate_batch, tag_bits_for, Tag, TagContext};
 use xmcredit_crypto::NodeId;
+use zeroize::Zeroize;
 
 use super::messages::{
     BlindedChunk, EncryptedLabels, EvaluatedChunk, HelloAck, MatchReport, ServerDone, TagChunk,
@@ -33,6 +35,80 @@ pub struct ServerPolicy {
     /// Largest client set S answers (bounds its work and, in the cardinality form, the
     /// n × 32 bytes it buffers).
     pub max_client_set_size: u64,
+    /// Cardinality form: the ε (in thousandths) of the noise the contract declares on
+    /// the count, which S adds with dummy replies (`xmcredit_crypto::count_noise`).
+    /// `None`: the exact count. S refuses a Hello whose noise anchor does not match.
+    pub count_noise_epsilon_milli: Option<u32>,
+}
+
+/// Everything a noisy session drew when it was set up: the noise itself (how many dummy
+/// tags S includes), the dummies' scalars and the random tags that stand in for the
+/// dummies S leaves out. It is the noise: no `Debug`, and zeroized when dropped (the
+/// scalars by [`DummyReplies`]).
+struct PendingNoise {
+    noise: CountNoise,
+    included: u32,
+    /// Taken (and consumed) when the anchor arrives.
+    dummies: Option<DummyReplies>,
+    random_tags: Vec<[u8; 16]>,
+}
+
+impl Drop for PendingNoise {
+    fn drop(&mut self) {
+        self.included.zeroize();
+        self.random_tags.zeroize();
+    }
+}
+
+impl PendingNoise {
+    fn draw(epsilon_milli: u32, rng: &mut impl CryptoRngCore) -> Result<Self, ProtocolError> {
+        let noise = CountNoise::new(epsilon_milli)?;
+        let count = noise.dummies() as usize;
+        let included = noise.sample_included(rng);
+        let dummies = DummyReplies::new(count, rng);
+        let random_tags = (0..count)
+            .map(|_| {
+                let mut tag = [0u8; 16];
+                rng.fill_bytes(&mut tag);
+                tag
+            })
+            .collect();
+        Ok(Self { noise, included, dummies: Some(dummies), random_tags })
+    }
+
+    /// The dummy replies for `anchor` and the extra tags (dummies' or random) under
+    /// `tag_context`.
+    fn answer(
+        mut self,
+        anchor: &xmcredit_crypto::count_noise::NoiseAnchor,
+        tag_context: &TagContext,
+    ) -> Result<(Vec<ElementBytes>, Vec<Tag>), ProtocolError> {
+        let dummies = self.dummies.take().ok_or_else(|| ProtocolError::NoiseMismatch {
+            reason: "this session's dummies were already used".into(),
+        })?;
+        let (replies, mut unblinded) = dummies.evaluate(anchor).map_err(|e| ProtocolError::Malformed {
+            what: "PSI Hello",
+            reason: format!("noise anchor: {e}"),
+        })?;
+        let mut dummy_tags = tag_context.tag_batch(&unblinded);
+        // With the transcript, the dummies' values and tags would tell which tags are
+        // theirs, and so η.
+        unblinded.iter_mut().for_each(|u| u.0.zeroize());
+        let len = tag_context.tag_len();
+        // Tags keep their unused tail zero (crypto::set::Tag).
+        let random_tags: Vec<Tag> = self
+            .random_tags
+            .iter()
+            .map(|bytes| {
+                let mut tag = [0u8; 16];
+                tag[..len].copy_from_slice(&bytes[..len]);
+                Tag(tag)
+            })
+            .collect();
+        let extra = select_dummy_tags(self.included, &dummy_tags, &random_tags);
+        dummy_tags.iter_mut().for_each(|t| t.0.zeroize());
+        Ok((replies, extra))
+    }
 }
 
 /// Everything a server session is set up with.
@@ -69,6 +145,7 @@ pub struct ServerAwaitingHello {
     key: OprfKey,
     tag_order: Shuffler,
     reply_order: Shuffler,
+    noise: Option<PendingNoise>,
 }
 
 impl ServerAwaitingHello {
@@ -93,6 +170,18 @@ impl ServerAwaitingHello {
                 reason: "the labels form needs a set built with labels".into(),
             });
         }
+        let noise = match policy.count_noise_epsilon_milli {
+            Some(_) if policy.form != PsiOutputForm::Cardinality => {
+                return Err(ProtocolError::NoiseMismatch {
+                    reason: format!(
+                        "noise is for the cardinality form, the policy's form is {}",
+                        policy.form
+                    ),
+                })
+            }
+            Some(epsilon_milli) => Some(PendingNoise::draw(epsilon_milli, rng)?),
+            None => None,
+        };
         Ok(Self {
             channel: Channel::new(binding, client, Side::Server),
             policy,
@@ -100,6 +189,7 @@ impl ServerAwaitingHello {
             key,
             tag_order: Shuffler::new(rng),
             reply_order: Shuffler::new(rng),
+            noise,
         })
     }
 
@@ -133,16 +223,40 @@ impl ServerAwaitingHello {
             let max = u64::from(u32::MAX) * u64::from(hello.chunk_size);
             return Err(ProtocolError::SetTooLarge { whose: "client", got: n, max });
         }
+        let dummies = self.noise.as_ref().map_or(0, |pending| pending.noise.dummies());
+        match (&self.noise, &hello.noise_anchor) {
+            (Some(pending), None) => {
+                return Err(ProtocolError::NoiseMismatch {
+                    reason: format!(
+                        "the contract adds noise of ε = {} to the count; this Hello has no noise anchor",
+                        pending.noise.epsilon()
+                    ),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ProtocolError::NoiseMismatch {
+                    reason: "the contract declares no noise; this Hello carries a noise anchor".into(),
+                })
+            }
+            _ => {}
+        }
         let m = self.set.len() as u64;
-        let tag_bits = tag_bits_for(n, m, STATISTICAL_SECURITY_BITS)?;
+        // Dummies are replies and tags like the others: the tags are long enough for all.
+        let tag_bits =
+            tag_bits_for(n + u64::from(dummies), m + u64::from(dummies), STATISTICAL_SECURITY_BITS)?;
         let tag_context =
             TagContext::new(&self.channel.binding.contract, self.channel.binding.epoch, tag_bits)?;
+        let (dummy_replies, extra_tags) = match (self.noise.take(), &hello.noise_anchor) {
+            (Some(pending), Some(anchor)) => pending.answer(anchor, &tag_context)?,
+            _ => (Vec::new(), Vec::new()),
+        };
         let mut out = Vec::with_capacity(1);
         let ack = HelloAck {
             binding: self.channel.binding.clone(),
             server_set_size: m,
             // At most MAX_TAG_BITS = 128.
             tag_bits: u16::try_from(tag_bits).unwrap_or(u16::MAX),
+            dummies: hello.noise_anchor.map(|_| dummies),
         };
         self.channel.send(PsiMessage::HelloAck(ack), &mut out);
         let next = ServerAwaitingBlinded {
@@ -156,6 +270,8 @@ impl ServerAwaitingHello {
             next_seq: 0,
             received: 0,
             buffered: Vec::new(),
+            dummy_replies,
+            extra_tags,
             tag_order: self.tag_order,
             reply_order: self.reply_order,
         };
@@ -190,6 +306,10 @@ pub struct ServerAwaitingBlinded {
     received: u64,
     /// Cardinality form: every evaluated element, shuffled and sent after the last chunk.
     buffered: Vec<ElementBytes>,
+    /// Noisy cardinality: the dummy replies, shuffled in among the others.
+    dummy_replies: Vec<ElementBytes>,
+    /// Noisy cardinality: tags of the included dummies and random tags, sent after Y's.
+    extra_tags: Vec<Tag>,
     tag_order: Shuffler,
     reply_order: Shuffler,
 }
@@ -255,6 +375,7 @@ impl ServerAwaitingBlinded {
         let chunk_size = self.chunk_size as usize;
         if self.form == PsiOutputForm::Cardinality {
             let mut replies = std::mem::take(&mut self.buffered);
+            replies.append(&mut self.dummy_replies);
             self.reply_order.shuffle(&mut replies);
             for (seq, elements) in replies.chunks(chunk_size).enumerate() {
                 let reply = EvaluatedChunk {
@@ -268,8 +389,9 @@ impl ServerAwaitingBlinded {
         // The session's tags go out in an order shuffled per session, one chunk at a
         // time as the node pulls them ([`ServerSendingTags`]): a session never holds
         // every TagChunk at once, whatever the label width.
-        let m = self.set.len();
-        let mut order: Vec<u32> = (0..u32::try_from(m).unwrap_or(u32::MAX)).collect();
+        // Positions m.. are the extra tags of a noisy session, shuffled in with Y's.
+        let total = self.set.len() + self.extra_tags.len();
+        let mut order: Vec<u32> = (0..u32::try_from(total).unwrap_or(u32::MAX)).collect();
         self.tag_order.shuffle(&mut order);
         let tag_len = self.tag_context.tag_len() as u8;
         let label_len = if self.form == PsiOutputForm::Labels {
@@ -290,6 +412,7 @@ impl ServerAwaitingBlinded {
             tags_per_chunk,
             tag_len,
             next_seq: 0,
+            extra_tags: self.extra_tags,
         }))
     }
 }
@@ -305,11 +428,13 @@ pub struct ServerSendingTags {
     tag_context: TagContext,
     n: u64,
     chunk_size: u32,
-    /// Positions of Y in the session's shuffled order.
+    /// Positions of Y (and, from m on, of the extra tags) in the session's shuffled order.
     order: Vec<u32>,
     tags_per_chunk: u32,
     tag_len: u8,
     next_seq: u32,
+    /// Noisy cardinality: the tags at positions m.. of `order`.
+    extra_tags: Vec<Tag>,
 }
 
 impl fmt::Debug for ServerSendingTags {
@@ -337,10 +462,13 @@ impl ServerSendingTags {
         if start < self.order.len() {
             let positions = &self.order[start..(start + per_chunk).min(self.order.len())];
             let elements = self.set.elements();
+            let m = elements.len();
             let tags: Vec<Tag> = positions
                 .iter()
-                .filter_map(|&p| elements.get(p as usize))
-                .map(|element| self.tag_context.tag(element))
+                .filter_map(|&p| match elements.get(p as usize) {
+                    Some(element) => Some(self.tag_context.tag(element)),
+                    None => self.extra_tags.get((p as usize).wrapping_sub(m)).copied(),
+                })
                 .collect();
             let mut labels = EncryptedLabels::new();
             if let Some(all) = self.set.labels().filter(|_| self.form == PsiOutputForm::Labels) {

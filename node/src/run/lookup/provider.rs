@@ -159,6 +159,7 @@ fn prepare_session(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Pro
         n,
         limit,
         what: "lookups",
+        noisy_run_epoch: None,
     };
     let remaining = spend.spend(ctx, |used| {
         ProtocolError::QuotaExceeded { requested: n, remaining: limit.saturating_sub(used) }.into()

@@ -83,6 +83,7 @@ fn prepare(ctx: &NodeContext, contributor: &NodeId, hello: &[u8]) -> Result<Memb
         n,
         limit,
         what: "overthreshold evaluations",
+        noisy_run_epoch: None,
     };
     let remaining = spend.spend(ctx, |used| {
         ProtocolError::QuotaExceeded { requested: n, remaining: limit.saturating_sub(used) }.into()

@@ -9,13 +9,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tracing::Instrument;
 use xmcredit_contracts::audit::Outcome;
-use xmcredit_contracts::{ComputationKind, PsiOutput, Role, VerifiedContract};
+use xmcredit_contracts::{ComputationKind, CountNoise, PsiOutput, Role, VerifiedContract};
 use xmcredit_crypto::{ContractId, Epoch, NodeId, SessionId};
 use xmcredit_protocol::psi::{ClientConfig, ClientOutput, ClientPolicy, PsiClient, PsiMessage};
 use xmcredit_protocol::SessionBinding;
 
 use super::{
-    form_of, frame, min_set_size, psi_parameters, receiver_form, CHUNK_SIZE, SESSION_DEADLINE_ROUNDS,
+    form_of, frame, min_set_size, psi_parameters, receiver_form, PsiParameters, CHUNK_SIZE,
+    SESSION_DEADLINE_ROUNDS,
 };
 use crate::context::NodeContext;
 use crate::proto;
@@ -30,6 +31,8 @@ struct ClientRun {
     verified: VerifiedContract,
     epoch: Epoch,
     output: PsiOutput,
+    /// Noise the contract declares on the count.
+    noise: Option<CountNoise>,
     server: NodeId,
     meta: crate::store::DatasetVersion,
     /// The client's set, in key order: its working set (the protocol blinds all of it).
@@ -47,7 +50,7 @@ async fn prepare_client(
     let (_, verified, epoch) = verified_contract(ctx, contract_id)?;
     let me = ctx.node_id().clone();
     verified.require_role(&me, Role::Client)?;
-    let (output, _) = psi_parameters(&verified)?;
+    let PsiParameters { output, noise, .. } = psi_parameters(&verified)?;
     verified.require_receiver(&me, receiver_form(output))?;
     let server = verified
         .contract()
@@ -58,7 +61,7 @@ async fn prepare_client(
     let meta = contract_dataset(ctx, &verified, &me, Role::Client, dataset)?;
     verified.require_min_set_size(&me, meta.rows)?;
     let keys = ctx.store.dataset_keys(&meta)?;
-    Ok(ClientRun { verified, epoch, output, server, meta, keys })
+    Ok(ClientRun { verified, epoch, output, noise, server, meta, keys })
 }
 
 /// Runs the client side of a PSI under `contract_id`: the operator's `run psi`.
@@ -74,7 +77,7 @@ pub async fn run_client(
         let contract = ContractId::new(contract_id).ok();
         ctx.refuse(contract.as_ref(), None, error)
     })?;
-    let ClientRun { verified, epoch, output, server, meta, keys } = prepared;
+    let ClientRun { verified, epoch, output, noise, server, meta, keys } = prepared;
     let me = ctx.node_id().clone();
     let binding = SessionBinding {
         contract: verified.id().clone(),
@@ -98,7 +101,10 @@ pub async fn run_client(
         server: server.clone(),
         form: form_of(output),
         chunk_size: CHUNK_SIZE,
-        policy: ClientPolicy { min_server_set_size: min_set_size(&verified, &server) },
+        policy: ClientPolicy {
+            min_server_set_size: min_set_size(&verified, &server),
+            count_noise_epsilon_milli: noise.map(|noise| noise.epsilon_milli()),
+        },
     };
     let mut observed = Observed::default();
     // Each message has the round timeout; the whole session has a deadline too, so a
@@ -258,6 +264,18 @@ fn client_report(
     output: &ClientOutput,
     wall_s: f64,
 ) -> serde_json::Value {
+    // What the count carries, so nobody reads a noisy count as an exact one.
+    let noise = match output.noise {
+        Some(applied) => serde_json::json!({
+            "mechanism": "discrete_laplace",
+            "epsilon_milli": applied.epsilon_milli,
+            "dummies": applied.dummies,
+            // The count is within ± this of the exact one (the clamp).
+            "bound": applied.dummies / 2,
+            "runs": "one per epoch",
+        }),
+        None => serde_json::Value::Null,
+    };
     let intersection: Option<Vec<&str>> = output
         .intersection
         .as_ref()
@@ -281,6 +299,7 @@ fn client_report(
         "client_set_size": keys.len(),
         "server_set_size": output.server_set_size,
         "cardinality": output.cardinality,
+        "noise": noise,
         "intersection": intersection,
         "labels": labels,
         "bytes_sent": output.bytes_sent,

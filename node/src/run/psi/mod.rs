@@ -16,7 +16,7 @@ pub use server::{codes_digest, serve_session, SESSION_FRAMES_BUFFERED};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use xmcredit_contracts::{Computation, OutputForm, PsiOutput, VerifiedContract};
+use xmcredit_contracts::{Computation, CountNoise, OutputForm, PsiOutput, VerifiedContract};
 use xmcredit_crypto::{ContractId, Epoch, NodeId};
 use xmcredit_protocol::psi::{OutgoingMessage, PsiOutputForm, ServerSet};
 
@@ -90,9 +90,18 @@ pub(super) fn receiver_form(output: PsiOutput) -> OutputForm {
     }
 }
 
-pub(super) fn psi_parameters(verified: &VerifiedContract) -> Result<(PsiOutput, Vec<String>), NodeError> {
+/// What a PSI contract fixes: the output, the label columns, and the count noise.
+pub(super) struct PsiParameters {
+    pub output: PsiOutput,
+    pub label_columns: Vec<String>,
+    pub noise: Option<CountNoise>,
+}
+
+pub(super) fn psi_parameters(verified: &VerifiedContract) -> Result<PsiParameters, NodeError> {
     match &verified.contract().computation {
-        Computation::Psi { output, label_columns } => Ok((*output, label_columns.clone())),
+        Computation::Psi { output, label_columns, noise } => {
+            Ok(PsiParameters { output: *output, label_columns: label_columns.clone(), noise: *noise })
+        }
         other => {
             Err(NodeError::Refused(format!("contract {} is for {}, not psi", verified.id(), other.kind())))
         }

@@ -20,7 +20,7 @@ use xmcredit_protocol::psi::{
 };
 use xmcredit_protocol::SessionBinding;
 
-use super::{form_of, frame, min_set_size, psi_parameters, receiver_form};
+use super::{form_of, frame, min_set_size, psi_parameters, receiver_form, PsiParameters};
 use crate::context::NodeContext;
 use crate::proto;
 use crate::run::observed::{Direction, Observed};
@@ -68,7 +68,7 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
     let me = ctx.node_id();
     verified.require_role(me, Role::Server)?;
     verified.require_role(peer, Role::Client)?;
-    let (output, label_columns) = psi_parameters(&verified)?;
+    let PsiParameters { output, label_columns, noise } = psi_parameters(&verified)?;
     verified.require_receiver(peer, receiver_form(output))?;
     if output == PsiOutput::Both {
         verified.require_receiver(me, OutputForm::Intersection)?;
@@ -100,6 +100,7 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
         n,
         limit,
         what: "lookups",
+        noisy_run_epoch: noise.map(|_| epoch.0),
     };
     spend.spend(ctx, |used| match verified.check_lookup_quota(peer, used, n) {
         Err(refusal) => refusal.into(),
@@ -112,6 +113,7 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
             form: form_of(output),
             min_client_set_size: min_set_size(&verified, peer),
             max_client_set_size: ctx.config.limits.max_set_size,
+            count_noise_epsilon_milli: noise.map(|noise| noise.epsilon_milli()),
         },
         verified,
         binding,
@@ -468,7 +470,10 @@ async fn drive_server(
         client: peer.clone(),
         policy: session.policy.clone(),
     };
-    let mut server = PsiServer::new(config, session.set.clone(), oprf_key, &mut rand::rngs::OsRng)?;
+    // A noisy session draws its dummies here (up to 6,000 base-point multiplications).
+    let mut server = tokio::task::block_in_place(|| {
+        PsiServer::new(config, session.set.clone(), oprf_key, &mut rand::rngs::OsRng)
+    })?;
     let mut next = Some(hello);
     while !server.is_done() {
         let bytes = match next.take() {
