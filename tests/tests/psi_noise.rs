@@ -133,6 +133,9 @@ async fn a_hello_without_a_noise_anchor_is_refused_by_the_server() -> Result<()>
     assert_contains(status.message(), &["cardinality noise", "no noise anchor"]);
     // The refusal is on the credit center's log with its reason.
     wait_for_log(alliance.node("credit-center")?, "no noise anchor").await;
+    // It cost bank-a nothing: its honest run of the epoch is still answered.
+    let report = alliance.node("bank-a")?.run("psi", id).await?;
+    assert_eq!(report["noise"]["epsilon_milli"], EPSILON_MILLI, "{report}");
     drop(dir);
     Ok(())
 }
