@@ -144,6 +144,7 @@ impl std::fmt::Debug for DummyReplies {
 impl Drop for DummyReplies {
     fn drop(&mut self) {
         self.scalars.zeroize();
+        self.unblinded.iter_mut().for_each(|u| u.0.zeroize());
     }
 }
 

@@ -210,10 +210,11 @@ pub struct Limits {
     /// most this. Default 50,000 (a bank's daily applicant flow, with room).
     #[serde(default = "default_dataset_lookups_per_day")]
     pub dataset_lookups_per_day: u64,
-    /// Most ε (in thousandths) one client may spend a day on noisy PSI cardinalities
-    /// over one of this node's datasets: the sum over the noisy contracts this node
-    /// signs as server for that client and dataset of `epsilon_milli` times the runs a
-    /// day their epochs allow (one per epoch). Default 2,000 (ε = 2 a day).
+    /// Most ε (in thousandths) one client may spend in any 24 hours on noisy PSI
+    /// cardinalities over one of this node's datasets: the sum over the noisy contracts
+    /// this node signs as server for that client and dataset of `epsilon_milli` times
+    /// the runs 24 hours can hold (one per epoch: `ceil(86 400 / epoch_seconds) + 1`,
+    /// 2 with daily epochs). Default 2,000 (one daily contract at ε = 1).
     #[serde(default = "default_dataset_epsilon_milli_per_day")]
     pub dataset_epsilon_milli_per_day: u64,
 }

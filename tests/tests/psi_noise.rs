@@ -25,7 +25,7 @@ use xmcredit_node::service::peer_client;
 use xmcredit_protocol::psi::{ClientConfig, ClientPolicy, PsiClient, PsiOutputForm};
 use xmcredit_protocol::SessionBinding;
 use xmcredit_simulator::alliance::Alliance;
-use xmcredit_simulator::contracts::with_count_noise;
+use xmcredit_simulator::contracts::{lookup, with_count_noise, LookupProvider};
 
 /// ε = 1: a clamp of ±30, narrower than the 40 matches and 40 misses of the setup.
 const EPSILON_MILLI: u32 = 1000;
@@ -142,18 +142,20 @@ async fn a_hello_without_a_noise_anchor_is_refused_by_the_server() -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_noisy_contract_over_the_epsilon_ceiling_is_refused_at_signing() -> Result<()> {
-    let (_dir, alliance, _) = setup("dataset_epsilon_milli_per_day = 1000").await?;
+    // Daily epochs: 24 hours can hold two runs of each contract (either side of an
+    // epoch boundary), so a contract at ε 0.6 costs 1,200 thousandths.
+    let (_dir, alliance, _) = setup("dataset_epsilon_milli_per_day = 2000").await?;
     let first = "credit-center.psi-noisy-first";
     alliance.agree("credit-center", &noisy_contract(&alliance, first, 600)?, first, &["bank-a"]).await?;
-    // Attack: a second noisy contract over the same list, for a second run a day.
+    // Attack: a second noisy contract over the same list, for more runs a day.
     let second = noisy_contract(&alliance, "credit-center.psi-noisy-second", 500)?;
     let refused = err_text(alliance.node("credit-center")?.propose(&second).await);
     assert_contains(
         &refused,
         &[
-            "spend ε 1100/1000 a day on dataset gov_list",
-            "already signed: credit-center.psi-noisy-first (600)",
-            "ceiling of 1000/1000 (limits.dataset_epsilon_milli_per_day)",
+            "spend ε 2200/1000 in 24 hours on dataset gov_list (this contract 1000",
+            "already signed: credit-center.psi-noisy-first (1200)",
+            "ceiling of 2000/1000 (limits.dataset_epsilon_milli_per_day)",
         ],
     );
     // One that fits is signed.
@@ -176,7 +178,42 @@ async fn an_exact_contract_beside_a_noisy_one_is_refused_at_signing() -> Result<
         &refused,
         &[
             "contract credit-center.psi-noisy-beside adds noise to a count over dataset gov_list",
-            "that contract credit-center.psi-exact gives the same client exactly",
+            "that contract credit-center.psi-exact gives the same bank exactly",
+        ],
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_over_the_same_list_beside_a_noisy_count_is_refused_at_signing() -> Result<()> {
+    let (_dir, alliance, _) = setup("").await?;
+    let center = alliance.node("credit-center")?;
+    // A rule that holds on every row: the total says which applicants are on the list.
+    let id = "credit-center.lookup-on-the-list";
+    let toml = lookup(
+        id,
+        "integration test: a lookup that answers membership",
+        &[party(center, &["coordinator", "provider"]), party(alliance.node("bank-a")?, &["querier"])],
+        &[LookupProvider {
+            node: "credit-center",
+            dataset: GOV_DATASET,
+            columns: &["si_headcount"],
+            rules: r#"[{ column = "si_headcount", comparison = "ge", constant = 0, points = 1 }]"#,
+        }],
+        &["bank-a"],
+        "bitmask",
+        8,
+        1000,
+    );
+    alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
+    // Attack: a noisy count over the list the lookup already answers exactly.
+    let noisy = noisy_contract(&alliance, "credit-center.psi-noisy-after-lookup", 500)?;
+    let refused = err_text(center.propose(&noisy).await);
+    assert_contains(
+        &refused,
+        &[
+            "contract credit-center.psi-noisy-after-lookup adds noise to a count over dataset gov_list",
+            "that contract credit-center.lookup-on-the-list gives the same bank exactly",
         ],
     );
     Ok(())

@@ -399,52 +399,71 @@ fn live_signed_over<'a>(
     })
 }
 
-/// Refuses to sign a PSI contract in which this node is the server when it would make
-/// count noise pointless or multiply it (issue 10):
+/// What a contract in which this node answers for one of its datasets gives away about
+/// that dataset: exact answers, or a count under noise; and to whom.
+struct Answers<'a> {
+    noise: Option<CountNoise>,
+    dataset: String,
+    learners: Vec<&'a NodeId>,
+}
+
+/// A PSI contract this node serves (its client learns) or a lookup it provides for (its
+/// queriers learn, exactly: a provider's rules score 0 for an entity it has no row for,
+/// so the totals say which applicants are in the dataset).
+fn answers<'a>(me: &NodeId, c: &'a Contract) -> Option<Answers<'a>> {
+    let roles = &c.party(me)?.roles;
+    let (noise, serving, learning) = match &c.computation {
+        Computation::Psi { noise, .. } if roles.contains(&Role::Server) => {
+            (*noise, Role::Server, Role::Client)
+        }
+        Computation::Lookup { .. } if roles.contains(&Role::Provider) => {
+            (None, Role::Provider, Role::Querier)
+        }
+        _ => return None,
+    };
+    let dataset = c.dataset_for(me, serving)?.name.clone();
+    Some(Answers { noise, dataset, learners: c.parties_with(learning).map(|p| &p.node).collect() })
+}
+
+/// ε (in thousandths) a noisy contract lets its client spend in any 24 hours: one run
+/// per epoch, and a window of a day can hold `ceil(86 400 / epoch_seconds) + 1` epochs'
+/// runs (epochs start at `not_before`, not at the quota day's midnight).
+fn epsilon_milli_in_a_day(c: &Contract, noise: &CountNoise) -> u64 {
+    let runs = 86_400u64.div_ceil(c.epoch_seconds.max(1)) + 1;
+    u64::from(noise.epsilon_milli()).saturating_mul(runs)
+}
+
+/// Refuses to sign a contract that would make count noise pointless or multiply it
+/// (issue 10):
 ///
-/// - a noisy cardinality while it has signed an exact PSI (any form) over the same
-///   dataset for the same client, or an exact one while it has signed a noisy one: the
-///   exact answer holds everything the noise hides;
-/// - a noisy cardinality that, with the noisy ones it has signed over the same dataset
-///   for the same client, would let the client spend more ε a day than
-///   `limits.dataset_epsilon_milli_per_day`. A contract allows one run per epoch, so it
-///   costs `epsilon_milli × ceil(86 400 / epoch_seconds)` a day.
+/// - a noisy PSI cardinality beside an exact contract (PSI of any form, or a lookup this
+///   node provides for) over the same dataset for the same client, or the exact one
+///   beside the noisy one: the exact answers hold what the noise hides;
+/// - a noisy PSI cardinality that, with the noisy ones this node signed over the same
+///   dataset for the same client, would let the client spend more ε in 24 hours than
+///   `limits.dataset_epsilon_milli_per_day` ([`epsilon_milli_in_a_day`]).
 fn check_count_noise(ctx: &NodeContext, document: &Contract) -> Result<(), NodeError> {
     let me = ctx.node_id();
-    // For a PSI contract this node serves: Some(its noise, if any).
-    let served_psi = |c: &Contract| match &c.computation {
-        Computation::Psi { noise, .. } if c.party(me).is_some_and(|p| p.roles.contains(&Role::Server)) => {
-            Some(*noise)
-        }
-        _ => None,
-    };
-    let Some(noise) = served_psi(document) else { return Ok(()) };
-    let Some(dataset) = document.dataset_for(me, Role::Server).map(|d| d.name.clone()) else {
-        return Ok(());
-    };
-    let daily_milli = |c: &Contract, noise: &CountNoise| {
-        let runs_a_day = 86_400u64.div_ceil(c.epoch_seconds.max(1));
-        u64::from(noise.epsilon_milli()).saturating_mul(runs_a_day)
-    };
-    let clients: Vec<&NodeId> = document.parties_with(Role::Client).map(|p| &p.node).collect();
+    let Some(own) = answers(me, document) else { return Ok(()) };
     let held = ctx.store.contracts()?;
-    let mut total = noise.as_ref().map_or(0, |n| daily_milli(document, n));
+    let mut total = own.noise.as_ref().map_or(0, |n| epsilon_milli_in_a_day(document, n));
     let mut others = Vec::new();
-    for other in live_signed_over(ctx, &held, document, &dataset) {
-        let Some(other_noise) = served_psi(other) else { continue };
-        if !other.parties_with(Role::Client).any(|p| clients.contains(&&p.node)) {
+    for other in live_signed_over(ctx, &held, document, &own.dataset) {
+        let Some(theirs) = answers(me, other) else { continue };
+        if theirs.dataset != own.dataset || !theirs.learners.iter().any(|l| own.learners.contains(l)) {
             continue;
         }
-        match (&noise, &other_noise) {
+        match (&own.noise, &theirs.noise) {
             (Some(_), None) | (None, Some(_)) => {
                 let (noisy, exact) =
-                    if noise.is_some() { (&document.id, &other.id) } else { (&other.id, &document.id) };
+                    if own.noise.is_some() { (&document.id, &other.id) } else { (&other.id, &document.id) };
                 return Err(NodeError::Refused(format!(
-                    "contract {noisy} adds noise to a count over dataset {dataset} that contract {exact} gives the same client exactly; this node does not sign both (revoke one first)"
+                    "contract {noisy} adds noise to a count over dataset {} that contract {exact} gives the same bank exactly; this node does not sign both (revoke one first)",
+                    own.dataset
                 )));
             }
             (Some(_), Some(other_noise)) => {
-                let milli = daily_milli(other, other_noise);
+                let milli = epsilon_milli_in_a_day(other, other_noise);
                 total = total.saturating_add(milli);
                 others.push(format!("{} ({milli})", other.id));
             }
@@ -452,11 +471,12 @@ fn check_count_noise(ctx: &NodeContext, document: &Contract) -> Result<(), NodeE
         }
     }
     let ceiling = ctx.config.limits.dataset_epsilon_milli_per_day;
-    if noise.is_some() && total > ceiling {
+    if let (Some(noise), true) = (&own.noise, total > ceiling) {
         return Err(NodeError::Refused(format!(
-            "signing {} would let its client spend ε {total}/1000 a day on dataset {dataset} (this contract {}{}), above this node's ceiling of {ceiling}/1000 (limits.dataset_epsilon_milli_per_day)",
+            "signing {} would let its client spend ε {total}/1000 in 24 hours on dataset {} (this contract {}{}), above this node's ceiling of {ceiling}/1000 (limits.dataset_epsilon_milli_per_day)",
             document.id,
-            noise.as_ref().map_or(0, |n| daily_milli(document, n)),
+            own.dataset,
+            epsilon_milli_in_a_day(document, noise),
             if others.is_empty() { String::new() } else { format!(", already signed: {}", others.join(", ")) }
         )));
     }

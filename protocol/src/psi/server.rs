@@ -96,7 +96,7 @@ impl PendingNoise {
         unblinded.iter_mut().for_each(|u| u.0.zeroize());
         let len = tag_context.tag_len();
         // Tags keep their unused tail zero (crypto::set::Tag).
-        let random_tags: Vec<Tag> = self
+        let mut random_tags: Vec<Tag> = self
             .random_tags
             .iter()
             .map(|bytes| {
@@ -106,7 +106,8 @@ impl PendingNoise {
             })
             .collect();
         let extra = select_dummy_tags(self.included, &dummy_tags, &random_tags);
-        dummy_tags.iter_mut().for_each(|t| t.0.zeroize());
+        // Either list beside the extra tags (dummies first) would give `included` away.
+        dummy_tags.iter_mut().chain(random_tags.iter_mut()).for_each(|t| t.0.zeroize());
         Ok((replies, extra))
     }
 }

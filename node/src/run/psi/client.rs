@@ -174,7 +174,9 @@ async fn drive_client(
     let contract = config.binding.contract.clone();
     let inputs: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
     let total = inputs.len() as u64;
-    let (mut client, first) = PsiClient::start(config, inputs, &mut rand::rngs::OsRng)?;
+    // Blinding and unblinding are CPU work (parallel inside crypto): off the I/O threads.
+    let (mut client, first) =
+        tokio::task::block_in_place(|| PsiClient::start(config, inputs, &mut rand::rngs::OsRng))?;
     let (tx, rx) = mpsc::channel::<proto::Frame>(16);
     for message in &first {
         observed.psi_bytes(Direction::Sent, &message.bytes);
@@ -230,7 +232,7 @@ async fn drive_client(
             }
             _ => {}
         }
-        let (next_state, out) = client.handle(&server, &frame_in.payload)?;
+        let (next_state, out) = tokio::task::block_in_place(|| client.handle(&server, &frame_in.payload))?;
         client = next_state;
         for message in &out {
             observed.psi_bytes(Direction::Sent, &message.bytes);
