@@ -15,9 +15,9 @@
 //! (sensitivity 1). The clamp puts the mass beyond `±half` on the end points, which a
 //! neighbouring count cannot reach (or reaches with too little mass); that costs
 //! `δ ≤ 2·e^{−ε·half} / (1 + e^{−ε}) ≤ 2·e^{−30} < 2⁻⁴²` ([`CountNoise::delta`]), so a run
-//! is (ε, 2⁻⁴²)-DP. The variates come from
-//! [`DiscreteLaplace`], an f64 inverse-CDF sampler: the distribution is discrete Laplace
-//! up to the rounding of 53-bit uniforms, not exactly.
+//! is (ε, 2⁻⁴²)-DP. The variates come from [`DiscreteLaplace`], an f64 inverse-CDF
+//! sampler: the distribution is discrete Laplace up to the rounding of 53-bit uniforms,
+//! not exactly.
 //!
 //! Within one epoch the server's OPRF key is fixed, so the client's real replies
 //! unblind to the same values in every session while the dummies are fresh: two

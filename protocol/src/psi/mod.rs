@@ -91,7 +91,8 @@
 //!
 //! Chunking: each of BlindedChunk, EvaluatedChunk, TagChunk and MatchReport is numbered
 //! from 0 and holds exactly `chunk size` items, the last chunk the rest (n, n, m and the
-//! match total items in all; n + d evaluated and m + d tags with d noise dummies). MatchReport is sent even when empty (one chunk, total 0).
+//! match total items in all; n + d evaluated and m + d tags with d noise dummies).
+//! MatchReport is sent even when empty (one chunk, total 0).
 //! TagChunks are the exception that keeps frames under the limit whatever the label
 //! width: they hold `tag_chunk_size(chunk size, L, label length)` =
 //! `min(chunk size, max(1, floor(4 MiB / (L + 2 + label length))))` tags (label length
