@@ -2,7 +2,8 @@
 //! bank gets exactly its invoices financed at two or more banks, with their
 //! multiplicity, against the counts made in the clear; the coordinator's histogram is
 //! the plaintext one. Refusals: a second run past the bank's daily quota (by the
-//! committee member), a bank whose dataset is keyed otherwise than the contract says, a
+//! committee member), a second contract past the member's per-dataset ceiling across
+//! contracts, a bank whose dataset is keyed otherwise than the contract says, a
 //! node the contract does not name, a replayed Hello and one bound to another epoch; a
 //! committee member that dies mid-protocol, or is absent, aborts the run naming it.
 
@@ -344,5 +345,50 @@ async fn a_dead_or_absent_committee_member_aborts_the_run_naming_it() -> Result<
         .unwrap_or_default();
     assert_eq!(aborted["outcome"]["status"], "failed", "{records:?}");
     assert_contains(&aborted["outcome"].to_string(), &["member-m"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_contract_does_not_multiply_a_banks_daily_evaluations() -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("xmcredit-ot-ceiling-").tempdir()?;
+    let banks = ["bank-a", "bank-b", "bank-c"];
+    let financing = Financing::generate(15, banks.len(), PER_BANK, 5, 3)?;
+    let largest = financing.banks.iter().map(Vec::len).max().unwrap_or(0) as u64;
+    // Each member evaluates at most one run's worth per bank a day, across contracts.
+    let ceiling = largest * 3 / 2;
+    let alliance = Alliance::create_with_limits(
+        program(),
+        dir.path(),
+        &["credit-center", "bank-a", "bank-b", "bank-c"],
+        true,
+        &format!("dataset_lookups_per_day = {ceiling}"),
+    )
+    .await?;
+    let setup = Setup { dir, alliance };
+    for (b, bank) in banks.iter().enumerate() {
+        setup.import(bank, &financing.banks[b], &format!("invoices-{bank}")).await?;
+    }
+    let (center, a, b, c) =
+        (setup.node("credit-center"), setup.node("bank-a"), setup.node("bank-b"), setup.node("bank-c"));
+    let members = [
+        line(center, &["committee", "coordinator"]),
+        line(a, &["committee", "contributor"]),
+        line(b, &["committee", "contributor"]),
+        line(c, &["contributor"]),
+    ];
+    // Two contracts, each of which alone lets every bank run once today.
+    let (first, second) = ("credit-center.invoices-first", "credit-center.invoices-second");
+    for id in [first, second] {
+        let toml = contract(id, "integration test: a second contract", &members, None, ceiling, 10, 4096);
+        setup.agree(id, &toml, &banks).await?;
+    }
+    let report = center.run("overthreshold", first).await?;
+    assert_eq!(report["counted"].as_array().map(Vec::len), Some(3), "{report}");
+    // Attack: the same banks' invoices evaluated again today under the second contract.
+    let refused = run_status(center, "overthreshold", second).await?.expect_err("over the ceiling");
+    let jobs = setup.jobs("bank-a", second, "contributor").await?;
+    let detail = jobs.first().map(|j| j.detail.clone()).unwrap_or_default();
+    let text = format!("{} | {detail}", refused.message());
+    assert_contains(&text, &["across all contracts", "limits.dataset_lookups_per_day"]);
     Ok(())
 }
