@@ -163,14 +163,6 @@ impl DummyReplies {
         Self { scalars, unblinded }
     }
 
-    pub fn len(&self) -> usize {
-        self.scalars.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.scalars.is_empty()
-    }
-
     /// `s_i·R` for every dummy (the replies) and `s_i·G` (what they unblind to), after
     /// the anchor has passed the checked decoder (the identity and non-canonical
     /// encodings are refused). Consumes the dummies: the scalars are zeroized here.

@@ -231,48 +231,59 @@ fn the_noise_has_the_declared_distribution() {
     assert!((zeros - (1.0 - q) / (1.0 + q)).abs() < 0.07, "P(0) = {zeros}");
 }
 
-#[test]
-fn a_server_with_noise_refuses_a_hello_without_an_anchor() {
-    let mut rng = ChaCha20Rng::seed_from_u64(104);
+/// A wire edit that passes every message but rewrites each one of `kind` with `change`.
+fn rewrite(
+    kind: PsiMessageKind,
+    change: impl Fn(&mut PsiMessage),
+) -> impl FnMut(PsiMessageKind, Vec<u8>) -> Vec<u8> {
+    move |got, bytes| match PsiMessage::from_bytes(&bytes) {
+        Ok(mut message) if got == kind => {
+            change(&mut message);
+            message.to_bytes()
+        }
+        _ => bytes,
+    }
+}
+
+/// A session (X of 10, Y of 10, 3 in common) whose server and client have these noise
+/// settings, with `edit` on the wire: the error that ends it.
+fn refusal(
+    seed: u64,
+    server_noise: Option<u32>,
+    client_noise: Option<u32>,
+    edit: &mut dyn FnMut(PsiMessageKind, Vec<u8>) -> Vec<u8>,
+) -> ProtocolError {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let (x, y) = sets(&mut rng, 10, 10, 3);
     let f = fixture(&mut rng, &y);
-    let (server, client, first) = start(&mut rng, &f, &x, Some(1000), None, 16).expect("start");
-    let error = drive(server, client, first, &mut |_, b| b, &mut |_| {}).expect_err("refused");
-    assert!(
-        matches!(&error, ProtocolError::NoiseMismatch { reason } if reason.contains("no noise anchor")),
-        "{error}"
-    );
+    let (server, client, first) = start(&mut rng, &f, &x, server_noise, client_noise, 8).expect("start");
+    drive(server, client, first, edit, &mut |_| {}).expect_err("refused")
 }
 
 #[test]
-fn a_server_without_noise_refuses_an_anchor() {
-    let mut rng = ChaCha20Rng::seed_from_u64(105);
-    let (x, y) = sets(&mut rng, 10, 10, 3);
-    let f = fixture(&mut rng, &y);
-    let (server, client, first) = start(&mut rng, &f, &x, None, Some(1000), 16).expect("start");
-    let error = drive(server, client, first, &mut |_, b| b, &mut |_| {}).expect_err("refused");
+fn a_server_refuses_a_hello_whose_anchor_does_not_match_its_contract() {
+    let no_anchor = refusal(104, Some(1000), None, &mut |_, b| b);
     assert!(
-        matches!(&error, ProtocolError::NoiseMismatch { reason } if reason.contains("declares no noise")),
-        "{error}"
+        matches!(&no_anchor, ProtocolError::NoiseMismatch { reason } if reason.contains("no noise anchor")),
+        "{no_anchor}"
+    );
+    let anchor = refusal(105, None, Some(1000), &mut |_, b| b);
+    assert!(
+        matches!(&anchor, ProtocolError::NoiseMismatch { reason } if reason.contains("declares no noise")),
+        "{anchor}"
     );
 }
 
 #[test]
 fn an_anchor_that_is_not_a_valid_element_is_refused() {
-    let mut rng = ChaCha20Rng::seed_from_u64(106);
-    let (x, y) = sets(&mut rng, 10, 10, 3);
-    let f = fixture(&mut rng, &y);
     // The identity, and a non-canonical encoding.
     for bad in [[0u8; 32], [0xff; 32]] {
-        let (server, client, first) = start(&mut rng, &f, &x, Some(1000), Some(1000), 16).expect("start");
-        let mut swap = |kind, bytes: Vec<u8>| match (kind, PsiMessage::from_bytes(&bytes)) {
-            (PsiMessageKind::Hello, Ok(PsiMessage::Hello(mut hello))) => {
+        let mut swap = rewrite(PsiMessageKind::Hello, |m| {
+            if let PsiMessage::Hello(hello) = m {
                 hello.noise_anchor = Some(NoiseAnchor(bad));
-                PsiMessage::Hello(hello).to_bytes()
             }
-            _ => bytes,
-        };
-        let error = drive(server, client, first, &mut swap, &mut |_| {}).expect_err("refused");
+        });
+        let error = refusal(106, Some(1000), Some(1000), &mut swap);
         assert!(
             matches!(&error, ProtocolError::Malformed { reason, .. } if reason.contains("noise anchor")),
             "{error}"
@@ -280,34 +291,24 @@ fn an_anchor_that_is_not_a_valid_element_is_refused() {
     }
 }
 
+/// Rewrites the HelloAck's dummy count.
+fn announce(dummies: Option<u32>) -> impl FnMut(PsiMessageKind, Vec<u8>) -> Vec<u8> {
+    rewrite(PsiMessageKind::HelloAck, move |m| {
+        if let PsiMessage::HelloAck(ack) = m {
+            ack.dummies = dummies;
+        }
+    })
+}
+
 #[test]
 fn a_client_refuses_a_hello_ack_with_other_dummies_than_its_contract_gives() {
-    let mut rng = ChaCha20Rng::seed_from_u64(107);
-    let (x, y) = sets(&mut rng, 10, 10, 3);
-    let f = fixture(&mut rng, &y);
     // None: a server that would add nothing; fewer: a server that would add less noise.
     for dummies in [None, Some(2), Some(0)] {
-        let (server, client, first) = start(&mut rng, &f, &x, Some(1000), Some(1000), 16).expect("start");
-        let mut swap = |kind, bytes: Vec<u8>| match (kind, PsiMessage::from_bytes(&bytes)) {
-            (PsiMessageKind::HelloAck, Ok(PsiMessage::HelloAck(mut ack))) => {
-                ack.dummies = dummies;
-                PsiMessage::HelloAck(ack).to_bytes()
-            }
-            _ => bytes,
-        };
-        let error = drive(server, client, first, &mut swap, &mut |_| {}).expect_err("refused");
+        let error = refusal(107, Some(1000), Some(1000), &mut announce(dummies));
         assert!(matches!(&error, ProtocolError::NoiseMismatch { .. }), "{dummies:?}: {error}");
     }
     // A client without noise refuses dummies it did not ask for.
-    let (server, client, first) = start(&mut rng, &f, &x, None, None, 16).expect("start");
-    let mut add = |kind, bytes: Vec<u8>| match (kind, PsiMessage::from_bytes(&bytes)) {
-        (PsiMessageKind::HelloAck, Ok(PsiMessage::HelloAck(mut ack))) => {
-            ack.dummies = Some(60);
-            PsiMessage::HelloAck(ack).to_bytes()
-        }
-        _ => bytes,
-    };
-    let error = drive(server, client, first, &mut add, &mut |_| {}).expect_err("refused");
+    let error = refusal(107, None, None, &mut announce(Some(60)));
     assert!(
         matches!(&error, ProtocolError::NoiseMismatch { reason } if reason.contains("declares no noise")),
         "{error}"
@@ -316,19 +317,13 @@ fn a_client_refuses_a_hello_ack_with_other_dummies_than_its_contract_gives() {
 
 #[test]
 fn a_server_done_that_leaves_out_the_extra_tags_is_refused() {
-    let mut rng = ChaCha20Rng::seed_from_u64(108);
-    let (x, y) = sets(&mut rng, 10, 10, 3);
-    let f = fixture(&mut rng, &y);
-    let (server, client, first) = start(&mut rng, &f, &x, Some(1000), Some(1000), 8).expect("start");
     // ServerDone claiming m tags only: the client expects m + 60.
-    let mut short = |kind, bytes: Vec<u8>| match (kind, PsiMessage::from_bytes(&bytes)) {
-        (PsiMessageKind::ServerDone, Ok(PsiMessage::ServerDone(mut done))) => {
+    let mut short = rewrite(PsiMessageKind::ServerDone, |m| {
+        if let PsiMessage::ServerDone(done) = m {
             done.total_tags = 10;
-            PsiMessage::ServerDone(done).to_bytes()
         }
-        _ => bytes,
-    };
-    let error = drive(server, client, first, &mut short, &mut |_| {}).expect_err("refused");
+    });
+    let error = refusal(108, Some(1000), Some(1000), &mut short);
     assert!(matches!(&error, ProtocolError::TagCountMismatch { declared: 70, .. }), "{error}");
 }
 

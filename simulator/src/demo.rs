@@ -88,10 +88,11 @@ pub async fn run(args: DemoOptions, program: NodeProgram) -> Result<bool> {
 
     let mut results = Vec::new();
     results.extend(scenarios::a_grade(&alliance, &world, &bank_ids).await?);
-    results.push(scenarios::dishonest_count(&alliance, &world, &bank_ids[0], 0).await?);
+    results.push(scenarios::dishonest_count(&alliance, &world, (&bank_ids[0], 0), None).await?);
     // Another bank than the exact count's: one bank holding both would have the exact
     // answer anyway.
-    results.push(scenarios::dishonest_count_noisy(&alliance, &world, &bank_ids[1], 1).await?);
+    let noise = Some(scenarios::DISHONEST_NOISE_EPSILON_MILLI);
+    results.push(scenarios::dishonest_count(&alliance, &world, (&bank_ids[1], 1), noise).await?);
     results.push(scenarios::labels(&alliance, &world, &bank_ids[1], 1).await?);
     results.push(scenarios::mutual(&alliance, &world, (&bank_ids[0], 0), (&bank_ids[1], 1)).await?);
     results.extend(crate::secagg_scenarios::run_all(&mut alliance, &world, &bank_ids).await?);

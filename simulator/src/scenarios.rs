@@ -105,18 +105,34 @@ fn sizes(pairs: &[(&str, usize)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v as u64)).collect()
 }
 
-/// How many of a bank's applicants are on the dishonesty list (cardinality only).
+/// The ε of the noisy dishonest count, in thousandths (one run per epoch).
+pub const DISHONEST_NOISE_EPSILON_MILLI: u32 = 500;
+
+/// How many of a bank's applicants are on the dishonesty list (cardinality only): exact,
+/// or with noise of `noise_epsilon_milli` the credit center adds (issue 10), checked
+/// against the plaintext count within the clamp the contract's ε gives.
 pub async fn dishonest_count(
     alliance: &Alliance,
     world: &World,
-    bank: &str,
-    b: usize,
+    (bank, b): (&str, usize),
+    noise_epsilon_milli: Option<u32>,
 ) -> Result<ScenarioResult> {
     let listed = world.entity_codes(|e| e.dishonest);
-    let id = format!("credit-center.xel-psi-dishonest-{bank}");
+    let (id, purpose, kind) = match noise_epsilon_milli {
+        None => (
+            format!("credit-center.xel-psi-dishonest-{bank}"),
+            "严重失信主体名单: how many applicants are listed (count only)",
+            "count only",
+        ),
+        Some(_) => (
+            format!("credit-center.xel-psi-dishonest-noisy-{bank}"),
+            "严重失信主体名单: how many applicants are listed (count with noise, portfolio statistics)",
+            "count with noise",
+        ),
+    };
     let toml = contracts::psi(
         &id,
-        "严重失信主体名单: how many applicants are listed (count only)",
+        purpose,
         &party(alliance, "credit-center", &["server"])?,
         "dishonesty_list",
         &party(alliance, bank, &["client"])?,
@@ -125,75 +141,45 @@ pub async fn dishonest_count(
         10,
         20,
     );
+    let toml = match noise_epsilon_milli {
+        Some(milli) => contracts::with_count_noise(&toml, milli),
+        None => toml,
+    };
     let (report, wall_s) = run_psi(alliance, &id, &toml, "credit-center", bank, bank).await?;
     let expected = world.applicant_codes(b).intersection(&listed).count() as u64;
     let got = report["cardinality"].as_u64().unwrap_or(u64::MAX);
     let no_codes = report["intersection"].is_null();
-    Ok(ScenarioResult {
-        name: format!("dishonest applicants of {bank}, count only"),
-        computation: "psi".into(),
-        output: "cardinality".into(),
-        sizes: sizes(&[("credit-center", listed.len()), (bank, world.applicants[b].len())]),
-        verified: got == expected && no_codes,
-        wall_s,
-        bytes_total: bytes_of(&report),
-        extra: contract_extra(&id),
-        detail: format!("{bank} learned the count {got} (expected {expected}) and no codes"),
-    })
-}
-
-/// The ε of the noisy dishonest count, in thousandths (one run per epoch).
-const DISHONEST_NOISE_EPSILON_MILLI: u32 = 500;
-
-/// How many of a bank's applicants are on the dishonesty list, with noise the credit
-/// center adds (issue 10): checked against the plaintext count within the clamp.
-pub async fn dishonest_count_noisy(
-    alliance: &Alliance,
-    world: &World,
-    bank: &str,
-    b: usize,
-) -> Result<ScenarioResult> {
-    let listed = world.entity_codes(|e| e.dishonest);
-    let id = format!("credit-center.xel-psi-dishonest-noisy-{bank}");
-    let toml = contracts::with_count_noise(
-        &contracts::psi(
-            &id,
-            "严重失信主体名单: how many applicants are listed (count with noise, portfolio statistics)",
-            &party(alliance, "credit-center", &["server"])?,
-            "dishonesty_list",
-            &party(alliance, bank, &["client"])?,
-            "cardinality",
-            &[],
-            10,
-            20,
-        ),
-        DISHONEST_NOISE_EPSILON_MILLI,
-    );
-    let (report, wall_s) = run_psi(alliance, &id, &toml, "credit-center", bank, bank).await?;
-    let expected = world.applicant_codes(b).intersection(&listed).count() as u64;
-    let got = report["cardinality"].as_u64().unwrap_or(u64::MAX);
-    let bound = report["noise"]["bound"].as_u64().unwrap_or(0);
-    let half = u64::from(xmcredit_crypto::count_noise::count_noise_half(DISHONEST_NOISE_EPSILON_MILLI)?);
-    let no_codes = report["intersection"].is_null();
-    let error = got as i64 - expected as i64;
     let mut extra = contract_extra(&id);
-    extra.insert("use".into(), Value::from("easy-loan-matching"));
-    extra.insert("noise".into(), report["noise"].clone());
-    extra.insert("noise_error".into(), Value::from(error));
+    let (within, detail) = match noise_epsilon_milli {
+        None => {
+            (got == expected, format!("{bank} learned the count {got} (expected {expected}) and no codes"))
+        }
+        Some(milli) => {
+            // Within the clamp the contract's ε gives, and the report says so.
+            let half = u64::from(xmcredit_crypto::count_noise::count_noise_half(milli)?);
+            let error = got as i64 - expected as i64;
+            extra.insert("use".into(), Value::from("easy-loan-matching"));
+            extra.insert("noise".into(), report["noise"].clone());
+            extra.insert("noise_error".into(), Value::from(error));
+            (
+                report["noise"]["bound"].as_u64() == Some(half) && got.abs_diff(expected) <= half,
+                format!(
+                    "{bank} learned the count {got} with noise of ε {} (exact {expected}, error {error:+}, clamp ±{half}) and no codes",
+                    f64::from(milli) / 1000.0
+                ),
+            )
+        }
+    };
     Ok(ScenarioResult {
-        name: format!("dishonest applicants of {bank}, count with noise"),
+        name: format!("dishonest applicants of {bank}, {kind}"),
         computation: "psi".into(),
         output: "cardinality".into(),
         sizes: sizes(&[("credit-center", listed.len()), (bank, world.applicants[b].len())]),
-        // Within the clamp the contract's ε gives, and the report says so.
-        verified: bound == half && got.abs_diff(expected) <= half && no_codes,
+        verified: within && no_codes,
         wall_s,
         bytes_total: bytes_of(&report),
         extra,
-        detail: format!(
-            "{bank} learned the count {got} with noise of ε {} (exact {expected}, error {error:+}, clamp ±{half}) and no codes",
-            f64::from(DISHONEST_NOISE_EPSILON_MILLI) / 1000.0
-        ),
+        detail,
     })
 }
 

@@ -45,10 +45,7 @@ async fn metrics_count_a_psi_run_and_health_answers_without_login() -> Result<()
 
     let server_codes = codes(51, 300);
     let client_codes: Vec<String> = server_codes.iter().step_by(3).cloned().chain(codes(52, 40)).collect();
-    let gov = write_gov(dir.path(), GOV_DATASET, &gov_rows(&server_codes))?;
-    import_ok(center, GOV_DATASET, &gov).await?;
-    let applicants = write_applicants(dir.path(), "applicants", &client_codes)?;
-    import_ok(bank, "loan_applicants", &applicants).await?;
+    import_list_and_applicants(dir.path(), center, bank, &server_codes, &client_codes).await?;
     let toml = psi_contract("credit-center.console-metrics", center, bank, "intersection", &[], 1, 1);
     alliance.agree("credit-center", &toml, "credit-center.console-metrics", &["bank-a"]).await?;
     let report = bank.run("psi", "credit-center.console-metrics").await?;
@@ -138,10 +135,7 @@ async fn jobs_page_shows_each_jobs_bytes_and_output_files() -> Result<()> {
     let bank = alliance.node("bank-a")?;
     let server_codes = codes(61, 200);
     let client_codes: Vec<String> = server_codes.iter().step_by(4).cloned().chain(codes(62, 30)).collect();
-    let gov = write_gov(dir.path(), GOV_DATASET, &gov_rows(&server_codes))?;
-    import_ok(center, GOV_DATASET, &gov).await?;
-    let applicants = write_applicants(dir.path(), "applicants", &client_codes)?;
-    import_ok(bank, "loan_applicants", &applicants).await?;
+    import_list_and_applicants(dir.path(), center, bank, &server_codes, &client_codes).await?;
     // The both form: the server writes the intersection to its outputs/.
     let toml = psi_contract("credit-center.console-jobs", center, bank, "both", &[], 1, 1);
     alliance.agree("credit-center", &toml, "credit-center.console-jobs", &["bank-a"]).await?;
@@ -204,7 +198,9 @@ async fn every_console_page_refuses_requests_without_the_token() -> Result<()> {
         assert_eq!(reply.status, 401, "{page} with a forged session");
     }
     // A wrong token, and the right token with one character changed, get no session.
-    for wrong in ["not-the-token".to_string(), format!("{}0", &token[..token.len() - 1])] {
+    // (The changed character must differ from the token's own last one.)
+    let last = if token.ends_with('0') { '1' } else { '0' };
+    for wrong in ["not-the-token".to_string(), format!("{}{last}", &token[..token.len() - 1])] {
         let reply = post(address, "/login", None, &[("token", &wrong)]).await?;
         assert_eq!(reply.status, 401);
         assert!(reply.header("set-cookie").is_none(), "a wrong token got a cookie");

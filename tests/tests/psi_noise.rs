@@ -11,18 +11,19 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use common::*;
 use rand::rngs::OsRng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use tonic::Status;
 use xmcredit_contracts::Contract;
-use xmcredit_crypto::count_noise::count_noise_half;
+use xmcredit_crypto::count_noise::{count_noise_half, NoiseAnchor};
 use xmcredit_crypto::{ContractId, Epoch, NodeId, SessionId};
 use xmcredit_node::proto::Frame;
 use xmcredit_node::service::peer_client;
-use xmcredit_protocol::psi::{ClientConfig, ClientPolicy, PsiClient, PsiOutputForm};
+use xmcredit_protocol::psi::{ClientConfig, ClientPolicy, PsiClient, PsiMessage, PsiOutputForm};
 use xmcredit_protocol::SessionBinding;
 use xmcredit_simulator::alliance::Alliance;
 use xmcredit_simulator::contracts::{lookup, with_count_noise, LookupProvider};
@@ -47,14 +48,12 @@ async fn setup(limits: &str) -> Result<(tempfile::TempDir, Alliance, u64)> {
         Alliance::create_with_limits(program(), dir.path(), &["credit-center", "bank-a"], true, limits)
             .await?;
     let listed = codes(31, 300);
-    let gov = write_gov(dir.path(), GOV_DATASET, &gov_rows(&listed))?;
-    import_ok(alliance.node("credit-center")?, GOV_DATASET, &gov).await?;
     let on_list: BTreeSet<&String> = listed.iter().collect();
     let off_list = codes(32, 60).into_iter().filter(|c| !on_list.contains(c)).take(40);
     let applicants: Vec<String> = listed.iter().take(40).cloned().chain(off_list).collect();
     let exact = applicants.iter().filter(|c| on_list.contains(c)).count() as u64;
-    let files = write_applicants(dir.path(), "applicants", &applicants)?;
-    import_ok(alliance.node("bank-a")?, "loan_applicants", &files).await?;
+    let (center, bank) = (alliance.node("credit-center")?, alliance.node("bank-a")?);
+    import_list_and_applicants(dir.path(), center, bank, &listed, &applicants).await?;
     Ok((dir, alliance, exact))
 }
 
@@ -97,14 +96,15 @@ async fn a_noisy_count_is_within_its_clamp_and_a_second_run_in_the_epoch_is_refu
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hello_without_a_noise_anchor_is_refused_by_the_server() -> Result<()> {
-    let (dir, alliance, _) = setup("").await?;
-    let id = "credit-center.psi-noisy-anchor";
-    let toml = noisy_contract(&alliance, id, EPSILON_MILLI)?;
-    alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
-    // Attack: bank-a's own client code, told there is no noise, asks for the exact count.
-    let contract = Contract::from_toml_str(&toml)?;
+/// Sends bank-a's Hello for a noisy session under contract `id` (text `toml`), its anchor
+/// replaced by `anchor`, to the credit center; returns the refusal.
+async fn hello_refusal(
+    alliance: &Alliance,
+    toml: &str,
+    id: &str,
+    anchor: Option<NoiseAnchor>,
+) -> Result<Status> {
+    let contract = Contract::from_toml_str(toml)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let binding = SessionBinding {
         contract: ContractId::new(id)?,
@@ -116,27 +116,41 @@ async fn a_hello_without_a_noise_anchor_is_refused_by_the_server() -> Result<()>
         server: NodeId::new("credit-center")?,
         form: PsiOutputForm::Cardinality,
         chunk_size: 64,
-        policy: ClientPolicy { min_server_set_size: 1, count_noise_epsilon_milli: None },
+        policy: ClientPolicy { min_server_set_size: 1, count_noise_epsilon_milli: Some(EPSILON_MILLI) },
     };
     let inputs = codes(31, 20).into_iter().map(String::into_bytes).collect();
     let (_, first) = PsiClient::start(config, inputs, &mut OsRng)?;
+    let PsiMessage::Hello(mut hello) = PsiMessage::from_bytes(&first[0].bytes)? else { bail!("not a Hello") };
+    hello.noise_anchor = anchor;
     let (tx, rx) = mpsc::channel(4);
-    tx.send(Frame { payload: first[0].bytes.clone() }).await?;
+    tx.send(Frame { payload: PsiMessage::Hello(hello).to_bytes() }).await?;
     let wire = channel(alliance.node("bank-a")?, alliance.node("credit-center")?).await?;
-    let status = match peer_client(wire).psi(ReceiverStream::new(rx)).await {
+    Ok(match peer_client(wire).psi(ReceiverStream::new(rx)).await {
         Err(status) => status,
         Ok(replies) => match replies.into_inner().next().await {
             Some(Err(status)) => status,
-            other => panic!("expected a refusal, got {other:?}"),
+            other => bail!("expected a refusal, got {other:?}"),
         },
-    };
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_without_a_valid_noise_anchor_is_refused_by_the_server() -> Result<()> {
+    let (_dir, alliance, _) = setup("").await?;
+    let id = "credit-center.psi-noisy-anchor";
+    let toml = noisy_contract(&alliance, id, EPSILON_MILLI)?;
+    alliance.agree("credit-center", &toml, id, &["bank-a"]).await?;
+    // Attack: bank-a leaves the anchor out, to get the exact count.
+    let status = hello_refusal(&alliance, &toml, id, None).await?;
     assert_contains(status.message(), &["cardinality noise", "no noise anchor"]);
     // The refusal is on the credit center's log with its reason.
     wait_for_log(alliance.node("credit-center")?, "no noise anchor").await;
-    // It cost bank-a nothing: its honest run of the epoch is still answered.
+    // Attack: an anchor that is the identity (every dummy would unblind to it).
+    let status = hello_refusal(&alliance, &toml, id, Some(NoiseAnchor([0; 32]))).await?;
+    assert_contains(status.message(), &["noise anchor", "identity"]);
+    // Neither cost bank-a its run: its honest run of the epoch is still answered.
     let report = alliance.node("bank-a")?.run("psi", id).await?;
     assert_eq!(report["noise"]["epsilon_milli"], EPSILON_MILLI, "{report}");
-    drop(dir);
     Ok(())
 }
 

@@ -168,8 +168,8 @@ pub use messages::{
     ServerDone, TagChunk, MAX_CHUNK_ELEMENTS, MAX_LABEL_LEN, NOISY_CARDINALITY_CODE, WIRE_VERSION,
 };
 pub use server::{
-    PsiServer, ServerAwaitingBlinded, ServerAwaitingHello, ServerAwaitingMatchReport, ServerBlindedNext,
-    ServerConfig, ServerMatchReportNext, ServerOutput, ServerPolicy,
+    check_noise_anchor, PsiServer, ServerAwaitingBlinded, ServerAwaitingHello, ServerAwaitingMatchReport,
+    ServerBlindedNext, ServerConfig, ServerMatchReportNext, ServerOutput, ServerPolicy,
 };
 pub use server_set::{DatasetVersion, ServerSet, ServerSetBuilder, ServerSetId};
 

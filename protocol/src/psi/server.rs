@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use rand_core::CryptoRngCore;
 use xmcredit_crypto::count_noise::{select_dummy_tags, CountNoise, DummyReplies};
-use xmcredit_crypto::group::ElementBytes;
+use xmcredit_crypto::group::{decode_element, ElementBytes};
 use xmcredit_crypto::oprf::OprfKey;
 use xmcredit_crypto::set::{evaluate_batch, tag_bits_for, Tag, TagContext};
 use xmcredit_crypto::NodeId;
 use zeroize::Zeroize;
 
 use super::messages::{
-    BlindedChunk, EncryptedLabels, EvaluatedChunk, HelloAck, MatchReport, ServerDone, TagChunk,
+    BlindedChunk, EncryptedLabels, EvaluatedChunk, Hello, HelloAck, MatchReport, ServerDone, TagChunk,
 };
 use super::server_set::ServerSet;
 use super::shuffle::Shuffler;
@@ -149,6 +149,31 @@ pub struct ServerAwaitingHello {
     noise: Option<PendingNoise>,
 }
 
+/// The server's check of a Hello's noise anchor against the contract's count noise
+/// (`count_noise_epsilon_milli`): an anchor exactly when the contract adds noise, and
+/// one that passes the checked decoder. [`ServerAwaitingHello::handle`] runs it; a node
+/// runs it too before it spends the client's quota and the epoch's one noisy run.
+pub fn check_noise_anchor(
+    hello: &Hello,
+    count_noise_epsilon_milli: Option<u32>,
+) -> Result<(), ProtocolError> {
+    match (count_noise_epsilon_milli, &hello.noise_anchor) {
+        (Some(milli), None) => Err(ProtocolError::NoiseMismatch {
+            reason: format!(
+                "the contract adds noise of ε = {} to the count; this Hello has no noise anchor",
+                f64::from(milli) / 1000.0
+            ),
+        }),
+        (None, Some(_)) => Err(ProtocolError::NoiseMismatch {
+            reason: "the contract declares no noise; this Hello carries a noise anchor".into(),
+        }),
+        (Some(_), Some(anchor)) => decode_element(&anchor.0).map(|_| ()).map_err(|e| {
+            ProtocolError::Malformed { what: "PSI Hello", reason: format!("noise anchor: {e}") }
+        }),
+        (None, None) => Ok(()),
+    }
+}
+
 impl ServerAwaitingHello {
     const STATE: &'static str = "server awaiting Hello";
 
@@ -224,23 +249,8 @@ impl ServerAwaitingHello {
             let max = u64::from(u32::MAX) * u64::from(hello.chunk_size);
             return Err(ProtocolError::SetTooLarge { whose: "client", got: n, max });
         }
+        check_noise_anchor(&hello, self.policy.count_noise_epsilon_milli)?;
         let dummies = self.noise.as_ref().map_or(0, |pending| pending.noise.dummies());
-        match (&self.noise, &hello.noise_anchor) {
-            (Some(pending), None) => {
-                return Err(ProtocolError::NoiseMismatch {
-                    reason: format!(
-                        "the contract adds noise of ε = {} to the count; this Hello has no noise anchor",
-                        pending.noise.epsilon()
-                    ),
-                })
-            }
-            (None, Some(_)) => {
-                return Err(ProtocolError::NoiseMismatch {
-                    reason: "the contract declares no noise; this Hello carries a noise anchor".into(),
-                })
-            }
-            _ => {}
-        }
         let m = self.set.len() as u64;
         // Dummies are replies and tags like the others: the tags are long enough for all.
         let tag_bits =

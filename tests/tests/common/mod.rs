@@ -153,6 +153,20 @@ pub async fn import_ok(
     Ok(report)
 }
 
+/// Imports `listed` as `center`'s government list ([`GOV_DATASET`]) and `applicants` as
+/// `bank`'s loan applicants: the two sides of a PSI test.
+pub async fn import_list_and_applicants(
+    dir: &Path,
+    center: &NodeHandle,
+    bank: &NodeHandle,
+    listed: &[String],
+    applicants: &[String],
+) -> Result<()> {
+    import_ok(center, GOV_DATASET, &write_gov(dir, GOV_DATASET, &gov_rows(listed))?).await?;
+    import_ok(bank, "loan_applicants", &write_applicants(dir, "applicants", applicants)?).await?;
+    Ok(())
+}
+
 // ---- Contracts -----------------------------------------------------------------------
 
 /// The party line of `node` with `roles`.

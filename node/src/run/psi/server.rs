@@ -15,10 +15,10 @@ use xmcredit_contracts::{ComputationKind, OutputForm, PsiOutput, Role, VerifiedC
 use xmcredit_crypto::keys::KeyPurpose;
 use xmcredit_crypto::{ContractId, Epoch, NodeId};
 use xmcredit_protocol::psi::{
-    DatasetVersion as SetVersion, PsiMessage, PsiMessageKind, PsiServer, ServerConfig, ServerOutput,
-    ServerPolicy, ServerSet, ServerSetBuilder, ServerSetId,
+    check_noise_anchor, DatasetVersion as SetVersion, PsiMessage, PsiMessageKind, PsiServer, ServerConfig,
+    ServerOutput, ServerPolicy, ServerSet, ServerSetBuilder, ServerSetId,
 };
-use xmcredit_protocol::{ProtocolError, SessionBinding};
+use xmcredit_protocol::SessionBinding;
 
 use super::{form_of, frame, min_set_size, psi_parameters, receiver_form, PsiParameters};
 use crate::context::NodeContext;
@@ -82,26 +82,9 @@ fn prepare_server(ctx: &NodeContext, peer: &NodeId, hello: &[u8]) -> Result<Serv
             hello.client_set_size, ctx.config.limits.max_set_size
         )));
     }
-    // A Hello whose noise does not match the contract is refused before the quota (and
-    // the epoch's one noisy run) is spent; the protocol state checks it again.
-    match (&noise, &hello.noise_anchor) {
-        (Some(noise), None) => {
-            return Err(ProtocolError::NoiseMismatch {
-                reason: format!(
-                    "the contract adds noise of ε = {} to the count; this Hello has no noise anchor",
-                    f64::from(noise.epsilon_milli()) / 1000.0
-                ),
-            }
-            .into())
-        }
-        (None, Some(_)) => {
-            return Err(ProtocolError::NoiseMismatch {
-                reason: "the contract declares no noise; this Hello carries a noise anchor".into(),
-            }
-            .into())
-        }
-        _ => {}
-    }
+    // A Hello whose noise does not match the contract (or whose anchor is no valid
+    // element) is refused before the quota and the epoch's one noisy run are spent.
+    check_noise_anchor(&hello, noise.map(|noise| noise.epsilon_milli()))?;
     // A replayed session is refused before it can spend the client's quota.
     ctx.store.claim_session(binding.session.as_bytes(), binding.contract.as_str())?;
     let (set, version) = server_set(ctx, &verified, epoch, &label_columns)?;
